@@ -1,0 +1,2 @@
+"""janus-pretrain: pretrain JanusDNA-style DNA foundation models with DeepSpeed."""
+__version__ = "0.1.0"

@@ -1,0 +1,283 @@
+"""Typed run configuration: one YAML file maps 1:1 onto the dataclasses below.
+
+Unknown keys and wrong types are errors that name the key and the file. `--set a.b=value`
+overrides only keys that exist. The per-layer map (mixer and FFN type of every layer) is
+computed from period/offset here, checked, and printed at start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix: the message names the key and the file."""
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 16  # tokenizer vocabulary padded to 16 (janus_pretrain.tokenizer)
+    d_model: int = 72  # width D of both streams and of the fusion block
+    n_layers: int = 8  # decoder layers; each holds a forward and a backward stream block
+    attn_layer_period: int = 8  # a stream mixer is attention where i % period == offset; 0 = never
+    attn_layer_offset: int = 4  # see attn_layer_period; must be < period
+    expert_layer_period: int = 2  # FFN is a top-k MoE where i % period == offset; 0 = never
+    expert_layer_offset: int = 1  # see expert_layer_period; must be < period
+    num_experts: int = 16  # experts per MoE layer (global count, before expert parallelism)
+    top_k: int = 2  # experts each token is routed to
+    intermediate_size: int = 0  # SwiGLU hidden width of dense FFNs and of each expert; 0 = 4 * d_model
+    n_heads: int = 4  # heads of per-stream attention and of the fusion attention
+    d_state: int = 16  # Mamba SSM state size N
+    d_conv: int = 4  # Mamba depthwise causal conv width
+    expand: int = 2  # Mamba inner width = expand * d_model
+    dt_rank: int = 0  # Mamba dt projection rank; 0 = ceil(d_model / 16)
+    dt_min: float = 0.001  # Mamba dt initialisation range (dt bias = inverse softplus of dt)
+    dt_max: float = 0.1  # see dt_min
+    dt_init_floor: float = 1.0e-4  # lower clamp of the initial dt
+    tie_mamba_projections: bool = True  # share Mamba in/out projections between the two streams
+    final_mlp: bool = False  # a small SwiGLU MLP between the final norm and the LM head
+    router_aux_loss_coef: float = 0.2  # weight of the MoE load-balancing loss in the total loss
+    initializer_range: float = 0.02  # std of normal init for linear and embedding weights
+    norm_eps: float = 1.0e-5  # RMSNorm epsilon
+    kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: CUDA kernels when importable and on GPU
+    activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block
+    scan_chunk: int = 64  # chunk length of the CPU chunked selective scan
+    fusion_query_block: int = 1024  # query rows per block in the reference fusion attention
+    loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.intermediate_size or 4 * self.d_model
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def dt_rank_value(self) -> int:
+        return self.dt_rank or math.ceil(self.d_model / 16)
+
+    def is_attention_layer(self, i: int) -> bool:
+        return self.attn_layer_period > 0 and i % self.attn_layer_period == self.attn_layer_offset
+
+    def is_expert_layer(self, i: int) -> bool:
+        return self.expert_layer_period > 0 and i % self.expert_layer_period == self.expert_layer_offset
+
+    def layer_map(self) -> list[tuple[str, str]]:
+        """(mixer, ffn) per layer, e.g. [("mamba", "swiglu"), ("mamba", "moe"), ...]."""
+        return [("attention" if self.is_attention_layer(i) else "mamba",
+                 "moe" if self.is_expert_layer(i) else "swiglu") for i in range(self.n_layers)]
+
+    def describe_layers(self) -> str:
+        rows = [f"  layer {i}: {mixer:9s} + {ffn}" for i, (mixer, ffn) in enumerate(self.layer_map())]
+        experts = f"{self.num_experts} experts, top-{self.top_k}" if any(f == "moe" for _, f in self.layer_map()) else "no MoE"
+        return "\n".join([f"Janus layer map (x2 streams, {experts}, then fusion attention):", *rows])
+
+    def validate(self, where: str = "model") -> None:
+        for period, offset, name in ((self.attn_layer_period, self.attn_layer_offset, "attn_layer"),
+                                     (self.expert_layer_period, self.expert_layer_offset, "expert_layer")):
+            if period < 0 or offset < 0:
+                raise ConfigError(f"{where}.{name}_period/offset must be >= 0 (got {period}/{offset})")
+            if period > 0 and offset >= period:
+                raise ConfigError(f"{where}.{name}_offset={offset} must be < {name}_period={period}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"{where}.d_model={self.d_model} must be divisible by {where}.n_heads={self.n_heads}")
+        if any(f == "moe" for _, f in self.layer_map()) and not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(f"{where}.top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+        for key in ("vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand", "scan_chunk", "fusion_query_block"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{where}.{key} must be positive (got {getattr(self, key)})")
+        if self.vocab_size < 12:
+            raise ConfigError(f"{where}.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
+
+
+@dataclass
+class DataConfig:
+    manifest: str = ""  # manifest.json written by data_prep/shard_genomes.py (relative to the YAML file)
+    seq_len: int = 1024  # bases per training sample, cropped from the sharded windows
+    mixture: dict[str, float] = field(default_factory=dict)  # species -> weight; empty = manifest weights
+    rc_augment: bool = True  # reverse-complement each training sample with probability 1/2
+    max_n_frac: float = 0.1  # skip crops whose N fraction exceeds this
+    shuffle_buffer: int = 256  # samples held for shuffling
+    crops_per_window: int = 0  # random crops taken from each window; 0 = window_bp // seq_len (at least 1)
+    num_workers: int = 1  # dataloader worker processes per rank
+    repeat_weight: float = 1.0  # loss weight of soft-masked (repeat) bases; 1 = no down-weighting
+    valid_max_batches: int = 0  # validation batches per species; 0 = the whole split
+
+
+@dataclass
+class TrainConfig:
+    micro_batch: int = 1  # samples per rank per forward/backward
+    grad_accum: int = 0  # micro batches per optimizer step; 0 = derived from global_batch_tokens
+    global_batch_tokens: int = 0  # tokens per optimizer step over all ranks; 0 = micro_batch * seq_len * world * grad_accum
+    steps: int = 100  # optimizer steps of the whole run
+    seed: int = 0  # seeds model init, data order and augmentation
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 mixed precision (fp32 master weights) or pure fp32
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 = off
+    eval_every: int = 0  # optimizer steps between validations; 0 = only at the end
+    max_bad_steps: int = 5  # stop after this many consecutive steps with NaN/inf loss
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 8.0e-3  # peak learning rate
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    eps: float = 1.0e-8  # AdamW epsilon
+    weight_decay: float = 0.1  # applied to matrices only (not biases, norms, embeddings, A_log, D)
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of train.steps
+    min_lr: float = 1.0e-4  # cosine decay floor
+
+
+@dataclass
+class ParallelConfig:
+    zero_stage: int = 2  # DeepSpeed ZeRO stage
+    ep_size: int = 1  # expert-parallel ranks each MoE layer's experts are sharded over
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str = "runs/default/checkpoints"  # DeepSpeed checkpoint directory (relative to the working directory)
+    every: int = 100  # optimizer steps between checkpoints; 0 = only at the end
+    keep: int = 3  # keep the last K checkpoints
+    resume: str = "auto"  # auto: continue from `latest` if present; none: start fresh; or a tag
+
+
+@dataclass
+class LoggingConfig:
+    dir: str = "runs/default/tensorboard"  # TensorBoard log directory
+    every: int = 10  # optimizer steps between log lines and scalars
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # passed through into the generated DeepSpeed JSON
+    source: str = ""  # the YAML file this run was loaded from (set by load_config, not by users)
+
+    def validate(self) -> None:
+        self.model.validate()
+
+
+def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Return `value` converted to type `tp`, or raise ConfigError naming key and file."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, where)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _check_value(value, args[0], key, where)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: '{key}' must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {type(value).__name__}")
+        (inner,) = typing.get_args(tp)
+        return [_check_value(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _check_value(v, inner, f"{key}.{k}", where) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{where}: '{key}' must be {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
+        kwargs[key] = _check_value(value, hints[key], full, where)
+    return cls(**kwargs)
+
+
+def _apply_override(raw: dict, override: str, where: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key=value, e.g. model.d_model=144")
+    dotted, text = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    cls: Any = RunConfig
+    node = raw
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if dataclasses.is_dataclass(cls) and part not in hints:
+            raise ConfigError(f"--set {dotted}: unknown key '{'.'.join(parts[:depth + 1])}' ({where})")
+        if depth == len(parts) - 1:
+            node[part] = yaml.safe_load(text)
+            return
+        cls = hints.get(part, dict) if dataclasses.is_dataclass(cls) else dict
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[:depth + 1])}' is not a section ({where})")
+
+
+def config_from_dict(raw: dict, where: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    raw = dict(raw or {})
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for override in overrides:
+        _apply_override(raw, override, where)
+    config = _build(RunConfig, raw, "", where)
+    config.source = where
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a run YAML (sections model, data, train, ...) with optional `key=value` overrides.
+
+    Relative data.manifest paths are resolved against the YAML file's directory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections (model, data, train, ...)")
+    config = config_from_dict(raw, str(path), overrides)
+    if config.data.manifest and not Path(config.data.manifest).is_absolute():
+        config.data.manifest = str((path.parent / config.data.manifest).resolve())
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    """Plain-dict form of any config dataclass (for JSON, checkpoints and config.json)."""
+    return dataclasses.asdict(config)
+
+
+def model_config_from_dict(raw: dict, where: str = "<dict>") -> ModelConfig:
+    config = _build(ModelConfig, raw, "model", where)
+    config.validate()
+    return config

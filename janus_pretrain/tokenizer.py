@@ -1,0 +1,106 @@
+"""Character-level DNA tokenizer with Caduceus/JanusDNA-compatible ids.
+
+[CLS]0 [SEP]1 [BOS]2 [MASK]3 [PAD]4 [RESERVED]5 [UNK]6 A7 C8 G9 T10 N11, vocabulary padded to 16.
+Lower case (soft-masked repeats) maps to the same ids as upper case; IUPAC ambiguity codes map
+to N. Encoding is one table lookup over the bytes, never a Python loop per base.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+TOKENIZER_VERSION = "janus-char-v1"
+SPECIAL_TOKENS = ["[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]"]
+CLS_ID, SEP_ID, BOS_ID, MASK_ID, PAD_ID, RESERVED_ID, UNK_ID = range(7)
+A_ID, C_ID, G_ID, T_ID, N_ID = 7, 8, 9, 10, 11
+VOCAB_SIZE = 16  # padded for tensor-core friendly embedding shapes
+BASE_IDS = (A_ID, C_ID, G_ID, T_ID)
+IUPAC_AMBIGUOUS = "RYSWKMBDHVUN"  # U is not DNA; treated as unknown base like the other codes
+
+_INVALID = -1
+_ENCODE = np.full(256, _INVALID, dtype=np.int64)
+for _char, _id in zip("ACGT", BASE_IDS):
+    _ENCODE[ord(_char)] = _id
+    _ENCODE[ord(_char.lower())] = _id
+for _char in IUPAC_AMBIGUOUS:
+    _ENCODE[ord(_char)] = N_ID
+    _ENCODE[ord(_char.lower())] = N_ID
+
+_DECODE = np.array([ord("?")] * VOCAB_SIZE, dtype=np.uint8)
+for _char, _id in zip("ACGTN", (*BASE_IDS, N_ID)):
+    _DECODE[_id] = ord(_char)
+
+# complement on ids: A<->T, C<->G, everything else (N, specials) to itself
+_COMPLEMENT = torch.arange(VOCAB_SIZE)
+_COMPLEMENT[A_ID], _COMPLEMENT[T_ID], _COMPLEMENT[C_ID], _COMPLEMENT[G_ID] = T_ID, A_ID, G_ID, C_ID
+
+# ASCII-level normalisation for shards: IUPAC ambiguity codes to N/n, case kept
+_NORMALISE = np.arange(256, dtype=np.uint8)
+for _char in IUPAC_AMBIGUOUS:
+    _NORMALISE[ord(_char)] = ord("N")
+    _NORMALISE[ord(_char.lower())] = ord("n")
+
+
+class TokenizerError(ValueError):
+    """Input that is not DNA: the message names the character and its position."""
+
+
+def _as_bytes(seq: str | bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    if isinstance(seq, str):
+        try:
+            seq = seq.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise TokenizerError(f"non-ASCII character {seq[exc.start]!r} at position {exc.start}") from None
+    if isinstance(seq, np.ndarray):
+        return seq.astype(np.uint8, copy=False)
+    return np.frombuffer(bytes(seq), dtype=np.uint8)
+
+
+def first_invalid(seq: str | bytes) -> tuple[int, str] | None:
+    """Position and character of the first byte that is not a DNA/IUPAC letter, or None."""
+    codes = _ENCODE[_as_bytes(seq)]
+    bad = np.flatnonzero(codes == _INVALID)
+    if bad.size == 0:
+        return None
+    pos = int(bad[0])
+    return pos, chr(_as_bytes(seq)[pos])
+
+
+def encode_numpy(seq: str | bytes | np.ndarray) -> np.ndarray:
+    """Token ids as an int64 numpy array (used by the data pipeline)."""
+    raw = _as_bytes(seq)
+    ids = _ENCODE[raw]
+    if ids.size and ids.min() == _INVALID:
+        pos = int(np.flatnonzero(ids == _INVALID)[0])
+        raise TokenizerError(f"invalid DNA character {chr(raw[pos])!r} at position {pos}; "
+                             f"expected A, C, G, T, N or an IUPAC code (either case)")
+    return ids
+
+
+def encode(seq: str | bytes) -> torch.LongTensor:
+    """DNA text to token ids (L,), lower case to the same ids, IUPAC codes to N."""
+    return torch.from_numpy(encode_numpy(seq))
+
+
+def decode(ids: torch.Tensor | np.ndarray | list[int]) -> str:
+    """Token ids to upper-case DNA; special ids decode to '?'."""
+    array = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64)
+    if array.size and (array.min() < 0 or array.max() >= VOCAB_SIZE):
+        raise TokenizerError(f"token id outside [0, {VOCAB_SIZE}) in decode input")
+    return _DECODE[array].tobytes().decode("ascii")
+
+
+def reverse_complement(ids: torch.Tensor) -> torch.Tensor:
+    """Reverse complement along the last dimension, on ids."""
+    return _COMPLEMENT.to(ids.device)[ids].flip(-1)
+
+
+def normalise_bases(raw: bytes | np.ndarray) -> bytes:
+    """Map IUPAC ambiguity codes to N (n when lower case), keep case; for shard writing."""
+    return _NORMALISE[_as_bytes(raw)].tobytes()
+
+
+def soft_mask(raw: bytes | np.ndarray) -> np.ndarray:
+    """Boolean mask of lower-case (soft-masked repeat) bases."""
+    array = _as_bytes(raw)
+    return (array >= ord("a")) & (array <= ord("z"))
