@@ -1,0 +1,52 @@
+"""Multi-head attention modules: per-stream causal attention and the Janus fusion attention.
+
+Both use the kernel slot, so flash/Flex kernels and the torch reference share parameters.
+No positional encoding: the Mamba layers before them carry position, as in Jamba/JanusDNA.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from janus_pretrain.model.layers import KernelSlot, init_linear
+
+
+class _MultiHeadProjections(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, std: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv_proj = init_linear(d_model, 3 * d_model, std)
+        self.out_proj = init_linear(d_model, d_model, std)
+
+    def split_heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, l, d = hidden.shape
+        qkv = self.qkv_proj(hidden).view(b, l, 3, self.n_heads, d // self.n_heads)  # (B, L, 3, H, Dh)
+        return qkv.unbind(dim=2)  # 3 x (B, L, H, Dh)
+
+
+class CausalSelfAttention(_MultiHeadProjections):
+    """Causal attention inside one stream (each stream is causal in its own order)."""
+
+    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot):
+        super().__init__(d_model, n_heads, std)
+        self.kernels = kernels
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        q, k, v = self.split_heads(hidden)
+        out = self.kernels.get(hidden.device).causal_attention(q, k, v)  # (B, L, H, Dh)
+        return self.out_proj(out.flatten(2))
+
+
+class FusionAttention(_MultiHeadProjections):
+    """Attention over [forward rows ; backward rows] (2L rows) under the Janus mask."""
+
+    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot, query_block: int):
+        super().__init__(d_model, n_heads, std)
+        self.kernels = kernels
+        self.query_block = query_block
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (B, 2L, D) -> (B, 2L, D)
+        q, k, v = (t.transpose(1, 2) for t in self.split_heads(rows))  # (B, H, 2L, Dh)
+        out = self.kernels.get(rows.device).fusion_attention(q, k, v, rows.shape[1] // 2,
+                                                             query_block=self.query_block)
+        return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, 2L, D)

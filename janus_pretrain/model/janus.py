@@ -1,0 +1,182 @@
+"""The Janus model: two causal streams, a fusion attention with the Janus mask, and a read-out
+that predicts every position from both sides without seeing it (DESIGN.md section 1).
+
+  e = E(x)                                   # (B, L, D)
+  h_f = e ; h_b = reverse(e)                 # each causal in its own order
+  n_layers x [pre-norm mixer + pre-norm FFN] per stream (own weights; Mamba in/out projections
+                                              optionally shared between streams)
+  H = [h_f ; reverse(h_b)]                   # (B, 2L, D), fused under the Janus mask
+  out[p] = F[p-1] + B[p+1]                   # F, B = fused forward / backward rows
+  logits = head(mlp(norm(out)))              # (B, L, vocab)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from janus_pretrain.config import ModelConfig
+from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
+from janus_pretrain.model.layers import KernelSlot, RMSNorm, SwiGLU, init_linear
+from janus_pretrain.model.loss import janus_loss
+from janus_pretrain.model.mamba import MambaMixer, mamba_projections
+from janus_pretrain.model.moe import MoEFeedForward
+
+
+def _maybe_checkpoint(enabled: bool, fn, *args):
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+class StreamBlock(nn.Module):
+    """One layer of one stream: pre-norm mixer and pre-norm FFN (dense or MoE), with residuals."""
+
+    def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group, ep_group_name,
+                 shared_projections=None, name: str = ""):
+        super().__init__()
+        std = config.initializer_range
+        self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
+        if config.is_attention_layer(index):
+            self.mixer = CausalSelfAttention(config.d_model, config.n_heads, std, kernels)
+        else:
+            self.mixer = MambaMixer(config, kernels, shared_projections)
+        if config.is_expert_layer(index):
+            self.ffn = MoEFeedForward(config.d_model, config.ffn_dim, config.num_experts, config.top_k, std,
+                                      ep_group, ep_group_name, layer_name=name)
+        else:
+            self.ffn = SwiGLU(config.d_model, config.ffn_dim, std)
+        self.checkpoint_blocks = config.activation_checkpointing == "block"
+
+    def _mix(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.mixer(self.mixer_norm(h))
+
+    def _feed_forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.ffn(self.ffn_norm(h))
+        if isinstance(out, tuple):  # MoE: (output, aux loss)
+            return h + out[0], out[1]
+        return h + out, h.new_zeros((), dtype=torch.float32)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L, D)
+        h = _maybe_checkpoint(self.checkpoint_blocks, self._mix, h)
+        return _maybe_checkpoint(self.checkpoint_blocks, self._feed_forward, h)
+
+
+class JanusLayer(nn.Module):
+    """Layer i of both streams; owns the Mamba projections when they are tied across streams."""
+
+    def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group=None, ep_group_name=None):
+        super().__init__()
+        shared = None
+        if config.tie_mamba_projections and not config.is_attention_layer(index):
+            self.mamba_in_proj, self.mamba_out_proj = shared = mamba_projections(config)
+        self.fwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.fwd")
+        self.bwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.bwd")
+
+    def forward(self, h_f: torch.Tensor, h_b: torch.Tensor):
+        h_f, aux_f = self.fwd(h_f)
+        h_b, aux_b = self.bwd(h_b)
+        return h_f, h_b, aux_f + aux_b
+
+
+class FusionBlock(nn.Module):
+    """Global attention over the 2L concatenated rows under the Janus mask, then a SwiGLU."""
+
+    def __init__(self, config: ModelConfig, kernels: KernelSlot):
+        super().__init__()
+        std = config.initializer_range
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block)
+        self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.ffn = SwiGLU(config.d_model, config.ffn_dim, std)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (B, 2L, D)
+        rows = rows + self.attn(self.attn_norm(rows))
+        return rows + self.ffn(self.ffn_norm(rows))
+
+
+def janus_readout(fused: torch.Tensor) -> torch.Tensor:
+    """(B, 2L, D) fused rows -> (B, L, D) with out[p] = F[p-1] + B[p+1] (missing side = 0)."""
+    seq_len = fused.shape[1] // 2
+    forward_rows, backward_rows = fused[:, :seq_len], fused[:, seq_len:]
+    return F.pad(forward_rows[:, :-1], (0, 0, 1, 0)) + F.pad(backward_rows[:, 1:], (0, 0, 0, 1))
+
+
+@dataclass
+class BackboneOutput:
+    hidden_states: torch.Tensor  # (B, L, D) read-out states, final norm applied
+    aux_loss: torch.Tensor  # mean MoE load-balancing loss over MoE blocks (0 without MoE)
+
+
+class JanusModel(nn.Module):
+    """Backbone: token ids (B, L) -> per-position states (B, L, D) that never saw their own base."""
+
+    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.kernels = KernelSlot(config.kernels)
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        nn.init.normal_(self.embedding.weight, std=config.initializer_range)
+        self.embedding.weight._no_weight_decay = True
+        self.layers = nn.ModuleList(JanusLayer(config, i, self.kernels, ep_group, ep_group_name)
+                                    for i in range(config.n_layers))
+        self.fusion = FusionBlock(config, self.kernels)
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        self.checkpoint_layers = config.activation_checkpointing == "layer"
+        self.num_moe_blocks = 2 * sum(config.is_expert_layer(i) for i in range(config.n_layers))
+
+    def moe_layers(self) -> list[MoEFeedForward]:
+        return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
+
+    def forward(self, input_ids: torch.Tensor) -> BackboneOutput:
+        e = self.embedding(input_ids)  # (B, L, D)
+        h_f, h_b = e, e.flip(1)
+        aux = e.new_zeros((), dtype=torch.float32)
+        for layer in self.layers:
+            h_f, h_b, layer_aux = _maybe_checkpoint(self.checkpoint_layers, layer, h_f, h_b)
+            aux = aux + layer_aux
+        fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
+        hidden = self.norm_f(janus_readout(fused))  # (B, L, D)
+        return BackboneOutput(hidden, aux / max(self.num_moe_blocks, 1))
+
+
+@dataclass
+class JanusOutput:
+    logits: torch.Tensor | None  # (B, L, vocab); None when the loss was computed in chunks
+    loss: torch.Tensor | None = None  # ce_loss + router_aux_loss_coef * aux_loss
+    ce_loss: torch.Tensor | None = None  # mean CE over A/C/G/T targets (weighted by loss_weight)
+    aux_loss: torch.Tensor | None = None  # MoE load-balancing loss (mean over MoE blocks)
+
+
+class JanusForPretraining(nn.Module):
+    """Backbone + optional MLP + LM head, trained with CE at every A/C/G/T position."""
+
+    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None):
+        super().__init__()
+        self.config = config
+        self.backbone = JanusModel(config, ep_group, ep_group_name)
+        std = config.initializer_range
+        self.mlp = SwiGLU(config.d_model, config.ffn_dim, std) if config.final_mlp else None
+        self.lm_head = init_linear(config.d_model, config.vocab_size, std)
+
+    def moe_layers(self) -> list[MoEFeedForward]:
+        return self.backbone.moe_layers()
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, l, D) -> (B, l, vocab)
+        if self.mlp is not None:
+            hidden = hidden + self.mlp(hidden)
+        return self.lm_head(hidden)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                loss_weight: torch.Tensor | None = None) -> JanusOutput:
+        backbone = self.backbone(input_ids)
+        if labels is None:
+            return JanusOutput(logits=self.head(backbone.hidden_states), aux_loss=backbone.aux_loss)
+        logits, ce = janus_loss(self.head, backbone.hidden_states, labels, loss_weight, self.config.loss_chunk)
+        loss = ce + self.config.router_aux_loss_coef * backbone.aux_loss
+        return JanusOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=backbone.aux_loss)

@@ -1,0 +1,42 @@
+"""Pretraining loss: cross-entropy at every position whose target is A/C/G/T.
+
+With chunk > 0 the head and the loss run over `chunk` positions at a time under activation
+checkpointing, so full-length (B, L, vocab) fp32 logits never exist (1 Mbp x 16 x 4 bytes per
+sample, plus its gradient and softmax).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from janus_pretrain.tokenizer import A_ID, T_ID
+
+
+def target_weights(labels: torch.Tensor, loss_weight: torch.Tensor | None) -> torch.Tensor:
+    """(B, L) float: 0 where the target is not a base (N, padding, specials), else loss_weight or 1."""
+    is_base = ((labels >= A_ID) & (labels <= T_ID)).float()
+    return is_base if loss_weight is None else is_base * loss_weight.float()
+
+
+def _weighted_ce_sum(head, hidden: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()  # (B, l, V)
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return (ce * weights.flatten()).sum()
+
+
+def janus_loss(head, hidden: torch.Tensor, labels: torch.Tensor, loss_weight: torch.Tensor | None,
+               chunk: int = 0) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Returns (logits or None when chunked, weighted mean CE)."""
+    weights = target_weights(labels, loss_weight)
+    denominator = weights.sum().clamp(min=1.0)
+    if chunk <= 0 or chunk >= labels.shape[1]:
+        logits = head(hidden)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+        return logits, (ce * weights.flatten()).sum() / denominator
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, labels.shape[1], chunk):
+        part = slice(start, start + chunk)
+        total = total + checkpoint(_weighted_ce_sum, head, hidden[:, part], labels[:, part], weights[:, part],
+                                   use_reentrant=False)
+    return None, total / denominator

@@ -1,0 +1,76 @@
+"""Dropless top-k mixture of experts with sort-based dispatch, ready for expert parallelism.
+
+Tokens are routed by a softmax router to top_k experts (Jamba/JanusDNA routing: the top-k
+softmax probabilities weight the expert outputs, no renormalisation). Dispatch sorts the
+(token, expert) assignments by expert id and runs each expert on its contiguous slice: memory
+O(tokens x top_k x D), never a tokens x experts x capacity tensor, and no token is dropped.
+
+Parameter names carry GLOBAL expert ids (`experts.<id>.gate_proj.weight`): sharding experts over
+an expert-parallel group changes which ids a rank holds, never a name. All experts are created
+(and then the non-local ones dropped) so the initial values do not depend on ep_size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from janus_pretrain.model.expert_parallel import ExpertParallelDispatch
+from janus_pretrain.model.layers import SwiGLU, init_linear
+
+
+def load_balancing_loss(probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch/Mixtral auxiliary loss: num_experts * sum_e f_e * P_e, summed over the k choices.
+
+    probs (T, E) router softmax; expert_index (T, k). Equals top_k at perfectly uniform routing.
+    """
+    tokens_per_expert = F.one_hot(expert_index, num_experts).float().mean(0)  # (k, E)
+    return num_experts * (tokens_per_expert * probs.float().mean(0)).sum()
+
+
+class MoEFeedForward(nn.Module):
+    def __init__(self, d_model: int, hidden: int, num_experts: int, top_k: int, std: float,
+                 ep_group=None, ep_group_name: str | None = None, layer_name: str = "moe"):
+        super().__init__()
+        ep_size = dist.get_world_size(ep_group) if ep_group is not None else 1
+        ep_rank = dist.get_rank(ep_group) if ep_group is not None else 0
+        if num_experts % ep_size:
+            raise ValueError(f"num_experts={num_experts} is not divisible by the expert-parallel size {ep_size}")
+        self.num_experts, self.top_k, self.layer_name = num_experts, top_k, layer_name
+        self.num_local = num_experts // ep_size
+        self.first_local = ep_rank * self.num_local
+        self.router = init_linear(d_model, num_experts, std)
+        every_expert = [SwiGLU(d_model, hidden, std) for _ in range(num_experts)]  # same RNG use for any ep_size
+        self.experts = nn.ModuleDict({str(e): every_expert[e]
+                                      for e in range(self.first_local, self.first_local + self.num_local)})
+        for param in self.experts.parameters():  # DeepSpeed's marker for expert parameters
+            param.allreduce = False
+            param.group_name = ep_group_name or f"ep_size_{ep_size}"
+        self.dispatch = ExpertParallelDispatch(ep_group, num_experts) if ep_size > 1 else None
+        self.register_buffer("expert_counts", torch.zeros(num_experts, dtype=torch.long), persistent=False)
+
+    def _run_local_experts(self, rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        # every local expert runs, even on zero rows, so each expert parameter gets a gradient
+        # (zeros when unused) every step, as ZeRO's gradient partitioning expects
+        return torch.cat([self.experts[str(self.first_local + i)](chunk) for i, chunk in enumerate(rows.split(counts))])
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> (output (B, L, D), aux loss scalar)."""
+        shape = hidden.shape
+        tokens = hidden.reshape(-1, shape[-1])  # (T, D)
+        probs = torch.softmax(self.router(tokens).float(), dim=-1)  # (T, E)
+        weights, expert_index = probs.topk(self.top_k, dim=-1)  # (T, k)
+        flat_expert = expert_index.flatten()  # (T*k,)
+        order = torch.argsort(flat_expert, stable=True)
+        counts = torch.bincount(flat_expert, minlength=self.num_experts)  # (E,)
+        self.expert_counts = counts.detach()
+        rows = tokens[order // self.top_k]  # (T*k, D), grouped by expert
+        if self.dispatch is None:
+            expert_out = self._run_local_experts(rows, counts.tolist())
+        else:
+            local_rows, local_counts, state = self.dispatch.send(rows, counts)
+            expert_out = self.dispatch.receive(self._run_local_experts(local_rows, local_counts.tolist()), state)
+        weighted = expert_out * weights.flatten()[order].unsqueeze(-1).to(expert_out.dtype)
+        out = torch.zeros_like(tokens).index_add_(0, order // self.top_k, weighted.to(tokens.dtype))
+        return out.view(shape), load_balancing_loss(probs, expert_index, self.num_experts)
