@@ -29,19 +29,21 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         B, C = B.squeeze(1), C.squeeze(1)
     if A.is_complex():
         raise ValueError("selective scan: complex A is not supported (Mamba-1 real A only)")
-    delta = delta.float()
+    # fp32 work; fp64 inputs stay fp64 so that tests can build a float64 oracle
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    delta = delta.to(work)
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[None, :, None]
+        delta = delta + delta_bias.to(work)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    return u.float(), delta, A.float(), B.float(), C.float()
+    return u.to(work), delta, A.to(work), B.to(work), C.to(work)
 
 
 def _finish(y, u, D, z, dtype):
     if D is not None:
-        y = y + u * D.float()[None, :, None]
+        y = y + u * D.to(u.dtype)[None, :, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(u.dtype))
     return y.to(dtype)
 
 
@@ -126,9 +128,11 @@ class _ScanCore(torch.autograd.Function):
             next_log_a = F.pad(log_a[:, :, 1:], (0, 0, 0, 1))
             dh = linear_scan(next_log_a.flip(2), g.flip(2), chunk).flip(2)
             del g, next_log_a
-            # h_t - x_t = exp(log_a_t) h_{t-1}, the factor that multiplies d(log_a_t)
-            dlog_a = dh * (h - x)
-            del h, x
+            del x
+            # d(log_a_t) = dh_t * exp(log_a_t) * h_{t-1}; not dh * (h - x), which cancels
+            # catastrophically when the decay is tiny
+            dlog_a = F.pad(h[:, :, :-1], (0, 0, 1, 0)).mul_(log_a.exp_()).mul_(dh)
+            del h, log_a
             dx_B = torch.einsum("bdln,bln->bdl", dh, B.transpose(1, 2))  # sum_n dh * B
             ddelta[:, sl] = dx_B * u_s + torch.einsum("bdln,dn->bdl", dlog_a, A_s)
             du[:, sl] = dx_B * delta_s
