@@ -1,0 +1,225 @@
+"""Kernel dispatch: the CUDA glue driven on CPU through shims of the kernel packages, the choice
+and its errors, the env switch, the log line; and (GPU only) real kernels vs the reference.
+
+The shims have the packages' exact signatures (mamba_ssm 2.x selective_scan_fn, causal-conv1d
+1.x causal_conv1d_fn, flash-attn 2.x flash_attn_func), compute with the reference ops, and raise
+on the layout / dtype preconditions the real kernels enforce, so a transpose or cast missing in
+the glue fails here instead of on the first GPU run.
+"""
+import logging
+
+import pytest
+import torch
+
+from janus_pretrain.model import kernels as kmod
+from janus_pretrain.model.kernels import CudaKernels, Kernels, KernelsUnavailableError, select_kernels
+from janus_pretrain.model.scan import selective_scan_ref
+
+REF = Kernels(scan_chunk=8, fusion_query_block=5)
+
+
+def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                      return_last_state=False):
+    for name, t in (("u", u), ("delta", delta), ("z", z)):
+        if t is not None:
+            assert t.dim() == 3 and t.stride(-1) == 1, f"{name} must be (B, D, L), unit last stride"
+    assert delta.dtype == u.dtype and (z is None or z.dtype == u.dtype)
+    assert A.dtype == torch.float32 and A.dim() == 2 and A.shape[0] == u.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        # variable B/C: (B, N, L) or (B, G, N, L), in the input dtype
+        assert t.dim() in (3, 4) and t.shape[-1] == u.shape[2] and t.shape[-2] == A.shape[1], name
+        assert t.dtype == u.dtype and t.stride(-1) == 1, name
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        assert t is None or (t.dtype == torch.float32 and t.shape == (u.shape[1],)), name
+    assert not return_last_state
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=None,
+                     return_final_states=False, final_states_out=None, activation=None):
+    assert activation in (None, "silu", "swish")
+    assert x.dim() == 3 and (x.stride(2) == 1 or x.stride(1) == 1), "x (B, D, L), stride(2) or (1) == 1"
+    assert weight.dim() == 2 and weight.shape[0] == x.shape[1], "weight must be (D, W)"
+    assert 2 <= weight.shape[1] <= 4, "causal_conv1d supports width 2..4"
+    assert bias is None or bias.shape == (x.shape[1],)
+    assert seq_idx is None and initial_states is None and not return_final_states
+    return REF.causal_conv1d(x, weight, bias, activation)
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
+                    window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+                    return_attn_probs=False):
+    for t in (q, k, v):
+        assert t.dtype in (torch.float16, torch.bfloat16), "FlashAttention only supports fp16/bf16"
+        assert t.dim() == 4 and t.stride(-1) == 1 and t.shape[-1] <= 256, "(B, L, H, Dh<=256)"
+    assert q.dtype == k.dtype == v.dtype and causal and dropout_p == 0.0
+    assert softmax_scale is None or softmax_scale == q.shape[-1] ** -0.5
+    return REF.causal_attention(q, k, v)
+
+
+def _shimmed():
+    return CudaKernels(selective_scan_fn, causal_conv1d_fn, flash_attn_func,
+                       scan_chunk=8, fusion_query_block=5)
+
+
+def _grad_check(fn_a, fn_b, inputs, rtol, atol):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out_a = fn_a(*leaves)
+    g = torch.randn(out_a.shape, generator=torch.Generator().manual_seed(9)).to(out_a.dtype)
+    grads_a = torch.autograd.grad(out_a, leaves, g)
+    leaves_b = [t.detach().clone().requires_grad_() for t in inputs]
+    out_b = fn_b(*leaves_b)
+    grads_b = torch.autograd.grad(out_b, leaves_b, g)
+    assert out_a.dtype == out_b.dtype
+    torch.testing.assert_close(out_a, out_b, rtol=rtol, atol=atol)
+    for a, b in zip(grads_a, grads_b):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scan_glue_matches_reference(dtype):
+    g = torch.Generator().manual_seed(0)
+    b, d, n, L = 2, 6, 4, 21
+    # the model hands B/C in fp32 and D/delta_bias as parameters; the glue must fix dtypes
+    u, delta, z = (torch.randn(b, d, L, generator=g).to(dtype) for _ in range(3))
+    A = -torch.rand(d, n, generator=g) - 0.1
+    B, C = torch.randn(b, n, L, generator=g), torch.randn(b, L, n, generator=g).transpose(1, 2)
+    D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g).to(dtype)
+    cuda, tol = _shimmed(), (1e-5 if dtype == torch.float32 else 2e-2)
+
+    def call(k):
+        return lambda *t: k.selective_scan(*t, delta_softplus=True)
+    _grad_check(call(cuda), call(REF), (u, delta, A, B, C, D, z, bias), tol, tol)
+
+
+def test_conv_glue_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    # channel-last x (a transposed view), as an in-projection produces it
+    x = torch.randn(2, 17, 6, generator=g).transpose(1, 2)
+    w, bias = torch.randn(6, 4, generator=g), torch.randn(6, generator=g)
+    cuda = _shimmed()
+    for act in (None, "silu"):
+        _grad_check(lambda *t: cuda.causal_conv1d(*t, activation=act),
+                    lambda *t: REF.causal_conv1d(*t, activation=act), (x, w, bias), 1e-6, 1e-6)
+
+
+def test_conv_reference_is_causal():
+    x = torch.randn(1, 3, 12)
+    w = torch.randn(3, 4)
+    y0 = REF.causal_conv1d(x, w)
+    x[:, :, 7] += 1.0
+    y1 = REF.causal_conv1d(x, w)
+    assert torch.equal(y0[:, :, :7], y1[:, :, :7]) and not torch.equal(y0[:, :, 7], y1[:, :, 7])
+
+
+def test_attention_glue_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    # fp32 (B, L, H, Dh) from a strided split of a fused qkv projection
+    qkv = torch.randn(2, 19, 3 * 4 * 8, generator=g)
+    q, k, v = (t.reshape(2, 19, 4, 8) for t in qkv.split(32, dim=-1))
+    cuda = _shimmed()
+    # the glue goes through bf16 (flash-attn has no fp32 kernel): bf16 tolerance
+    _grad_check(cuda.causal_attention, REF.causal_attention, (q, k, v), 3e-2, 3e-2)
+
+
+def test_fusion_glue_forward_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 14, 8, generator=g) for _ in range(3))
+    with torch.no_grad():
+        torch.testing.assert_close(_shimmed().fusion_attention(q, k, v, 7),
+                                   REF.fusion_attention(q, k, v, 7), rtol=1e-5, atol=1e-5)
+
+
+def test_shims_enforce_kernel_preconditions():
+    # the shims must be able to fail, or the glue tests above prove nothing
+    q = torch.randn(1, 5, 2, 8)
+    with pytest.raises(AssertionError, match="fp16/bf16"):
+        flash_attn_func(q, q, q, causal=True)
+    x = torch.randn(1, 4, 9)
+    with pytest.raises(AssertionError, match="width"):
+        causal_conv1d_fn(x, torch.randn(4, 5))
+    u = torch.randn(1, 4, 9)
+    with pytest.raises(AssertionError):
+        selective_scan_fn(u, u, torch.randn(4, 3).double(), torch.randn(1, 3, 9),
+                          torch.randn(1, 3, 9))
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    monkeypatch.delenv(kmod.ENV_SWITCH, raising=False)
+    monkeypatch.setattr(kmod, "_logged", set())
+    # no CUDA packages, whatever this machine has installed
+    monkeypatch.setattr(kmod, "_import_cuda_kernels",
+                        lambda: ({}, {"mamba_ssm": "ModuleNotFoundError: No module named 'mamba_ssm'"}))
+
+
+def test_auto_on_cpu_is_reference(fresh):
+    k = select_kernels("auto", "cpu")
+    assert type(k) is Kernels and k.name == "reference" and "cpu" in k.reason
+
+
+def test_auto_on_cuda_without_packages_falls_back_with_reason(fresh):
+    k = select_kernels("auto", "cuda")
+    assert k.name == "reference" and "mamba_ssm not importable" in k.reason
+
+
+def test_forcing_cuda_here_is_a_clear_error(fresh):
+    with pytest.raises(KernelsUnavailableError, match="device is cpu"):
+        select_kernels("cuda", "cpu")
+    with pytest.raises(KernelsUnavailableError, match=r"mamba_ssm.*pip install \.\[gpu\]"):
+        select_kernels("cuda", "cuda")
+
+
+def test_forcing_cuda_with_packages_gives_cuda_kernels(fresh, monkeypatch):
+    fns = {"mamba_ssm": selective_scan_fn, "causal_conv1d": causal_conv1d_fn,
+           "flash_attn": flash_attn_func}
+    monkeypatch.setattr(kmod, "_import_cuda_kernels", lambda: (fns, {}))
+    k = select_kernels("auto", "cuda", scan_chunk=8)
+    assert isinstance(k, CudaKernels) and k.name == "cuda"
+    assert k.selective_scan_fn is selective_scan_fn and k.scan_chunk == 8
+
+
+def test_env_switch_overrides_preference(fresh, monkeypatch):
+    monkeypatch.setenv(kmod.ENV_SWITCH, "reference")
+    k = select_kernels("cuda", "cuda")
+    assert k.name == "reference" and kmod.ENV_SWITCH in k.reason
+    monkeypatch.setenv(kmod.ENV_SWITCH, "cuda")
+    with pytest.raises(KernelsUnavailableError, match=kmod.ENV_SWITCH):
+        select_kernels("reference", "cpu")
+    monkeypatch.setenv(kmod.ENV_SWITCH, "fast")
+    with pytest.raises(ValueError, match="auto, cuda, reference"):
+        select_kernels()
+
+
+def test_choice_logged_once_with_reason(fresh, caplog):
+    with caplog.at_level(logging.INFO, logger="janus_pretrain"):
+        select_kernels("reference")
+        select_kernels("reference")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels:")]
+    assert lines == ["kernels: reference (requested by model.kernels)"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and pip install .[gpu]")
+def test_real_kernels_match_reference():
+    fast = select_kernels("cuda", "cuda")
+    ref = Kernels()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b, d, n, L = 2, 64, 16, 1000
+
+    def r(*shape):
+        return torch.randn(*shape, device="cuda", generator=g)
+    u, delta, z, B, C = r(b, d, L), r(b, d, L) * 0.1, r(b, d, L), r(b, n, L), r(b, n, L)
+    A, D, bias = -torch.rand(d, n, device="cuda") - 0.1, r(d), r(d)
+    _grad_check(lambda *t: fast.selective_scan(*t, delta_softplus=True),
+                lambda *t: ref.selective_scan(*t, delta_softplus=True),
+                (u, delta, A, B, C, D, z, bias), 1e-3, 1e-3)
+    _grad_check(lambda *t: fast.causal_conv1d(*t, activation="silu"),
+                lambda *t: ref.causal_conv1d(*t, activation="silu"),
+                (r(b, d, L), r(d, 4), r(d)), 1e-4, 1e-4)
+    qkv = [r(b, L, 4, 32).bfloat16() for _ in range(3)]
+    _grad_check(fast.causal_attention, ref.causal_attention, qkv, 2e-2, 2e-2)
+    qkv = [r(b, 4, 2 * 300, 32) for _ in range(3)]
+    _grad_check(lambda q, k, v: fast.fusion_attention(q, k, v, 300),
+                lambda q, k, v: ref.fusion_attention(q, k, v, 300), qkv, 2e-3, 2e-3)
