@@ -1,0 +1,216 @@
+"""One checked pass over a genome FASTA (plain, gzip or bgzip) into an indexed plain cache copy.
+
+Every input is streamed once: decompressed, checked line by line in large vectorised chunks
+(headers, duplicate contig names, characters outside IUPAC, CRLF accepted), and written to
+OUT/.cache/ as plain FASTA with one sequence line per contig. pyfaidx then indexes that copy
+for random access by the sharding workers. Streaming every input (rather than reading bgzip
+through pyfaidx) keeps one code path, needs no Biopython, and the check pass is needed anyway
+to name the line of a bad character.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyfaidx
+
+from janus_pretrain.data.genomes import DataPrepError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 16 << 20
+_HEADER = re.compile(rb"^>[^\n]*\n", re.M)
+_ALLOWED = np.zeros(256, dtype=bool)  # IUPAC nucleotide letters (either case) plus line ends
+for _c in "ACGTNRYSWKMBDHVU":
+    _ALLOWED[ord(_c)] = _ALLOWED[ord(_c.lower())] = True
+_ALLOWED[ord("\n")] = _ALLOWED[ord("\r")] = True
+
+
+@dataclass
+class FastaInfo:
+    source: str  # the input file as given
+    sha256: str  # checksum of the input file bytes
+    compression: str  # plain, gzip or bgzip
+    cache: str  # plain FASTA copy indexed by pyfaidx
+    contigs: list[tuple[str, int]] = field(default_factory=list)  # (name, length), file order, empty ones left out
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def compression_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    if not head:
+        raise DataPrepError(f"{path}: empty file (expected a FASTA genome)")
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    # BGZF: gzip with the FEXTRA flag and a 'BC' subfield (SAM/BAM spec, section 4.1)
+    return "bgzip" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
+
+class _Scanner:
+    """State of the streaming check: current contig, line numbers, names seen."""
+
+    def __init__(self, path: Path, out):
+        self.path, self.out = path, out
+        self.line = 0  # lines fully consumed so far
+        self.name: str | None = None
+        self.name_line = 0
+        self.length = 0
+        self.header_pending = b""
+        self.seen: dict[str, int] = {}
+        self.contigs: list[tuple[str, int]] = []
+        self.warnings: list[str] = []
+
+    def close_contig(self) -> None:
+        if self.name is None:
+            return
+        if self.length == 0:
+            message = f"{self.path}:{self.name_line}: contig '{self.name}' is empty; skipped"
+            log.warning(message)
+            self.warnings.append(message)
+        else:
+            self.out.write(b"\n")
+            self.contigs.append((self.name, self.length))
+
+    def header(self, raw: bytes) -> None:
+        self.close_contig()
+        line = self.line + 1
+        text = raw[1:].rstrip(b"\r\n").decode("ascii", errors="replace").strip()
+        name = text.split()[0] if text else ""
+        if not name:
+            raise DataPrepError(f"{self.path}:{line}: FASTA header without a contig name")
+        if name in self.seen:
+            raise DataPrepError(f"{self.path}:{line}: duplicate contig name '{name}' "
+                                f"(first at line {self.seen[name]})")
+        self.seen[name] = line
+        self.name, self.name_line, self.length = name, line, 0
+        self.header_pending = b">" + name.encode() + b"\n"
+        self.line += 1
+
+    def sequence(self, raw: bytes) -> None:
+        if not raw:
+            return
+        codes = np.frombuffer(raw, dtype=np.uint8)
+        bad = np.flatnonzero(~_ALLOWED[codes])
+        if self.name is None and raw.strip():
+            raise DataPrepError(f"{self.path}:{self.line + 1}: not FASTA: expected a '>' header line first")
+        if bad.size:
+            pos = int(bad[0])
+            line = self.line + raw.count(b"\n", 0, pos) + 1
+            column = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
+            raise DataPrepError(f"{self.path}:{line}: invalid character {chr(codes[pos])!r} at column {column} "
+                                f"of contig '{self.name}': sequence lines may hold only IUPAC nucleotide codes")
+        bases = raw.translate(None, b"\r\n")
+        if bases:
+            if self.header_pending:
+                self.out.write(self.header_pending)
+                self.header_pending = b""
+            self.out.write(bases)
+            self.length += len(bases)
+        self.line += raw.count(b"\n")
+
+    def feed(self, buf: bytes) -> None:
+        """buf holds whole lines only (ends with a newline, or is the file's last piece)."""
+        pos = 0
+        for match in _HEADER.finditer(buf):
+            self.sequence(buf[pos:match.start()])
+            self.header(match.group(0))
+            pos = match.end()
+        tail = buf[pos:]
+        if tail.startswith(b">"):  # header on the last line without a newline
+            self.header(tail)
+        else:
+            self.sequence(tail)
+
+
+def _stream(path: Path, compression: str):
+    opener = gzip.open if compression != "plain" else open
+    try:
+        with opener(path, "rb") as handle:
+            carry = b""
+            while True:
+                chunk = handle.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                buf = carry + chunk
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = buf
+                    continue
+                carry = buf[cut:]
+                yield buf[:cut]
+            if carry:
+                yield carry
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataPrepError(f"{path}: truncated or corrupt gzip file ({exc}); re-download or re-compress it") from None
+
+
+def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | None = None) -> FastaInfo:
+    """Check `path` and write its plain, indexed cache copy (reused when already complete)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataPrepError(f"FASTA file not found: {path}")
+    sha256 = sha256 or file_sha256(path)
+    compression = compression_of(path)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"{tag}-{sha256[:16]}.fa"
+    done = cache.with_suffix(".scan.json")
+    if done.is_file() and cache.is_file():
+        info = json.loads(done.read_text())
+        return FastaInfo(**{**info, "contigs": [tuple(c) for c in info["contigs"]]})
+    how = "read as plain text" if compression == "plain" else f"{compression}: streamed through gzip"
+    log.info("%s: %s, checked and copied to %s for pyfaidx indexed access", path, how, cache)
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as out:
+        scanner = _Scanner(path, out)
+        saw_any = False
+        for buf in _stream(path, compression):
+            if not saw_any:
+                first = buf.lstrip()
+                if first and not first.startswith(b">"):
+                    raise DataPrepError(f"{path}:1: not FASTA: the first line must be a '>' header "
+                                        f"(starts with {buf[:20]!r})")
+                saw_any = saw_any or bool(first)
+            scanner.feed(buf)
+        scanner.close_contig()
+    if not saw_any:
+        tmp.unlink()
+        raise DataPrepError(f"{path}: empty file (no FASTA records after decompression)")
+    if not scanner.contigs:
+        tmp.unlink()
+        raise DataPrepError(f"{path}: every contig is empty; nothing to shard")
+    os.replace(tmp, cache)
+    Path(str(cache) + ".fai").unlink(missing_ok=True)
+    pyfaidx.Fasta(str(cache), as_raw=True, sequence_always_upper=False).close()  # builds the .fai once, here
+    info = FastaInfo(str(path), sha256, compression, str(cache), scanner.contigs, scanner.warnings)
+    tmp_done = done.with_name(done.name + ".tmp")
+    tmp_done.write_text(json.dumps(info.__dict__))
+    os.replace(tmp_done, done)
+    return info
+
+
+class WindowReader:
+    """Bases of [start, end) of a contig from the plain cache copy, case kept."""
+
+    def __init__(self, cache: str):
+        self.fasta = pyfaidx.Fasta(cache, as_raw=True, sequence_always_upper=False, rebuild=False)
+
+    def fetch(self, contig: str, start: int, end: int) -> bytes:
+        return self.fasta[contig][start:end].encode("ascii")
+
+    def close(self) -> None:
+        self.fasta.close()

@@ -1,0 +1,137 @@
+"""Training stream with exact resume, on top of torch's DataLoader and the slot streams.
+
+Batching happens in the workers: each dataloader worker owns one slot (samples.SlotStream) and
+yields whole (micro_batch, seq_len) batches, each carrying the worker's state after it. torch's
+DataLoader hands out the batches of an IterableDataset round-robin over its workers (batch i
+comes from worker i % W), so the main process knows which worker produced each batch it passes
+on, and keeps that worker's state. Resuming after n batches restarts every worker from its kept
+state and rotates the worker ids by n % W, so the first batch comes from the worker that an
+uninterrupted run would have asked next. num_workers=0 runs the single slot in-process and
+gives the same batches as num_workers=1.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from janus_pretrain.config import DataConfig
+from janus_pretrain.data.manifest import mixture_weights, read_manifest
+from janus_pretrain.data.samples import Crop, SlotStream
+from janus_pretrain.tokenizer import A_ID, PAD_ID, T_ID, encode_numpy, reverse_complement, soft_mask
+
+STATE_VERSION = 1
+
+
+def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[str, torch.Tensor]:
+    """Tokenise crops into a batch; shorter crops are padded (PAD id, loss weight 0)."""
+    ids = torch.full((len(crops), seq_len), PAD_ID, dtype=torch.long)  # (B, L)
+    weight = torch.zeros(len(crops), seq_len, dtype=torch.float32)  # (B, L)
+    for row, crop in enumerate(crops):
+        tokens = torch.from_numpy(encode_numpy(crop.dna))  # (l,)
+        repeat = torch.from_numpy(soft_mask(crop.dna))  # (l,)
+        if crop.rc:
+            tokens, repeat = reverse_complement(tokens), repeat.flip(0)
+        n = tokens.numel()
+        ids[row, :n] = tokens
+        is_base = (tokens >= A_ID) & (tokens <= T_ID)
+        weight[row, :n] = torch.where(repeat, repeat_weight, 1.0) * is_base
+    species = torch.tensor([c.species for c in crops], dtype=torch.long)  # (B,)
+    return {"input_ids": ids, "species": species, "loss_weight": weight}
+
+
+def _fingerprint(config: DataConfig, micro_batch: int, manifest: dict, weights: list[float]) -> dict:
+    """What the batch sequence depends on besides seed/rank/world/workers: must match on resume."""
+    return {"manifest": manifest["root"], "seq_len": config.seq_len, "weights": weights,
+            "rc_augment": config.rc_augment, "max_n_frac": config.max_n_frac,
+            "shuffle_buffer": config.shuffle_buffer, "crops_per_window": config.crops_per_window,
+            "micro_batch": micro_batch}
+
+
+class _Batches(IterableDataset):
+    """Each dataloader worker: one slot's batches, each tagged with the worker's state after it."""
+
+    def __init__(self, stream: "TrainStream", starts: list, rotate: int):
+        self.stream, self.starts, self.rotate = stream, starts, rotate
+
+    def __iter__(self) -> Iterator[dict]:
+        s = self.stream
+        info = get_worker_info()
+        worker = ((info.id if info else 0) + self.rotate) % s.workers
+        slot = SlotStream(s.manifest, s.weights, seed=s.seed, slot=s.rank * s.workers + worker,
+                          n_slots=s.world_size * s.workers, seq_len=s.config.seq_len,
+                          crops_per_window=s.config.crops_per_window, rc_augment=s.config.rc_augment,
+                          max_n_frac=s.config.max_n_frac, shuffle_buffer=s.config.shuffle_buffer)
+        if self.starts[worker] is not None:
+            slot.load_state_dict(self.starts[worker])
+        while True:
+            crops = [slot.next() for _ in range(s.micro_batch)]
+            batch = encode_crops(crops, s.config.seq_len, s.config.repeat_weight)
+            batch["_state"] = json.dumps({"worker": worker, "slot": slot.state_dict()})
+            yield batch
+
+
+class TrainStream:
+    """Infinite iterator of training batches for one rank; state_dict()/load_state_dict() resume exactly.
+
+    batch["input_ids"] (B, L) long, batch["species"] (B,) long, batch["loss_weight"] (B, L) float32
+    (0 where the token is not A/C/G/T, data.repeat_weight on soft-masked bases, else 1).
+    """
+
+    def __init__(self, config: DataConfig, micro_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
+        if micro_batch < 1 or config.seq_len < 1:
+            raise ValueError(f"micro_batch ({micro_batch}) and data.seq_len ({config.seq_len}) must be >= 1")
+        self.config, self.micro_batch, self.rank, self.world_size, self.seed = config, micro_batch, rank, world_size, seed
+        self.manifest = read_manifest(config.manifest)
+        self.weights = mixture_weights(self.manifest, config.mixture)
+        self.species_names: list[str] = list(self.manifest["species_order"])
+        self.workers = max(1, config.num_workers)
+        self.batches = 0  # batches handed out so far
+        self.worker_states: list[dict | None] = [None] * self.workers
+        self._iter: Iterator[dict] | None = None
+        self._loader: DataLoader | None = None
+
+    def __iter__(self) -> "TrainStream":
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._iter is None:
+            dataset = _Batches(self, list(self.worker_states), self.batches % self.workers)
+            if self.config.num_workers > 0:
+                self._loader = DataLoader(dataset, batch_size=None, num_workers=self.workers, prefetch_factor=2)
+                self._iter = iter(self._loader)
+            else:
+                self._iter = iter(dataset)
+        batch = next(self._iter)
+        tag = json.loads(batch.pop("_state"))
+        self.worker_states[tag["worker"]] = tag["slot"]
+        self.batches += 1
+        return batch
+
+    def close(self) -> None:
+        """Stop the worker processes (they restart on the next batch)."""
+        self._iter, self._loader = None, None
+
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "batches": self.batches, "worker_states": list(self.worker_states),
+                "seed": self.seed, "rank": self.rank, "world_size": self.world_size, "workers": self.workers,
+                "fingerprint": _fingerprint(self.config, self.micro_batch, self.manifest, self.weights)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly after the batches that `state` had handed out (same seed, rank, world, workers)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"data loader state version {state.get('version')!r}, expected {STATE_VERSION}")
+        mine = self.state_dict()
+        for key in ("seed", "rank", "world_size", "workers", "fingerprint"):
+            if state[key] != mine[key]:
+                raise ValueError(f"cannot resume the data stream exactly: '{key}' was {state[key]!r} when saved "
+                                 f"and is {mine[key]!r} now (data.num_workers, world size, seed and the data "
+                                 f"section must match the saved run)")
+        self.close()
+        self.batches = int(state["batches"])
+        self.worker_states = list(state["worker_states"])
+

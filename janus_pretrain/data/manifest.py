@@ -1,0 +1,76 @@
+"""Read and check the manifest.json written by data_prep/shard_genomes.py; resolve run mixtures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from janus_pretrain.tokenizer import TOKENIZER_VERSION
+
+MANIFEST_FORMAT = "janus-shards-v1"
+SPLITS = ("train", "valid", "test")
+
+
+class ManifestError(ValueError):
+    """A missing or inconsistent shard manifest; the message names the file and the key."""
+
+
+def read_manifest(path: str | Path) -> dict:
+    """manifest.json (or the directory holding it) as a dict, checked; adds "root" (its directory).
+
+    Shard paths under species.<name>.splits.<split>.shards[*].path are made absolute.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(f"shard manifest not found: {path}; create it with "
+                            f"python data_prep/shard_genomes.py --genomes GENOMES.yaml --out DIR --window-bp N")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if manifest.get("tokenizer_version") != TOKENIZER_VERSION:
+        raise ManifestError(f"{path}: shards were made for tokenizer {manifest.get('tokenizer_version')!r}, "
+                            f"this code is {TOKENIZER_VERSION!r}; re-shard")
+    for key in ("window_bp", "species", "species_order"):
+        if key not in manifest:
+            raise ManifestError(f"{path}: missing key '{key}'")
+    root = path.parent.resolve()
+    manifest["root"] = str(root)
+    for name in manifest["species_order"]:
+        entry = manifest["species"].get(name)
+        if entry is None:
+            raise ManifestError(f"{path}: species_order lists '{name}' but species.{name} is missing")
+        for split in SPLITS:
+            for shard in entry["splits"][split]["shards"]:
+                full = root / shard["path"]
+                if not full.is_file():
+                    raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard['path']}, "
+                                        f"which is missing (incomplete copy of the shard directory?)")
+                shard["path"] = str(full)
+    return manifest
+
+
+def mixture_weights(manifest: dict, override: dict[str, float], where: str = "data.mixture") -> list[float]:
+    """Weight per species (manifest order): the run's override where given, else the manifest's."""
+    names = manifest["species_order"]
+    unknown = sorted(set(override) - set(names))
+    if unknown:
+        raise ManifestError(f"{where}: unknown species {unknown}; the manifest has {names}")
+    weights = []
+    for name in names:
+        has_train = manifest["species"][name]["splits"]["train"]["samples"] > 0
+        if override:  # an explicit mixture lists every species it wants; the rest get 0
+            weight = float(override.get(name, 0.0))
+            if weight < 0:
+                raise ManifestError(f"{where}.{name}: weight must be >= 0 (got {weight})")
+            if weight > 0 and not has_train:
+                raise ManifestError(f"{where}.{name}: weight {weight} but the species has no train windows")
+        else:
+            weight = float(manifest["species"][name]["weight"]) if has_train else 0.0
+        weights.append(weight)
+    if sum(weights) <= 0:
+        raise ManifestError(f"{where}: every species has weight 0; nothing to train on")
+    return weights

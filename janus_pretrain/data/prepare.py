@@ -1,0 +1,206 @@
+"""Driver of data_prep/shard_genomes.py: check arguments and inputs, plan, write shards, manifest last.
+
+Layout of OUT: {train,valid,test}/{species}-{index:06d}.tar, manifest.json (written last, so its
+presence means complete), .state/args.json (what a rerun must match) and .state/parts/ (counts
+of each finished shard, so a rerun can skip it). The plain FASTA cache copies in .cache/ are
+deleted once the manifest is in place.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from janus_pretrain.data.fasta import file_sha256, scan_fasta
+from janus_pretrain.data.genomes import DataPrepError, read_genomes
+from janus_pretrain.data.sharding import (SPLITS, brace_pattern, check_keys, completed, plan_species,
+                                          write_shard)
+from janus_pretrain.tokenizer import TOKENIZER_VERSION
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "janus-shards-v1"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    args.stride_bp = args.stride_bp or args.window_bp
+    args.min_window_bp = args.min_window_bp if args.min_window_bp is not None else min(1024, args.window_bp)
+    problems = []
+    if args.window_bp <= 0:
+        problems.append(f"--window-bp must be > 0 (got {args.window_bp})")
+    if args.stride_bp <= 0:
+        problems.append(f"--stride-bp must be > 0 (got {args.stride_bp})")
+    if not 0 <= args.max_n_frac <= 1:
+        problems.append(f"--max-n-frac must be in [0, 1] (got {args.max_n_frac})")
+    if not 0 < args.min_window_bp <= max(args.window_bp, 1):
+        problems.append(f"--min-window-bp must be in [1, window-bp] (got {args.min_window_bp})")
+    if args.shard_size_mb <= 0:
+        problems.append(f"--shard-size-mb must be > 0 (got {args.shard_size_mb})")
+    if args.workers < 1:
+        problems.append(f"--workers must be >= 1 (got {args.workers})")
+    if problems:
+        raise DataPrepError("; ".join(problems))
+
+
+def fingerprint(args: argparse.Namespace, genomes_sha: str, inputs: dict[str, str]) -> dict:
+    """Everything the output depends on (not --workers): a rerun must match it exactly."""
+    return {"format": MANIFEST_FORMAT, "tokenizer_version": TOKENIZER_VERSION,
+            "genomes": str(Path(args.genomes).resolve()), "genomes_sha256": genomes_sha, "inputs": inputs,
+            "window_bp": args.window_bp, "stride_bp": args.stride_bp, "max_n_frac": args.max_n_frac,
+            "min_window_bp": args.min_window_bp, "shard_size_mb": args.shard_size_mb, "seed": args.seed}
+
+
+def check_output(out: Path, wanted: dict) -> str:
+    """'new', 'resume' or 'complete'; refuses a non-empty OUT written with other arguments."""
+    state = out / ".state" / "args.json"
+    if not out.exists() or all(entry.name == ".cache" for entry in out.iterdir()):
+        return "new"
+    if not state.is_file():
+        raise DataPrepError(f"--out {out} is not empty and was not written by shard_genomes.py; "
+                            f"choose an empty or new directory")
+    had = json.loads(state.read_text())
+    if had != wanted:
+        diff = [f"{k}: {had.get(k)!r} -> {wanted.get(k)!r}" for k in sorted(set(had) | set(wanted))
+                if had.get(k) != wanted.get(k)]
+        raise DataPrepError(f"--out {out} holds shards made with different arguments or inputs "
+                            f"({'; '.join(diff)}); use a new directory or delete this one")
+    return "complete" if (out / "manifest.json").is_file() else "resume"
+
+
+def claim_output(out: Path, wanted: dict) -> None:
+    state = out / ".state" / "args.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state.with_name("args.json.tmp")
+    tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
+    os.replace(tmp, state)
+    for split in SPLITS:
+        (out / split).mkdir(parents=True, exist_ok=True)
+
+
+def _scan(job):
+    spec, cache_dir, sha = job
+    return scan_fasta(spec.fasta, cache_dir, spec.name, sha)
+
+
+def _write(job):
+    plan, out = job
+    return completed(out, plan) or write_shard(plan, out)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    check_args(args)
+    specs = read_genomes(args.genomes)
+    out = Path(args.out)
+    genomes_sha = file_sha256(args.genomes)
+    inputs = {spec.name: file_sha256(spec.fasta) for spec in specs}
+    wanted = fingerprint(args, genomes_sha, inputs)
+    status = check_output(out, wanted)
+    if status == "complete":
+        log.info("%s: already complete with these arguments; nothing to do", out)
+        return json.loads((out / "manifest.json").read_text())
+    created = not out.exists()
+    pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else None
+    try:
+        try:
+            infos = list((pool.imap if pool else map)(_scan, [(s, out / ".cache", inputs[s.name]) for s in specs]))
+            plans = {}
+            for spec, info in zip(specs, infos):
+                check_keys(spec, info)
+                plans[spec.name] = plan_species(spec, info, args)
+        except BaseException:
+            if status == "new":  # leave no trace of a run whose inputs failed their checks
+                shutil.rmtree(out / ".cache", ignore_errors=True)
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+            raise
+        claim_output(out, wanted)
+        jobs = [(p, str(out)) for sp in plans.values() for split in SPLITS for p in sp.shards[split]]
+        results = {}
+        done = _tagged(pool, jobs) if pool else ((job, _write(job)) for job in jobs)
+        with tqdm(total=sum(p.bp for p, _ in jobs), unit="bp", unit_scale=True, desc="sharding", disable=None) as bar:
+            for (plan, _), stats in done:
+                results[plan.name] = stats
+                bar.update(plan.bp)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    manifest = build_manifest(args, argv, wanted, specs, infos, plans, results)
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / "manifest.json")
+    shutil.rmtree(out / ".cache", ignore_errors=True)
+    return manifest
+
+
+def _tagged(pool, jobs):
+    """(job, stats) pairs in completion order from the pool."""
+    for index, stats in pool.imap_unordered(_indexed_write, list(enumerate(jobs))):
+        yield jobs[index], stats
+
+
+def _indexed_write(item):
+    index, job = item
+    return index, _write(job)
+
+
+def build_manifest(args, argv, wanted, specs, infos, plans, results) -> dict:
+    species = {}
+    totals = {split: {"samples": 0, "bp": 0} for split in SPLITS}
+    for spec, info in zip(specs, infos):
+        entry = {"weight": spec.weight, "fasta": Path(info.source).name, "sha256": info.sha256,
+                 "compression": info.compression, "contigs": len(info.contigs),
+                 "bp": sum(n for _, n in info.contigs), "warnings": info.warnings, "splits": {}}
+        for split in SPLITS:
+            shards = [results[p.name] for p in plans[spec.name].shards[split]]
+            listed = [{"path": s["path"], "samples": s["samples"], "bp": s["bp"]} for s in shards]
+            entry["splits"][split] = {
+                "shards": listed, "pattern": f"{split}/{brace_pattern(spec.name, len(listed))}" if listed else "",
+                "samples": sum(s["samples"] for s in shards), "bp": sum(s["bp"] for s in shards),
+                "dropped": {"n_frac_above_max": sum(s["dropped_n_frac"] for s in shards),
+                            "tail_below_min_window_bp": plans[spec.name].dropped_short[split]}}
+            totals[split]["samples"] += entry["splits"][split]["samples"]
+            totals[split]["bp"] += entry["splits"][split]["bp"]
+        species[spec.name] = entry
+    return {"format": MANIFEST_FORMAT, "tokenizer_version": TOKENIZER_VERSION,
+            "command": " ".join(argv if argv is not None else sys.argv),
+            "arguments": {k: v for k, v in wanted.items() if k not in ("inputs", "format", "tokenizer_version")},
+            "input_sha256": wanted["inputs"], "window_bp": args.window_bp, "stride_bp": args.stride_bp,
+            "min_window_bp": args.min_window_bp, "max_n_frac": args.max_n_frac,
+            "species_order": [s.name for s in specs], "species": species, "splits": totals}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Shard genome FASTA files of many species into WebDataset tar shards.")
+    p.add_argument("--genomes", required=True, help="GENOMES.yaml listing species, FASTA paths, weights, held-out contigs")
+    p.add_argument("--out", required=True, help="output directory (new or empty, or an earlier run with the same arguments)")
+    p.add_argument("--window-bp", type=int, required=True, help="window length of each sample")
+    p.add_argument("--stride-bp", type=int, default=0, help="distance between window starts (default: window, no overlap)")
+    p.add_argument("--max-n-frac", type=float, default=0.5, help="drop windows with a larger fraction of N")
+    p.add_argument("--min-window-bp", type=int, default=None,
+                   help="keep a contig's shorter last window if at least this long (default: min(1024, window))")
+    p.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (over genomes, then over shards)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the assignment of train windows to shards")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        manifest = run(args, ["data_prep/shard_genomes.py", *argv])
+    except DataPrepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for split, total in manifest["splits"].items():
+        log.info("%s: %d samples, %.3f Mbp", split, total["samples"], total["bp"] / 1e6)
+    return 0
