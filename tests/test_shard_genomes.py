@@ -229,7 +229,8 @@ def test_line_numbers_hold_across_read_chunks(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fasta, "CHUNK_BYTES", 97)  # headers and lines split over many reads
     genomes, window, expect = _bad(tmp_path, "star")
     assert shard(genomes, tmp_path / "out", window) != 0
-    assert all(text in capsys.readouterr().err for text in expect)
+    err = capsys.readouterr().err
+    assert all(text in err for text in expect), err
     good = tmp_path / "good"
     good.mkdir()
     seq = random_dna(3000, 10)
