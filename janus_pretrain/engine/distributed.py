@@ -1,0 +1,109 @@
+"""Process-group setup that works the same under every launcher.
+
+Launchers and what they give us:
+- `deepspeed --num_accelerators N script.py` (CPU) / `deepspeed --num_gpus N`: RANK, WORLD_SIZE,
+  LOCAL_RANK, MASTER_ADDR/PORT; it does NOT set OMP_NUM_THREADS.
+- `torchrun --standalone --nproc_per_node N`: the same variables, OMP_NUM_THREADS=1.
+- `srun` (Slurm): SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; MASTER_ADDR/PORT come from the sbatch
+  script. We translate them into the torch variables when those are absent.
+- a plain `python launch/pretrain.py`: nothing; we default to a world of one on 127.0.0.1 (without
+  these variables DeepSpeed goes looking for mpi4py).
+
+Without CUDA we select DeepSpeed's CPU accelerator and the gloo backend. Every
+init_distributed on the CPU accelerator JIT-builds the deepspeed_shm_comm op once; it is cached
+under TORCH_EXTENSIONS_DIR (defaulted to the repository's .cache/torch_extensions like the Makefile).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_environment() -> dict[str, int]:
+    """Fill in the launcher variables that are missing; returns rank, world_size, local_rank.
+
+    Cheap (no process group, no DeepSpeed import), so startup checks can use the world size.
+    """
+    env = os.environ
+    if "RANK" not in env and "SLURM_PROCID" in env:
+        env["RANK"] = env["SLURM_PROCID"]
+        env["WORLD_SIZE"] = env.get("SLURM_NTASKS", "1")
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        if "LOCAL_WORLD_SIZE" not in env and "SLURM_NTASKS_PER_NODE" in env:
+            env["LOCAL_WORLD_SIZE"] = env["SLURM_NTASKS_PER_NODE"].split("(")[0]
+    env.setdefault("RANK", "0")
+    env.setdefault("WORLD_SIZE", "1")
+    env.setdefault("LOCAL_RANK", "0")
+    if int(env["WORLD_SIZE"]) == 1:
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(_free_port()))
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        # 2 ranks x 2 threads on 2 cores made a step 50x slower: one core's worth of threads per rank
+        local_world = int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+        threads = int(env.get("OMP_NUM_THREADS", max(1, (os.cpu_count() or 1) // max(1, local_world))))
+        env["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]), "local_rank": int(env["LOCAL_RANK"])}
+
+
+@dataclass
+class DistContext:
+    rank: int  # global rank
+    world_size: int  # all ranks
+    local_rank: int  # rank on this node (GPU index)
+    device: torch.device  # cuda:<local_rank> or cpu
+    ep_size: int  # expert-parallel group size
+    ep_rank: int  # rank inside the expert-parallel group: owns experts [ep_rank*E/ep, (ep_rank+1)*E/ep)
+    edp_rank: int  # rank inside the expert-data-parallel group (replicas of the same experts)
+    ep_group: object = None  # ProcessGroup the experts are sharded over (None when ep_size == 1)
+    ep_group_name: str = "ep_size_1"  # DeepSpeed's name of the expert groups (p.group_name)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(ep_size: int, timeout_minutes: int = 30) -> DistContext:
+    """Start the process group (gloo on CPU, nccl on GPU) and DeepSpeed's expert groups."""
+    import deepspeed
+    import deepspeed.comm as ds_comm
+    from deepspeed.utils import groups
+
+    ranks = prepare_environment()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(ranks["local_rank"])
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
+    # DeepSpeed's own MoE layer creates these groups in set_deepspeed_parallelism; our MoE is not
+    # a deepspeed.moe.layer.MoE, so we create them here: expert-parallel groups are consecutive
+    # ranks [0..ep), [ep..2ep), ...; expert-data-parallel groups are the strided ranks holding the
+    # same experts. ZeRO reduces expert gradients over the latter.
+    name = f"ep_size_{ep_size}"
+    groups._create_expert_and_data_parallel(ep_size)
+    ep_group = groups._get_expert_parallel_group(name) if ep_size > 1 else None
+    return DistContext(rank=ds_comm.get_rank(), world_size=ds_comm.get_world_size(), local_rank=ranks["local_rank"],
+                       device=torch.device("cuda", ranks["local_rank"]) if cuda else torch.device("cpu"),
+                       ep_size=ep_size, ep_rank=groups._get_expert_parallel_rank(name),
+                       edp_rank=groups._get_expert_data_parallel_rank(name), ep_group=ep_group, ep_group_name=name)
+
+
+def shutdown() -> None:
+    """Destroy the process group (a ZeRO-3 run aborted at exit without it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

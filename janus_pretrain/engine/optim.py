@@ -1,0 +1,81 @@
+"""AdamW parameter groups (weight-decay split x MoE split) and the learning-rate schedule.
+
+No weight decay on parameters marked `_no_weight_decay` by the model (embedding, Mamba A_log and
+D) nor on anything with fewer than 2 dimensions (biases, norm weights).
+
+ZeRO-1/2 need expert parameters in their own groups marked `moe: True` and named after their
+expert-data-parallel group: it reduces and partitions those groups over that group instead of the
+whole data-parallel world (deepspeed.moe.utils.split_params_into_different_moe_groups_for_optimizer
+does the split). We pass torch.optim.AdamW as the client optimizer: with the config name "AdamW"
+DeepSpeed silently picks FusedAdam, which JIT-compiles for minutes on a CPU machine.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_groups_for_optimizer
+from torch import nn
+
+from janus_pretrain.config import OptimizerConfig, ScheduleConfig
+
+
+def no_weight_decay(param: torch.Tensor) -> bool:
+    return param.ndim < 2 or bool(getattr(param, "_no_weight_decay", False))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Groups in a fixed order: decay, no_decay, then one group per (decay kind, expert group).
+
+    Every group carries the names of its parameters ('param_names'), which the checkpoint
+    layout records so a converter can map ZeRO's flat partitions back to named tensors.
+    """
+    decay = {"name": "decay", "decay_kind": "decay", "params": [], "param_names": [], "weight_decay": weight_decay}
+    plain = {"name": "no_decay", "decay_kind": "no_decay", "params": [], "param_names": [], "weight_decay": 0.0}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        group = plain if no_weight_decay(param) else decay
+        group["params"].append(param)
+        group["param_names"].append(name)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [g for g in (decay, plain) if g["params"]]
+    # the DeepSpeed helper moves expert params into extra groups with moe=True, named after their
+    # expert group ('ep_size_2'): ZeRO looks the expert-data-parallel group up by that name
+    split = split_params_into_different_moe_groups_for_optimizer(
+        [{k: v for k, v in g.items() if k != "param_names"} for g in groups])
+    for group in split:
+        group["param_names"] = [names[id(p)] for p in group["params"]]
+    return [g for g in split if g["params"]]
+
+
+def group_kind(group: dict) -> str:
+    return "moe" if group.get("moe", False) else "dense"
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.weight_decay)
+    for group in groups:  # DeepSpeed passes unknown keys through; torch ignores them
+        assert all(is_moe_param(p) for p in group["params"]) == group.get("moe", False)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+                             weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, schedule: ScheduleConfig, peak_lr: float) -> float:
+    """Multiplier of the peak lr before optimizer step `step` (0-based): linear warm-up over
+    warmup_fraction * total_steps, then cosine from the peak down to schedule.min_lr."""
+    warmup = max(1, round(schedule.warmup_fraction * total_steps)) if schedule.warmup_fraction > 0 else 0
+    if step < warmup:
+        return (step + 1) / warmup
+    floor = min(schedule.min_lr / peak_lr, 1.0) if peak_lr > 0 else 0.0
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(total_steps: int, schedule: ScheduleConfig, peak_lr: float):
+    """A callable DeepSpeed applies to the optimizer it wraps; DeepSpeed steps it only on applied
+    (not skipped) steps and saves its state with each checkpoint."""
+    def make(optimizer):
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total_steps, schedule, peak_lr))
+    return make

@@ -1,0 +1,78 @@
+"""Build everything a run needs, in the order that fails fast, and train.
+
+1. launcher environment -> rank and world size (cheap);
+2. startup checks (config, batch arithmetic, manifest, checkpoint dir): one clear message each;
+3. process group + expert groups (the CPU shm op build happens here);
+4. model (same seed on every rank), data streams, Trainer; train.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from janus_pretrain.config import ConfigError, RunConfig
+from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from janus_pretrain.engine.startup import startup_checks
+from janus_pretrain.engine.trainer import Trainer, TrainingDiverged
+
+DIVERGED_EXIT_CODE = 3  # stopped after train.max_bad_steps consecutive NaN/inf steps
+CONFIG_EXIT_CODE = 2  # a startup check failed
+
+
+def build_model(config: RunConfig, ctx) -> torch.nn.Module:
+    from janus_pretrain.model import JanusForPretraining
+
+    torch.manual_seed(config.train.seed)  # identical initial weights on every rank and any ep_size
+    return JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name)
+
+
+def build_data(config: RunConfig, ctx, micro_batch: int):
+    """The train stream of this rank, a factory of its validation batches, the species names."""
+    from janus_pretrain.data import TrainStream, validation_batches
+
+    stream = TrainStream(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size,
+                         seed=config.train.seed)
+
+    def valid():
+        return validation_batches(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size)
+    return stream, valid, list(stream.species_names)
+
+
+def run_pretraining(config: RunConfig) -> int:
+    """Train; returns the process exit code (0, 75 preempted, 2 bad config, 3 diverged)."""
+    ranks = prepare_environment()
+    main = ranks["rank"] == 0
+    try:
+        plan = startup_checks(config, ranks["world_size"])
+    except ConfigError as exc:
+        if main:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return CONFIG_EXIT_CODE
+    if main:
+        print(config.model.describe_layers(), flush=True)
+        print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
+              f"ranks = {plan.tokens_per_step} tokens per optimizer step; ZeRO-{config.parallel.zero_stage}, "
+              f"ep_size {config.parallel.ep_size}, {config.train.precision}", flush=True)
+    ctx = init_distributed(config.parallel.ep_size)
+    try:
+        model = build_model(config, ctx)
+        stream, valid, species = build_data(config, ctx, plan.micro_batch)
+        trainer = Trainer(config, ctx, plan, model, stream, valid, species)
+        trainer.train()
+        if main:
+            print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "
+                  f"TensorBoard: tensorboard --logdir {config.logging.dir}; metrics: {trainer.run_dir / 'metrics.jsonl'}",
+                  flush=True)
+        return 0
+    except Preempted as exc:
+        if main:
+            print(str(exc), flush=True)
+        return PREEMPTED_EXIT_CODE
+    except TrainingDiverged as exc:
+        if main:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return DIVERGED_EXIT_CODE
+    finally:
+        shutdown()

@@ -1,0 +1,68 @@
+"""Validation: loss and per-base accuracy per species on the held-out contigs.
+
+Ranks hold different numbers of validation batches, but with expert parallelism every forward is
+a collective (all-to-all over the expert-parallel group). So ranks step in lock-step: each round
+they agree whether anyone still has a batch, and a rank that ran out runs a zero-weight dummy
+batch. Sums per species are all-reduced at the end.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from janus_pretrain.tokenizer import A_ID, N_ID, T_ID
+
+
+@torch.no_grad()
+def evaluate(module: torch.nn.Module, batches, species_names: list[str], device: torch.device,
+             seq_len: int) -> dict[str, float]:
+    """`batches` yields (species name, batch dict); returns {'valid/<species>/loss': ..., ...}.
+
+    Accuracy: argmax over the four bases at every position whose target is a base with nonzero
+    loss weight (N and padding are never targets, as in training).
+    """
+    index = {name: i for i, name in enumerate(species_names)}
+    sums = torch.zeros(len(species_names), 3, dtype=torch.float64)  # (S, [loss sum, correct, count])
+    iterator = iter(batches)
+    was_training = module.training
+    module.eval()
+    try:
+        while True:
+            item = next(iterator, None)
+            flag = torch.tensor([0.0 if item is None else 1.0])
+            if dist.is_initialized():
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() == 0:
+                break
+            if item is None:  # keep the collectives of the expert all-to-all matched
+                ids = torch.full((1, seq_len), N_ID, dtype=torch.long, device=device)
+                module(ids, labels=ids, loss_weight=torch.zeros(1, seq_len, device=device))
+                continue
+            species, batch = item
+            species_name = species if isinstance(species, str) else species_names[int(species)]
+            ids = batch["input_ids"].to(device)
+            weight = batch["loss_weight"].to(device)
+            out = module(ids, labels=ids, loss_weight=weight)
+            mask = (ids >= A_ID) & (ids <= T_ID) & (weight > 0)  # (B, L)
+            logits = out.logits.float()  # (B, L, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
+            correct = (logits[..., A_ID:T_ID + 1].argmax(-1) + A_ID) == ids
+            row = sums[index[species_name]]
+            row[0] += float((loss * mask).sum())
+            row[1] += float((correct & mask).sum())
+            row[2] += float(mask.sum())
+    finally:
+        module.train(was_training)
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    result = {}
+    for name, (loss_sum, correct, count) in zip(species_names, sums.tolist()):
+        if count > 0:
+            result[f"valid/{name}/loss"] = loss_sum / count
+            result[f"valid/{name}/accuracy"] = correct / count
+    total = sums.sum(0).tolist()
+    if total[2] > 0:
+        result["valid/all/loss"] = total[0] / total[2]
+        result["valid/all/accuracy"] = total[1] / total[2]
+    return result
