@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,9 @@ from janus_pretrain.data.genomes import DataPrepError
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 16 << 20
-_HEADER = re.compile(rb"^>[^\n]*\n", re.M)
-_ALLOWED = np.zeros(256, dtype=bool)  # IUPAC nucleotide letters (either case) plus line ends
-for _c in "ACGTNRYSWKMBDHVU":
-    _ALLOWED[ord(_c)] = _ALLOWED[ord(_c.lower())] = True
-_ALLOWED[ord("\n")] = _ALLOWED[ord("\r")] = True
+_ALLOWED_BYTES = ("ACGTNRYSWKMBDHVU" + "ACGTNRYSWKMBDHVU".lower() + "\r\n").encode()  # IUPAC, either case
+_ALLOWED = np.zeros(256, dtype=bool)
+_ALLOWED[np.frombuffer(_ALLOWED_BYTES, dtype=np.uint8)] = True
 
 
 @dataclass
@@ -73,6 +70,8 @@ class _Scanner:
         self.seen: dict[str, int] = {}
         self.contigs: list[tuple[str, int]] = []
         self.warnings: list[str] = []
+        self.offset = 0  # bytes written to the cache copy
+        self.fai: list[str] = []  # samtools faidx lines of the cache copy
 
     def close_contig(self) -> None:
         if self.name is None:
@@ -83,6 +82,8 @@ class _Scanner:
             self.warnings.append(message)
         else:
             self.out.write(b"\n")
+            self.fai.append(f"{self.name}\t{self.length}\t{self.offset}\t{self.length}\t{self.length + 1}\n")
+            self.offset += self.length + 1
             self.contigs.append((self.name, self.length))
 
     def header(self, raw: bytes) -> None:
@@ -103,12 +104,11 @@ class _Scanner:
     def sequence(self, raw: bytes) -> None:
         if not raw:
             return
-        codes = np.frombuffer(raw, dtype=np.uint8)
-        bad = np.flatnonzero(~_ALLOWED[codes])
         if self.name is None and raw.strip():
             raise DataPrepError(f"{self.path}:{self.line + 1}: not FASTA: expected a '>' header line first")
-        if bad.size:
-            pos = int(bad[0])
+        if raw.translate(None, _ALLOWED_BYTES):  # C-speed check; numpy only to locate the culprit
+            codes = np.frombuffer(raw, dtype=np.uint8)
+            pos = int(np.flatnonzero(~_ALLOWED[codes])[0])
             line = self.line + raw.count(b"\n", 0, pos) + 1
             column = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
             raise DataPrepError(f"{self.path}:{line}: invalid character {chr(codes[pos])!r} at column {column} "
@@ -117,6 +117,7 @@ class _Scanner:
         if bases:
             if self.header_pending:
                 self.out.write(self.header_pending)
+                self.offset += len(self.header_pending)
                 self.header_pending = b""
             self.out.write(bases)
             self.length += len(bases)
@@ -124,16 +125,22 @@ class _Scanner:
 
     def feed(self, buf: bytes) -> None:
         """buf holds whole lines only (ends with a newline, or is the file's last piece)."""
-        pos = 0
-        for match in _HEADER.finditer(buf):
-            self.sequence(buf[pos:match.start()])
-            self.header(match.group(0))
-            pos = match.end()
-        tail = buf[pos:]
-        if tail.startswith(b">"):  # header on the last line without a newline
-            self.header(tail)
-        else:
-            self.sequence(tail)
+        pos = _next_header(buf, 0)
+        self.sequence(buf[:pos])
+        while pos < len(buf):  # here buf[pos] starts a header line
+            end = buf.find(b"\n", pos) + 1 or len(buf)
+            self.header(buf[pos:end])
+            nxt = _next_header(buf, end)
+            self.sequence(buf[end:nxt])
+            pos = nxt
+
+
+def _next_header(buf: bytes, start: int) -> int:
+    """Start of the first header line at or after `start` (a line start), else len(buf)."""
+    pos = buf.find(b">", start)  # one-byte find is memchr-fast; '>' is rare outside headers
+    while pos > start and buf[pos - 1] != 0x0A:
+        pos = buf.find(b">", pos + 1)
+    return len(buf) if pos < 0 else pos
 
 
 def _stream(path: Path, compression: str):
@@ -193,9 +200,12 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
     if not scanner.contigs:
         tmp.unlink()
         raise DataPrepError(f"{path}: every contig is empty; nothing to shard")
+    # the copy has one sequence line per contig, so its faidx index is known without re-reading it
+    fai = Path(str(cache) + ".fai")
+    tmp_fai = fai.with_name(fai.name + f".tmp{os.getpid()}")
+    tmp_fai.write_text("".join(scanner.fai))
     os.replace(tmp, cache)
-    Path(str(cache) + ".fai").unlink(missing_ok=True)
-    pyfaidx.Fasta(str(cache), as_raw=True, sequence_always_upper=False).close()  # builds the .fai once, here
+    os.replace(tmp_fai, fai)
     info = FastaInfo(str(path), sha256, compression, str(cache), scanner.contigs, scanner.warnings)
     tmp_done = done.with_name(done.name + ".tmp")
     tmp_done.write_text(json.dumps(info.__dict__))

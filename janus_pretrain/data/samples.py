@@ -150,11 +150,12 @@ class SlotStream:
                 crops_per_window=crops_per_window, rc_augment=rc_augment, max_n_frac=max_n_frac,
                 shuffle_buffer=shuffle_buffer))
         active = np.array([w for w in weights if w > 0], dtype=np.float64)
-        self.probs = active / active.sum()
+        self.cdf = np.cumsum(active / active.sum())  # inverse-CDF pick: one uniform draw per sample
         self.rng = np.random.default_rng([seed, n_slots, slot, _MIX_SALT])
 
     def next(self) -> Crop:
-        return self.streams[int(self.rng.choice(len(self.streams), p=self.probs))].next()
+        pick = min(int(np.searchsorted(self.cdf, self.rng.random(), side="right")), len(self.streams) - 1)
+        return self.streams[pick].next()
 
     def state_dict(self) -> dict:
         return {"mix": self.rng.bit_generator.state, "species": {s.name: s.state_dict() for s in self.streams}}

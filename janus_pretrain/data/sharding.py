@@ -21,7 +21,11 @@ import webdataset as wds
 
 from janus_pretrain.data.fasta import FastaInfo, WindowReader
 from janus_pretrain.data.genomes import DataPrepError, SpeciesSpec
-from janus_pretrain.tokenizer import normalise_bases
+from janus_pretrain.tokenizer import IUPAC_AMBIGUOUS
+
+# same mapping as tokenizer.normalise_bases (tested equal), as a bytes.translate table for speed
+_NORMALISE = bytes.maketrans((IUPAC_AMBIGUOUS + IUPAC_AMBIGUOUS.lower()).encode(),
+                             b"N" * len(IUPAC_AMBIGUOUS) + b"n" * len(IUPAC_AMBIGUOUS))
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +156,16 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
     samples, bp, dropped_n = 0, 0, 0
     with open(tmp, "wb") as handle, wds.TarWriter(handle, mtime=0, user="janus", group="janus") as writer:
         for w in plan.windows:
-            raw = reader.fetch(w.contig, w.start, w.end)
-            codes = np.frombuffer(normalise_bases(raw), dtype=np.uint8)
-            n_frac = float(np.count_nonzero((codes | 0x20) == ord("n"))) / codes.size
+            dna = reader.fetch(w.contig, w.start, w.end).translate(_NORMALISE)
+            n_frac = (dna.count(b"N") + dna.count(b"n")) / len(dna)
             if n_frac > plan.max_n_frac:
                 dropped_n += 1
                 continue
-            soft = float(np.count_nonzero(codes >= ord("a"))) / codes.size
+            soft = np.count_nonzero(np.frombuffer(dna, dtype=np.uint8) >= ord("a")) / len(dna)
             meta = {"species": plan.species, "contig": w.contig, "start": w.start, "end": w.end,
                     "n_frac": round(n_frac, 6), "softmasked_frac": round(soft, 6),
                     "source": plan.source, "source_sha256": plan.sha256}
-            writer.write({"__key__": sample_key(plan.species, w.contig, w.start), "dna": codes.tobytes(),
+            writer.write({"__key__": sample_key(plan.species, w.contig, w.start), "dna": dna,
                           "json": json.dumps(meta, sort_keys=True).encode()})
             samples += 1
             bp += w.end - w.start
