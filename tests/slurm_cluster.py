@@ -1,0 +1,279 @@
+"""A throwaway single-node Slurm cluster on loopback, for the Slurm tests.
+
+Debian's slurmctld + slurmd + munge run as root (no systemd) with every file - config, key,
+sockets, state, logs, pid files - inside one directory, so nothing outside it is touched and a
+system-wide Slurm or munge, if any, is left alone. Missing packages are installed with apt-get.
+
+Also usable by hand, e.g. to try launch/slurm_pretrain.sh on a workstation:
+    python tests/slurm_cluster.py up /tmp/slurm      # prints `export SLURM_CONF=...`
+    python tests/slurm_cluster.py down /tmp/slurm
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged", "mungekey")
+
+
+class SlurmUnavailable(RuntimeError):
+    """This machine cannot host the test cluster; the message says why (tests skip with it)."""
+
+
+def _missing_binaries() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None
+            and not Path("/usr/sbin", b).exists()]
+
+
+def ensure_installed() -> None:
+    """Install the Slurm and munge packages when a binary is missing (needs root and apt-get)."""
+    if not _missing_binaries():
+        return
+    if os.geteuid() != 0:
+        raise SlurmUnavailable(f"Slurm binaries {_missing_binaries()} missing and not root, so "
+                               f"cannot apt-get install {' '.join(PACKAGES)}")
+    if shutil.which("apt-get") is None:
+        raise SlurmUnavailable(f"Slurm binaries {_missing_binaries()} missing and no apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode != 0 or _missing_binaries():
+        raise SlurmUnavailable(f"`{' '.join(install)}` failed (rc {done.returncode}): "
+                               f"{(done.stderr or done.stdout)[-600:]}")
+
+
+def _sbin(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_hardware() -> str:
+    """`slurmd -C`'s node line without NodeName/UpTime, e.g. 'CPUs=2 ... RealMemory=24105'."""
+    out = subprocess.run([_sbin("slurmd"), "-C"], capture_output=True, text=True, check=True)
+    line = out.stdout.splitlines()[0]
+    return " ".join(f for f in line.split() if not f.startswith(("NodeName=", "UpTime=")))
+
+
+class SlurmCluster:
+    """munged + slurmctld + slurmd for one node named after this host, all state under `root`."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.conf = self.root / "slurm.conf"
+        self.node = socket.gethostname().split(".")[0]  # slurmd registers under the short name
+        # what clients (sbatch, scontrol, the jobs' srun) need to find this cluster
+        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> "SlurmCluster":
+        ensure_installed()
+        if os.geteuid() != 0:
+            raise SlurmUnavailable("the test cluster runs slurmd as root; not root")
+        for sub in ("state", "spool"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # munged wants every directory above its socket searchable by all
+        os.chmod(self.root, 0o755)
+        self._start_munge()
+        self._write_conf()
+        for daemon, extra in (("slurmctld", ["-c"]), ("slurmd", [])):
+            self._run_daemon(daemon, [_sbin(daemon), "-f", str(self.conf), *extra])
+        self._wait_idle(timeout)
+        return self
+
+    def stop(self) -> None:
+        """Cancel leftover jobs, then stop each daemon by its pid file (TERM, then KILL)."""
+        if self.conf.exists():
+            subprocess.run(["scancel", "--full", "--user", "root"], env=self.env,
+                           capture_output=True, timeout=30)
+        for pidfile in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            path = self.root / pidfile
+            try:
+                pid = int(path.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            _terminate(pid)
+
+    def __enter__(self) -> "SlurmCluster":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- setup pieces ----------------------------------------------------------------------
+    def _start_munge(self) -> None:
+        key = self.root / "munge.key"
+        if not key.exists():
+            subprocess.run([_sbin("mungekey"), "-c", "-k", str(key)], check=True,
+                           capture_output=True)
+        # --force: munged refuses root and non-default paths otherwise
+        self._run_daemon("munged", [
+            _sbin("munged"), "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
+            f"--pid-file={self.root / 'munged.pid'}", f"--log-file={self.root / 'munged.log'}",
+            f"--seed-file={self.root / 'munged.seed'}"])
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.root / "munge.socket"
+
+    def _write_conf(self) -> None:
+        r = self.root
+        lines = [
+            "ClusterName=janustest",
+            # job ids seed MASTER_PORT in launch/slurm_pretrain.sh: keep two concurrent test
+            # clusters on this machine from both starting at job 1
+            f"FirstJobId={random.randrange(1000, 19000)}",
+            f"SlurmctldHost={self.node}(127.0.0.1)",
+            f"SlurmctldPort={_free_port()}",
+            f"SlurmdPort={_free_port()}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            # short credential lifetime: a requeued job otherwise waits ~120 s to start again
+            f"AuthInfo=socket={self.munge_socket},cred_expire=5",
+            f"StateSaveLocation={r / 'state'}",
+            f"SlurmdSpoolDir={r / 'spool'}",
+            f"SlurmctldPidFile={r / 'slurmctld.pid'}",
+            f"SlurmdPidFile={r / 'slurmd.pid'}",
+            f"SlurmctldLogFile={r / 'slurmctld.log'}",
+            f"SlurmdLogFile={r / 'slurmd.log'}",
+            # no cgroups in a container: plain process tracking, no task binding
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_CPU",
+            "SchedulerType=sched/builtin",
+            # a requeued job becomes eligible after cred_expire + 1 s; schedule it right away
+            "SchedulerParameters=sched_interval=1",
+            "MpiDefault=none",
+            "MailProg=/bin/true",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "ReturnToService=2",
+            "KillWait=10",
+            "MinJobAge=600",
+            "InactiveLimit=0",
+            f"NodeName={self.node} NodeAddr=127.0.0.1 {_node_hardware()} State=UNKNOWN",
+            "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def _run_daemon(self, name: str, argv: list[str]) -> None:
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed to start (rc {done.returncode}): "
+                               f"{done.stderr[-800:]}\n{self._log_tail(name)}")
+
+    def _wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            out = self.scontrol("show", "node", self.node, check=False)
+            state = _field(out, "State")
+            if state.startswith("IDLE"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"node {self.node} not idle after {timeout:.0f} s (State={state!r})\n"
+                           f"{self._log_tail('slurmctld')}\n{self._log_tail('slurmd')}")
+
+    def _log_tail(self, name: str, chars: int = 1500) -> str:
+        path = self.root / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return f"--- {path} (tail) ---\n{text[-chars:]}"
+
+    # ---- client helpers for the tests ------------------------------------------------------
+    def scontrol(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(["scontrol", *args], env=self.env, capture_output=True,
+                              text=True, timeout=30)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"scontrol {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def sbatch(self, argv: list[str], cwd: str | os.PathLike, env: dict | None = None) -> str:
+        """Submit; returns the job id. `env` is the job's environment (sbatch exports it)."""
+        done = subprocess.run(["sbatch", "--parsable", *argv], cwd=cwd,
+                              env=dict(env or self.env, SLURM_CONF=str(self.conf)),
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"sbatch {' '.join(argv)} failed: {done.stderr.strip()}")
+        return done.stdout.strip().split(";")[0]
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """scontrol's view of a job as key -> value (accounting is off, so no sacct)."""
+        out = self.scontrol("show", "job", "-o", job_id)
+        return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+    def wait_job(self, job_id: str, timeout: float,
+                 until: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
+                                           "NODE_FAIL", "OUT_OF_MEMORY")) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        info: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            info = self.job(job_id)
+            if info.get("JobState") in until:
+                return info
+            time.sleep(1.0)
+        raise TimeoutError(f"job {job_id} still {info.get('JobState')} after {timeout:.0f} s; "
+                           f"{info}\n{self._log_tail('slurmctld')}")
+
+
+def _field(scontrol_out: str, key: str) -> str:
+    for f in scontrol_out.split():
+        if f.startswith(key + "="):
+            return f.split("=", 1)[1]
+    return ""
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("up", "down"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    cluster = SlurmCluster(argv[1])
+    if argv[0] == "up":
+        cluster.start()
+        print(f"export SLURM_CONF={cluster.conf}")
+    else:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
