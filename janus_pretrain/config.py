@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """safe_load, but '1e-3' is a float (YAML 1.1 wants '1.0e-3' and would return a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def safe_load_yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 class ConfigError(ValueError):
@@ -233,7 +252,7 @@ def _apply_override(raw: dict, override: str, where: str) -> None:
         if dataclasses.is_dataclass(cls) and part not in hints:
             raise ConfigError(f"--set {dotted}: unknown key '{'.'.join(parts[:depth + 1])}' ({where})")
         if depth == len(parts) - 1:
-            node[part] = yaml.safe_load(text)
+            node[part] = safe_load_yaml(text)
             return
         cls = hints.get(part, dict) if dataclasses.is_dataclass(cls) else dict
         node = node.setdefault(part, {})
@@ -261,7 +280,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

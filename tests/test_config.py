@@ -1,0 +1,58 @@
+"""The typed config tree: unknown keys and wrong types name the key and the file; overrides."""
+from __future__ import annotations
+
+import pytest
+
+from janus_pretrain.config import ConfigError, ModelConfig, load_config
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_maps_onto_sections_and_overrides_apply(tmp_path):
+    path = _write(tmp_path, "model:\n  d_model: 64\n  n_heads: 4\ntrain:\n  steps: 7\noptimizer:\n  betas: [0.9, 0.99]\n")
+    config = load_config(path, overrides=["model.d_model=144", "optimizer.lr=1e-3", "data.mixture={scer: 2}"])
+    assert config.model.d_model == 144 and config.train.steps == 7
+    assert config.optimizer.lr == 1e-3 and config.optimizer.betas == [0.9, 0.99]
+    assert config.data.mixture == {"scer": 2.0}
+    assert config.source == str(path)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("model:\n  d_modle: 64\n", "unknown key 'model.d_modle'"),
+    ("modle:\n  d_model: 64\n", "unknown key 'modle'"),
+    ("model:\n  d_model: wide\n", "'model.d_model' must be int"),
+    ("model:\n  tie_mamba_projections: 1\n", "'model.tie_mamba_projections' must be bool"),
+    ("model:\n  kernels: triton\n", "'model.kernels' must be one of"),
+    ("optimizer:\n  betas: 0.9\n", "'optimizer.betas' must be a list"),
+    ("model:\n  attn_layer_period: 4\n  attn_layer_offset: 4\n", "attn_layer_offset=4 must be < attn_layer_period=4"),
+    ("model:\n  d_model: 30\n  n_heads: 4\n", "divisible"),
+])
+def test_bad_config_errors_name_the_key_and_the_file(tmp_path, text, fragment):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert fragment in str(error.value)
+    assert str(path) in str(error.value) or "model." in str(error.value)
+
+
+def test_override_of_a_missing_key_is_refused(tmp_path):
+    path = _write(tmp_path, "model:\n  d_model: 64\n")
+    with pytest.raises(ConfigError, match="unknown key 'model.width'"):
+        load_config(path, overrides=["model.width=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, overrides=["model.d_model"])
+
+
+def test_layer_map_follows_period_and_offset():
+    config = ModelConfig(n_layers=8, attn_layer_period=8, attn_layer_offset=4, expert_layer_period=2,
+                         expert_layer_offset=1)
+    layer_map = config.layer_map()
+    assert [i for i, (mixer, _) in enumerate(layer_map) if mixer == "attention"] == [4]
+    assert [i for i, (_, ffn) in enumerate(layer_map) if ffn == "moe"] == [1, 3, 5, 7]
+    assert "layer 4: attention + swiglu" in config.describe_layers()
+    no_attention = ModelConfig(attn_layer_period=0)
+    assert all(mixer == "mamba" for mixer, _ in no_attention.layer_map())
