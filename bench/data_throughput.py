@@ -29,9 +29,10 @@ from janus_pretrain.data.prepare import parser as shard_parser  # noqa: E402
 from janus_pretrain.data.prepare import run as shard_run  # noqa: E402
 
 
-def best_of(repeats: int, fn) -> float:
+def best_of(repeats: int, fn, setup=lambda: None) -> float:
     times = []
     for _ in range(repeats):
+        setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -43,13 +44,11 @@ def zcat_seconds(fasta: Path, repeats: int) -> float:
 
 
 def shard_seconds(genomes: Path, window: int, workers: int, repeats: int, work: Path) -> float:
-    def once():
-        out = work / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        args = shard_parser().parse_args(["--genomes", str(genomes), "--out", str(out), "--window-bp", str(window),
-                                          "--workers", str(workers), "--shard-size-mb", "64"])
-        shard_run(args, ["bench"])
-    return best_of(repeats, once)
+    out = work / "out"
+    args = ["--genomes", str(genomes), "--out", str(out), "--window-bp", str(window), "--workers", str(workers),
+            "--shard-size-mb", "64"]
+    return best_of(repeats, lambda: shard_run(shard_parser().parse_args(args), ["bench"]),
+                   setup=lambda: shutil.rmtree(out, ignore_errors=True))
 
 
 def loader_bp_per_s(manifest: Path, seq_len: int, workers: int, seconds: float) -> tuple[float, int]:
