@@ -1,0 +1,116 @@
+"""One rank of an engine test run (spawned by tests/engine_launch.py, one process per rank).
+
+    python tests/engine_worker.py SPEC.json
+
+SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
+       "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds}
+Runs the real Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
+pure function of the global sample index, so 1 rank x 2 accumulation and 2 ranks x 1 see the same
+samples per optimizer step. At the end each rank writes out/weights_rank<R>.pt (its fp32 module
+parameters) and out/result_rank<R>.json; the exit code is the one launch/pretrain.py would use.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from janus_pretrain.config import config_from_dict  # noqa: E402
+from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown  # noqa: E402
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: E402
+from janus_pretrain.engine.run import DIVERGED_EXIT_CODE, build_data, build_model  # noqa: E402
+from janus_pretrain.engine.startup import startup_checks  # noqa: E402
+from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # noqa: E402
+
+
+class SyntheticStream:
+    """Micro batch k of rank r holds global samples (k * world + r) * B ... + B - 1."""
+
+    def __init__(self, seq_len: int, micro_batch: int, rank: int, world_size: int, seed: int):
+        self.seq_len, self.micro_batch, self.rank, self.world, self.seed = seq_len, micro_batch, rank, world_size, seed
+        self.k = 0
+
+    def sample(self, index: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return torch.randint(7, 11, (self.seq_len,), generator=gen)  # A/C/G/T ids
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        first = (self.k * self.world + self.rank) * self.micro_batch
+        ids = torch.stack([self.sample(first + i) for i in range(self.micro_batch)])  # (B, L)
+        self.k += 1
+        return {"input_ids": ids, "loss_weight": torch.ones(ids.shape, dtype=torch.float32),
+                "species": torch.zeros(self.micro_batch, dtype=torch.long)}
+
+    def state_dict(self) -> dict:
+        return {"k": self.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.k = state["k"]
+
+
+class TestTrainer(Trainer):
+    """Injects NaN losses and a preemption request at chosen steps."""
+
+    def __init__(self, *args, nan_steps=(), nan_rank=None, preempt_at=None, step_sleep=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_steps, self.nan_rank, self.preempt_at = set(nan_steps), nan_rank, preempt_at
+        self.step_sleep = step_sleep  # slows steps down so a test can signal mid-run
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        time.sleep(self.step_sleep)
+        upcoming = self.step + 1
+        if upcoming in self.nan_steps and self.nan_rank in (None, self.ctx.rank):
+            out.loss = out.loss * float("nan")
+        if self.preempt_at == upcoming and self.ctx.rank == 0:  # only rank 0: the others must follow
+            self.preemption.request("test")
+        return out
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec["out"])
+    config = config_from_dict(spec["config"], where=spec_path)
+    ranks = prepare_environment()
+    plan = startup_checks(config, ranks["world_size"], check_data_files=spec.get("data") == "real")
+    ctx = init_distributed(config.parallel.ep_size)
+    code = 0
+    try:
+        model = build_model(config, ctx)
+        if spec.get("data") == "real":
+            stream, valid, species = build_data(config, ctx, plan.micro_batch)
+        else:
+            stream = SyntheticStream(config.data.seq_len, plan.micro_batch, ctx.rank, ctx.world_size, config.train.seed)
+            valid, species = None, []
+        nan = spec.get("nan", {})
+        trainer = TestTrainer(config, ctx, plan, model, stream, valid, species, nan_steps=nan.get("steps", ()),
+                              nan_rank=nan.get("rank"), preempt_at=spec.get("preempt_at"),
+                              step_sleep=spec.get("step_sleep", 0.0))
+        try:
+            trainer.train()
+        except Preempted as exc:
+            print(exc, flush=True)
+            code = PREEMPTED_EXIT_CODE
+        except TrainingDiverged as exc:
+            print(f"error: {exc}", flush=True)
+            code = DIVERGED_EXIT_CODE
+        weights = {n: p.detach().float().cpu().clone() for n, p in trainer.engine.module.named_parameters()}
+        torch.save(weights, out / f"weights_rank{ctx.rank}.pt")
+        (out / f"result_rank{ctx.rank}.json").write_text(json.dumps(
+            {"step": trainer.step, "bad_steps": trainer.bad_steps, "ep_rank": ctx.ep_rank, "code": code,
+             "resumed_tag": trainer.resumed_tag}))
+    finally:
+        shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
