@@ -210,3 +210,16 @@ def test_clear_errors_for_missing_manifest_and_unknown_species(tmp_path, bundled
         read_manifest(tmp_path / "nowhere")
     with pytest.raises(ManifestError, match=r"data.mixture.*'mouse'"):
         TrainStream(config(bundled_shards, mixture={"mouse": 1.0}), micro_batch=1)
+
+
+def test_resume_from_a_moved_shard_directory(bundled_shards, tmp_path):
+    import shutil
+    stream = TrainStream(config(bundled_shards), micro_batch=2, seed=4)
+    take(stream, 3)
+    state = stream.state_dict()
+    expected = take(stream, 3)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(bundled_shards, moved)
+    resumed = TrainStream(config(moved), micro_batch=2, seed=4)
+    resumed.load_state_dict(state)  # the state names what the shards hold, not where they are
+    assert_same(take(resumed, 3), expected)

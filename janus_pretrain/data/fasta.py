@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyfaidx
+from tqdm import tqdm
 
 from janus_pretrain.data.genomes import DataPrepError
 
@@ -188,7 +189,9 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
     with open(tmp, "wb") as out:
         scanner = _Scanner(path, out)
         saw_any = False
+        progress = tqdm(desc=f"checking {path.name}", unit="B", unit_scale=True, disable=None, leave=False)
         for buf in _stream(path, compression):
+            progress.update(len(buf))
             if not saw_any:
                 first = buf.lstrip()
                 if first and not first.startswith(b">"):
@@ -197,6 +200,7 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
                 saw_any = saw_any or bool(first)
             scanner.feed(buf)
         scanner.close_contig()
+        progress.close()
     if not saw_any:
         tmp.unlink()
         raise DataPrepError(f"{path}: empty file (no FASTA records after decompression)")

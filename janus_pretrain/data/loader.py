@@ -11,7 +11,9 @@ gives the same batches as num_workers=1.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -52,9 +54,18 @@ def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[
             "loss_weight": torch.from_numpy(weight.astype(np.float32))}
 
 
+def shards_identity(manifest: dict) -> str:
+    """Checksum of what the shards hold (inputs, windowing, per-shard counts), not of where they are."""
+    content = [manifest["species_order"], manifest.get("input_sha256"), manifest["window_bp"],
+               manifest.get("stride_bp"), manifest.get("min_window_bp"), manifest.get("max_n_frac"),
+               [[Path(s["path"]).name, s["samples"]] for name in manifest["species_order"]
+                for split in ("train", "valid", "test") for s in manifest["species"][name]["splits"][split]["shards"]]]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
 def _fingerprint(config: DataConfig, micro_batch: int, manifest: dict, weights: list[float]) -> dict:
     """What the batch sequence depends on besides seed/rank/world/workers: must match on resume."""
-    return {"manifest": manifest["root"], "seq_len": config.seq_len, "weights": weights,
+    return {"shards": shards_identity(manifest), "seq_len": config.seq_len, "weights": weights,
             "rc_augment": config.rc_augment, "max_n_frac": config.max_n_frac,
             "shuffle_buffer": config.shuffle_buffer, "crops_per_window": config.crops_per_window,
             "micro_batch": micro_batch}
