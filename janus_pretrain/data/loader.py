@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +27,7 @@ from janus_pretrain.data.samples import Crop, SlotStream
 from janus_pretrain.tokenizer import A_ID, PAD_ID, T_ID, VOCAB_SIZE, encode_numpy, reverse_complement
 
 STATE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 # id-level complement of the tokenizer: reverse_complement of the reversed identity leaves the complement
@@ -111,6 +113,11 @@ class TrainStream:
         self.weights = mixture_weights(self.manifest, config.mixture)
         self.species_names: list[str] = list(self.manifest["species_order"])
         self.workers = max(1, config.num_workers)
+        crops = config.crops_per_window or max(1, self.manifest["window_bp"] // config.seq_len)
+        if config.shuffle_buffer < 4 * crops:
+            log.warning("data.shuffle_buffer=%d holds fewer than 4 windows' worth of crops (%d per window): "
+                        "consecutive samples of a species will mostly share a window; raise shuffle_buffer or "
+                        "lower crops_per_window", config.shuffle_buffer, crops)
         self.batches = 0  # batches handed out so far
         self.worker_states: list[dict | None] = [None] * self.workers
         self._iter: Iterator[dict] | None = None

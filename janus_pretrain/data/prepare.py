@@ -129,8 +129,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 results[plan.name] = stats
                 bar.update(plan.bp)
     finally:
-        if pool:
-            pool.close()
+        if pool:  # every result is in (or we are failing): stop the workers now
+            pool.terminate()
             pool.join()
     manifest = build_manifest(args, argv, wanted, specs, infos, plans, results)
     tmp = out / "manifest.json.tmp"
