@@ -74,24 +74,29 @@ def _fingerprint(config: DataConfig, micro_batch: int, manifest: dict, weights: 
 
 
 class _Batches(IterableDataset):
-    """Each dataloader worker: one slot's batches, each tagged with the worker's state after it."""
+    """Each dataloader worker: one slot's batches, each tagged with the worker's state after it.
+
+    Holds plain values only (no reference to the TrainStream), so it pickles under 'spawn' too.
+    """
 
     def __init__(self, stream: "TrainStream", starts: list, rotate: int):
-        self.stream, self.starts, self.rotate = stream, starts, rotate
+        self.manifest, self.weights, self.config = stream.manifest, stream.weights, stream.config
+        self.seed, self.rank, self.world_size, self.workers = stream.seed, stream.rank, stream.world_size, stream.workers
+        self.micro_batch, self.starts, self.rotate = stream.micro_batch, starts, rotate
 
     def __iter__(self) -> Iterator[dict]:
-        s = self.stream
         info = get_worker_info()
-        worker = ((info.id if info else 0) + self.rotate) % s.workers
-        slot = SlotStream(s.manifest, s.weights, seed=s.seed, slot=s.rank * s.workers + worker,
-                          n_slots=s.world_size * s.workers, seq_len=s.config.seq_len,
-                          crops_per_window=s.config.crops_per_window, rc_augment=s.config.rc_augment,
-                          max_n_frac=s.config.max_n_frac, shuffle_buffer=s.config.shuffle_buffer)
+        worker = ((info.id if info else 0) + self.rotate) % self.workers
+        c = self.config
+        slot = SlotStream(self.manifest, self.weights, seed=self.seed, slot=self.rank * self.workers + worker,
+                          n_slots=self.world_size * self.workers, seq_len=c.seq_len,
+                          crops_per_window=c.crops_per_window, rc_augment=c.rc_augment,
+                          max_n_frac=c.max_n_frac, shuffle_buffer=c.shuffle_buffer)
         if self.starts[worker] is not None:
             slot.load_state_dict(self.starts[worker])
         while True:
-            crops = [slot.next() for _ in range(s.micro_batch)]
-            batch = encode_crops(crops, s.config.seq_len, s.config.repeat_weight)
+            crops = [slot.next() for _ in range(self.micro_batch)]
+            batch = encode_crops(crops, c.seq_len, c.repeat_weight)
             batch["_state"] = json.dumps({"worker": worker, "slot": slot.state_dict()})
             yield batch
 
