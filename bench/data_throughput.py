@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,26 +30,36 @@ from janus_pretrain.data.prepare import parser as shard_parser  # noqa: E402
 from janus_pretrain.data.prepare import run as shard_run  # noqa: E402
 
 
-def best_of(repeats: int, fn, setup=lambda: None) -> float:
-    times = []
-    for _ in range(repeats):
-        setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def zcat_seconds(fasta: Path, repeats: int) -> float:
-    return best_of(repeats, lambda: subprocess.run(["zcat", str(fasta)], stdout=subprocess.DEVNULL, check=True))
+def zcat_once(fasta: Path) -> float:
+    return timed(lambda: subprocess.run(["zcat", str(fasta)], stdout=subprocess.DEVNULL, check=True))
 
 
-def shard_seconds(genomes: Path, window: int, workers: int, repeats: int, work: Path) -> float:
+def shard_once(genomes: Path, window: int, workers: int, work: Path, expect_bp: int | None = None) -> float:
+    """One full sharding run into a fresh directory (cleanup untimed; checks it really sharded)."""
     out = work / "out"
-    args = ["--genomes", str(genomes), "--out", str(out), "--window-bp", str(window), "--workers", str(workers),
-            "--shard-size-mb", "64"]
-    return best_of(repeats, lambda: shard_run(shard_parser().parse_args(args), ["bench"]),
-                   setup=lambda: shutil.rmtree(out, ignore_errors=True))
+    shutil.rmtree(out, ignore_errors=True)
+    if out.exists():
+        raise RuntimeError(f"could not clear {out}")
+    args = shard_parser().parse_args(["--genomes", str(genomes), "--out", str(out), "--window-bp", str(window),
+                                      "--workers", str(workers), "--shard-size-mb", "64"])
+    holder = {}
+    seconds = timed(lambda: holder.update(manifest=shard_run(args, ["bench"])))
+    got = sum(split["bp"] for split in holder["manifest"]["splits"].values())
+    if expect_bp is not None and got > expect_bp:
+        raise RuntimeError(f"sharded {got} bp of a {expect_bp} bp input")
+    return seconds
+
+
+def paired(repeats: int, baseline, candidate) -> tuple[float, float, float]:
+    """Best baseline and candidate times and the median of per-pair ratios (robust to load changes)."""
+    pairs = [(baseline(), candidate()) for _ in range(repeats)]
+    return min(b for b, _ in pairs), min(c for _, c in pairs), statistics.median(b / c for b, c in pairs)
 
 
 def loader_bp_per_s(manifest: Path, seq_len: int, workers: int, seconds: float) -> tuple[float, int]:
@@ -73,7 +84,7 @@ def main() -> None:
     p.add_argument("--seq-len", default="1024,16384")
     p.add_argument("--workers", default="1,2")
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     fasta = Path(a.fasta).resolve()
@@ -83,21 +94,19 @@ def main() -> None:
         genomes.write_text(yaml.safe_dump({"species": [{"name": "bench", "fasta": str(fasta),
                                                         "valid_fraction": 0.05, "test_fraction": 0.05}]}))
         bp = sum(n for _, n in scan_fasta(fasta, work / "probe", "probe").contigs)
-        zcat = zcat_seconds(fasta, a.repeats * 2)
-        zcat_mbps = bp / zcat / 1e6
-        print(f"input: {fasta.name}, {bp / 1e6:.3f} Mbp")
-        print(f"baseline zcat FILE > /dev/null: {zcat * 1e3:.1f} ms = {zcat_mbps:.1f} Mbp/s")
+        print(f"input: {fasta.name}, {bp / 1e6:.3f} Mbp; {a.repeats} interleaved pairs of zcat and sharding runs")
         for window in (int(w) for w in a.windows.split(",")):
-            seconds = shard_seconds(genomes, window, 1, a.repeats, work)
-            mbps = bp / seconds / 1e6
-            print(f"sharding, window {window:>8d} bp, 1 worker: {seconds * 1e3:.1f} ms = {mbps:.1f} Mbp/s per worker, "
-                  f"ratio to zcat {mbps / zcat_mbps:.2f} (target >= 0.5)")
+            zcat, seconds, ratio = paired(a.repeats, lambda: zcat_once(fasta),
+                                          lambda: shard_once(genomes, window, 1, work, bp))
+            print(f"window {window:>8d} bp: zcat FILE > /dev/null {zcat * 1e3:.1f} ms = {bp / zcat / 1e6:.1f} Mbp/s; "
+                  f"sharding, 1 worker, {seconds * 1e3:.1f} ms = {bp / seconds / 1e6:.1f} Mbp/s per worker; "
+                  f"median ratio to zcat {ratio:.2f} (target >= 0.5)")
         bundled = REPO / "configs/genomes/bundled.yaml"
         total_bp = 0
         for spec in yaml.safe_load(bundled.read_text())["species"]:
             total_bp += sum(n for _, n in scan_fasta(bundled.parent / spec["fasta"], work / "probe", spec["name"]).contigs)
         for workers in sorted({1, max(int(w) for w in a.workers.split(","))}):
-            seconds = shard_seconds(bundled, 16384, workers, a.repeats, work)
+            seconds = min(shard_once(bundled, 16384, workers, work) for _ in range(a.repeats))
             print(f"sharding all bundled genomes ({total_bp / 1e6:.2f} Mbp), window 16384, {workers} worker(s): "
                   f"{total_bp / seconds / 1e6:.1f} Mbp/s total, {total_bp / seconds / 1e6 / workers:.1f} per worker")
         manifest = work / "loader"
