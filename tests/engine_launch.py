@@ -97,3 +97,34 @@ def merged_weights(out: Path, nprocs: int):
         for name, value in torch.load(out / f"weights_rank{rank}.pt", weights_only=True).items():
             merged.setdefault(name, value)
     return merged
+
+
+_SHARDS: dict[int, Path] = {}
+
+
+def bundled_shards(tmp_path_factory, window: int = 2048) -> Path:
+    """manifest.json of the bundled real genomes sharded at `window` bp (once per test session)."""
+    if window not in _SHARDS:
+        from data_fixtures import BUNDLED_YAML, shard
+
+        out = tmp_path_factory.mktemp(f"shards{window}")
+        assert shard(BUNDLED_YAML, out, window) == 0
+        _SHARDS[window] = out / "manifest.json"
+    return _SHARDS[window]
+
+
+def run_cli(nprocs: int, args: list[str], out: Path, timeout: float = 600) -> tuple[list[int], str]:
+    """launch/pretrain.py on `nprocs` ranks (srun-style env); returns exit codes and rank 0's output."""
+    out.mkdir(parents=True, exist_ok=True)
+    port = str(_free_port())
+    procs = []
+    for rank in range(nprocs):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nprocs), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+               "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+        log = open(out / f"log_rank{rank}.txt", "w")
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "launch" / "pretrain.py"), *args], env=env,
+                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+    codes = wait(procs, out, timeout)
+    return codes, (out / "log_rank0.txt").read_text()

@@ -15,7 +15,6 @@ from janus_pretrain.config import ConfigError, RunConfig
 from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
 from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from janus_pretrain.engine.startup import startup_checks
-from janus_pretrain.engine.trainer import Trainer, TrainingDiverged
 
 DIVERGED_EXIT_CODE = 3  # stopped after train.max_bad_steps consecutive NaN/inf steps
 CONFIG_EXIT_CODE = 2  # a startup check failed
@@ -55,6 +54,8 @@ def run_pretraining(config: RunConfig) -> int:
         print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
               f"ranks = {plan.tokens_per_step} tokens per optimizer step; ZeRO-{config.parallel.zero_stage}, "
               f"ep_size {config.parallel.ep_size}, {config.train.precision}", flush=True)
+    from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # imports DeepSpeed: after the checks
+
     ctx = init_distributed(config.parallel.ep_size)
     try:
         model = build_model(config, ctx)

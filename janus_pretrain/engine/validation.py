@@ -37,13 +37,13 @@ def evaluate(module: torch.nn.Module, batches, species_names: list[str], device:
                 break
             if item is None:  # keep the collectives of the expert all-to-all matched
                 ids = torch.full((1, seq_len), N_ID, dtype=torch.long, device=device)
-                module(ids, labels=ids, loss_weight=torch.zeros(1, seq_len, device=device))
+                module(ids)
                 continue
             species, batch = item
             species_name = species if isinstance(species, str) else species_names[int(species)]
             ids = batch["input_ids"].to(device)
             weight = batch["loss_weight"].to(device)
-            out = module(ids, labels=ids, loss_weight=weight)
+            out = module(ids)  # logits only: the loss is computed here per position
             mask = (ids >= A_ID) & (ids <= T_ID) & (weight > 0)  # (B, L)
             logits = out.logits.float()  # (B, L, V)
             loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)

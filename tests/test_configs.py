@@ -1,0 +1,54 @@
+"""Every run YAML in configs/ loads (genome lists in configs/genomes/ with the data parser), and
+the model sections are the ones the paper describes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from janus_pretrain.config import load_config
+from janus_pretrain.data.genomes import read_genomes
+from janus_pretrain.engine.deepspeed_config import batch_plan, deepspeed_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RUNS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_the_four_runs_exist():
+    assert {p.stem for p in RUNS} >= {"tiny", "1k", "131k", "1m"}
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.name)
+def test_run_config_loads_and_gives_a_deepspeed_config(path):
+    config = load_config(path)
+    world = 2 if path.stem == "tiny" else 8  # tiny is the 2-rank demo
+    plan = batch_plan(config, world)
+    ds = deepspeed_config(config, plan)
+    assert ds["train_batch_size"] == plan.micro_batch * plan.grad_accum * world
+    assert ds["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "genomes").glob("*.yaml")), ids=lambda p: p.name)
+def test_genome_lists_load(path):
+    assert read_genomes(path)
+
+
+def test_reference_models():
+    k1, k131, m1 = (load_config(CONFIGS / f"{name}.yaml") for name in ("1k", "131k", "1m"))
+    assert k1.model.layer_map() == [("attention" if i == 4 else "mamba", "moe" if i % 2 else "swiglu")
+                                    for i in range(8)]
+    assert (k1.model.d_model, k1.model.num_experts, k1.model.top_k, k1.model.ffn_dim) == (72, 16, 2, 288)
+    assert (k1.data.seq_len, k1.train.global_batch_tokens, k1.optimizer.lr) == (1024, 2**20, 8e-3)
+    assert k131.model.d_model == m1.model.d_model == 144
+    assert all(mixer == "mamba" for mixer, _ in k131.model.layer_map() + m1.model.layer_map())
+    assert (k131.data.seq_len, m1.data.seq_len, m1.train.micro_batch) == (131072, 2**20, 1)
+    assert m1.model.activation_checkpointing == "layer"
+    for config in (k1, k131):  # 2^20 tokens per step on 1 to 8 GPUs
+        for world in (1, 2, 4, 8):
+            assert batch_plan(config, world).tokens_per_step == 2**20
+
+
+def test_tiny_is_a_two_rank_zero2_expert_parallel_demo():
+    tiny = load_config(CONFIGS / "tiny.yaml")
+    assert (tiny.parallel.zero_stage, tiny.parallel.ep_size) == (2, 2)
+    assert batch_plan(tiny, 2).tokens_per_step == tiny.train.global_batch_tokens

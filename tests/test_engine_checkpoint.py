@@ -1,0 +1,85 @@
+"""Checkpoint directory bookkeeping: `latest` only names complete checkpoints, a save killed
+half-way leaves the previous one loadable, keep-last-K never deletes the one in use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from janus_pretrain.engine.checkpoint import CheckpointDir, tag_for_step
+
+
+def _save(ckpts: CheckpointDir, step: int, complete: bool = True) -> str:
+    """What a save leaves on disk: DeepSpeed's and our files, then (if it finished) COMPLETE."""
+    tag = tag_for_step(step)
+    folder = ckpts.path(tag)
+    folder.mkdir(parents=True)
+    (folder / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    (folder / "rank_0.pt").write_bytes(b"x")
+    if complete:
+        ckpts.mark_complete(tag, {"step": step})
+        ckpts.set_latest(tag)
+    return tag
+
+
+def test_latest_is_none_in_an_empty_or_missing_dir(tmp_path):
+    assert CheckpointDir(tmp_path / "missing", keep=2).latest() is None
+    assert CheckpointDir(tmp_path, keep=2).latest() is None
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_as_latest(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    good = _save(ckpts, 10)
+    _save(ckpts, 20, complete=False)  # kill -9 during the save of step 20
+    assert (tmp_path / "latest").read_text().strip() == good
+    assert ckpts.latest() == good
+    ckpts.remove_incomplete(tag_for_step(20))  # what the next save of that tag does first
+    assert not ckpts.path(tag_for_step(20)).exists()
+    assert ckpts.path(good).is_dir()
+
+
+def test_latest_pointer_is_never_set_to_an_incomplete_checkpoint(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    _save(ckpts, 10)
+    tag = _save(ckpts, 20, complete=False)
+    with pytest.raises(RuntimeError, match="incomplete"):
+        ckpts.set_latest(tag)
+    assert ckpts.latest() == tag_for_step(10)
+
+
+def test_a_stale_or_broken_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=5)
+    _save(ckpts, 10)
+    _save(ckpts, 20)
+    (tmp_path / "latest").write_text("step_00000099\n")  # points at something that is not there
+    assert ckpts.latest() == tag_for_step(20)
+
+
+def test_no_temporary_files_are_left_by_the_atomic_writes(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    _save(ckpts, 10)
+    assert not [p for p in Path(tmp_path).rglob(".*tmp*")]
+
+
+def test_keep_last_k_deletes_old_checkpoints_but_never_latest_or_the_resumed_one(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=1)
+    for step in (10, 20, 30):
+        _save(ckpts, step)
+    resumed = tag_for_step(10)
+    assert ckpts.prune(protect={resumed}) == [tag_for_step(20)]
+    assert ckpts.tags() == [resumed, tag_for_step(30)]
+    _save(ckpts, 40)
+    _save(ckpts, 50)
+    # latest names 30 (say the pointer was rewound by hand): keep-1 still must not delete it
+    (tmp_path / "latest").write_text(tag_for_step(30) + "\n")
+    assert ckpts.prune(protect=set()) == [tag_for_step(10), tag_for_step(40)]
+    assert ckpts.tags() == [tag_for_step(30), tag_for_step(50)]
+
+
+def test_prune_removes_dead_saves_older_than_the_newest_complete_but_not_newer_ones(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=1)
+    _save(ckpts, 10, complete=False)  # died long ago
+    _save(ckpts, 20)
+    _save(ckpts, 30, complete=False)  # may be a save in progress: leave it
+    ckpts.prune(protect=set())
+    assert ckpts.tags() == [tag_for_step(20), tag_for_step(30)]

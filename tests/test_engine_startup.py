@@ -1,0 +1,86 @@
+"""Bad configs fail before any heavy work (no process group, no DeepSpeed import), each with one
+clear line that names the key."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine_launch import REPO, bundled_shards
+from janus_pretrain.config import ConfigError, load_config
+from janus_pretrain.engine.startup import startup_checks
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return bundled_shards(tmp_path_factory)
+
+
+def _config(tmp_path: Path, manifest: Path, *overrides: str):
+    return load_config(TINY, [f"data.manifest={manifest}", f"checkpoint.dir={tmp_path / 'ckpt'}",
+                              f"logging.dir={tmp_path / 'tb'}", *overrides])
+
+
+def _cli(tmp_path: Path, *args: str, world_size: int = 1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+    return subprocess.run([sys.executable, str(REPO / "launch" / "pretrain.py"), "--config", str(TINY),
+                           "--set", f"checkpoint.dir={tmp_path / 'ckpt'}", "--set", f"logging.dir={tmp_path / 'tb'}",
+                           *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_good_config_passes_and_resolves_the_batch(tmp_path, manifest):
+    plan = startup_checks(_config(tmp_path, manifest), world_size=2)
+    assert (plan.micro_batch, plan.grad_accum, plan.tokens_per_step) == (2, 1, 2048)
+
+
+@pytest.mark.parametrize("overrides, world_size, expected", [
+    (["parallel.ep_size=2"], 3, "parallel.ep_size=2 does not divide the world size 3"),
+    (["parallel.ep_size=3"], 3, "parallel.ep_size=3 does not divide model.num_experts=4"),
+    (["parallel.zero_stage=3"], 2, "parallel.zero_stage=3 is not supported with MoE"),
+    (["train.global_batch_tokens=3000"], 2, "train.global_batch_tokens=3000 is not a multiple of"),
+    (["train.grad_accum=2"], 2, "train.grad_accum=2 disagrees with train.global_batch_tokens=2048"),
+    (["data.seq_len=4096", "train.global_batch_tokens=0"], 2, "data.seq_len=4096 is longer than the shard windows (2048 bp"),
+])
+def test_inconsistent_settings_are_one_clear_error(tmp_path, manifest, overrides, world_size, expected):
+    with pytest.raises(ConfigError) as info:
+        startup_checks(_config(tmp_path, manifest, *overrides), world_size=world_size)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path, manifest):
+    config = _config(tmp_path, tmp_path / "nowhere" / "manifest.json")
+    with pytest.raises(ConfigError, match=r"data.manifest .*nowhere.* does not exist; create it with"):
+        startup_checks(config, world_size=2)
+
+
+def test_unwritable_checkpoint_dir_is_a_clear_error(tmp_path, manifest):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    config = _config(tmp_path, manifest, f"checkpoint.dir={blocker / 'ckpt'}")
+    with pytest.raises(ConfigError, match=r"checkpoint.dir .*a_file/ckpt is not writable"):
+        startup_checks(config, world_size=2)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
+    (["--set", "train.steps=many"], "'train.steps' must be int"),
+])
+def test_cli_rejects_bad_keys_with_one_line(tmp_path, args, expected):
+    result = _cli(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and expected in result.stderr
+
+
+def test_cli_startup_error_comes_before_deepspeed_is_even_imported(tmp_path, manifest):
+    result = _cli(tmp_path, "--set", f"data.manifest={manifest}", "--set", "parallel.ep_size=2", world_size=3)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and "parallel.ep_size=2 does not divide the world size 3" in lines[0]
+    assert "accelerator" not in result.stdout + result.stderr  # DeepSpeed logs its accelerator on import
