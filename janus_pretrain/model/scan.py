@@ -62,40 +62,80 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _finish(y, u, D, z, dtype)
 
 
-def linear_scan(log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """All states of h_t = exp(log_a_t) * h_{t-1} + x_t, h_{-1} = 0, along dim 2 (no autograd).
+# The scan works in a chunked time-major layout, (T, B, s, nc, N): time t of chunk c sits at
+# [t, :, :, c], so each of the T sequential steps reads one contiguous slab for all chunks at
+# once. The big (.., N) tensors are born in that layout (products of small (B, s, L) tensors),
+# so nothing of size B*s*L*N is ever permuted.
 
-    log_a, x: (B, D, L, N) with log_a <= 0 -> h: (B, D, L, N). Work: T sequential steps within
-    all L/T chunks at once, then the chunk-end states are themselves a linear scan of length L/T
-    (recursive), then each state adds its chunk's carried-in state times the within-chunk decay
-    exp(cumsum(log_a)) <= 1 (never exp of a positive sum, so large |delta*A| stays finite).
+
+def _chunk_len(length: int, chunk: int) -> int:
+    # at least 2 so that the recursion over chunk ends always shrinks
+    return min(length, max(2, chunk))
+
+
+def _to_tm(t: torch.Tensor, t_len: int, front: bool = False) -> torch.Tensor:
+    """(..., L) -> (T, ..., nc) copy of t zero-padded to nc*T (at the end, or at the front)."""
+    pad = -t.shape[-1] % t_len
+    if pad:
+        t = F.pad(t, (pad, 0) if front else (0, pad))
+    # materialised: small (no N axis), and later broadcasts over N run much faster on it
+    return t.reshape(*t.shape[:-1], -1, t_len).movedim(-1, 0).contiguous()
+
+
+def _from_tm(t: torch.Tensor, length: int) -> torch.Tensor:
+    """(T, ..., nc) -> (..., L), dropping end padding."""
+    t = t.movedim(0, -1)
+    return t.reshape(*t.shape[:-2], -1)[..., :length]
+
+
+def _bc_tm(t: torch.Tensor, t_len: int, front: bool = False) -> torch.Tensor:
+    """B or C (B, N, L) -> (T, B, 1, nc, N), broadcastable against the state."""
+    return _to_tm(t, t_len, front).transpose(-1, -2).contiguous().unsqueeze(2)
+
+
+def _scan_tm(delta: torch.Tensor, A: torch.Tensor, h: torch.Tensor, chunk: int) -> torch.Tensor:
+    """In place: h (T, B, s, nc, N) inputs x -> states of h_t = exp(delta_t A) h_{t-1} + x_t.
+
+    delta (T, B, s, nc) >= 0, A (s, N) <= 0. T sequential steps inside all chunks at once; the
+    chunk-end states form the same kind of scan over chunks (decay exp(A * sum of the chunk's
+    delta)), solved recursively; then each state adds the state carried into its chunk times
+    exp(A * cumsum(delta)) <= 1 (never exp of a positive sum: large delta*A stays finite).
     """
-    batch, dim, length, n = x.shape
-    if length == 0:
-        return x.clone()
-    t_len = max(1, min(chunk, length))
-    n_chunks = -(-length // t_len)
-    pad = n_chunks * t_len - length
-    if pad:  # zero decay-log and zero input past the end change nothing before it
-        log_a = F.pad(log_a, (0, 0, 0, pad))
-        x = F.pad(x, (0, 0, 0, pad))
-    # (T, B, D, nc, N): each within-chunk step reads one contiguous slab. clone, not
-    # contiguous(): the in-place work below must never write into the caller's tensors.
-    la = log_a.reshape(batch, dim, n_chunks, t_len, n).permute(3, 0, 1, 2, 4).clone(
-        memory_format=torch.contiguous_format)
-    h = x.reshape(batch, dim, n_chunks, t_len, n).permute(3, 0, 1, 2, 4).clone(
-        memory_format=torch.contiguous_format)
-    cum = la.cumsum(0)  # within-chunk cumulative log decay, <= 0
-    decay = la.exp_()
+    t_len, n_chunks = h.shape[0], h.shape[3]
+    a = A[:, None, :]  # (s, 1, N)
+    decay = torch.exp(delta[..., None] * a)  # (T, B, s, nc, N)
     for t in range(1, t_len):  # zero-initialised state inside every chunk
         h[t].addcmul_(decay[t], h[t - 1])
     if n_chunks > 1:
-        # states at chunk ends follow the same recurrence over chunks
-        ends = linear_scan(cum[-1], h[-1], chunk)
-        carry_in = F.pad(ends[:, :, :-1], (0, 0, 1, 0))  # (B, D, nc, N) state entering chunk c
-        h.addcmul_(cum.exp_(), carry_in.unsqueeze(0))
-    out = h.permute(1, 2, 3, 0, 4).reshape(batch, dim, n_chunks * t_len, n)
-    return out[:, :, :length] if pad else out
+        cum = delta.cumsum(0)  # (T, B, s, nc), cheap: no N axis
+        ends = _scan_states(cum[-1], A, h[-1], chunk)  # (B, s, nc, N) state at each chunk end
+        carry_in = F.pad(ends[:, :, :-1], (0, 0, 1, 0))  # state entering chunk c
+        torch.mul(cum[..., None], a, out=decay)
+        h.addcmul_(decay.exp_(), carry_in)
+    return h
+
+
+def _scan_states(delta: torch.Tensor, A: torch.Tensor, x: torch.Tensor, chunk: int):
+    """delta (B, s, L), x (B, s, L, N) -> all states (B, s, L, N); used for chunk-end carries."""
+    length = delta.shape[-1]
+    t_len = _chunk_len(length, chunk)
+    pad = -length % t_len
+    h = F.pad(x, (0, 0, 0, pad)) if pad else x
+    h = h.reshape(*h.shape[:2], -1, t_len, h.shape[-1]).permute(3, 0, 1, 2, 4)
+    h = h.clone(memory_format=torch.contiguous_format)  # never write into the caller's x
+    _scan_tm(_to_tm(delta, t_len), A, h, chunk)
+    h = h.permute(1, 2, 3, 0, 4)
+    return h.reshape(*h.shape[:2], -1, h.shape[-1])[:, :, :length]
+
+
+def _forward_states(u, delta, A, B, t_len, chunk):
+    """States h (T, B, s, nc, N) of one channel slab, in the chunked time-major layout."""
+    d_tm = _to_tm(delta, t_len)
+    x_tm = _to_tm(delta * u, t_len)[..., None]  # (T, B, s, nc, 1)
+    b_tm = _bc_tm(B, t_len)  # (T, B, 1, nc, N)
+    h = x_tm.new_empty(*d_tm.shape, A.shape[1])
+    torch.mul(x_tm, b_tm, out=h)
+    return _scan_tm(d_tm, A, h, chunk), d_tm, b_tm
 
 
 class _ScanCore(torch.autograd.Function):
@@ -105,47 +145,54 @@ class _ScanCore(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, chunk):
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.chunk = chunk
+        length = u.shape[2]
+        t_len = _chunk_len(length, chunk)
+        c_tm = _bc_tm(C, t_len)
         y = u.new_empty(u.shape)  # (B, Di, L)
         for sl in _slabs(u, A):
-            log_a, x = _terms(u[:, sl], delta[:, sl], A[sl], B)
-            h = linear_scan(log_a, x, chunk)  # (B, s, L, N)
-            y[:, sl] = torch.einsum("bdln,bnl->bdl", h, C)
+            h, _, _ = _forward_states(u[:, sl], delta[:, sl], A[sl], B, t_len, chunk)
+            y[:, sl] = _from_tm(h.mul_(c_tm).sum(-1), length)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C = ctx.saved_tensors
-        chunk = ctx.chunk
+        chunk, length = ctx.chunk, u.shape[2]
+        t_len = _chunk_len(length, chunk)
+        gy = gy.contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dA, dB, dC = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
+        dA, dB, dC = torch.empty_like(A), torch.zeros_like(B), torch.zeros_like(C)
+        # dL/dh_t = C_t gy_t + exp(delta_{t+1} A) dL/dh_{t+1}: a scan run on the reversed
+        # sequence, padded at the front so that flipping its layout gives the forward layout
+        c_rev = _bc_tm(C.flip(-1), t_len, front=True)
         for sl in _slabs(u, A):
             u_s, delta_s, A_s, gy_s = u[:, sl], delta[:, sl], A[sl], gy[:, sl]
-            log_a, x = _terms(u_s, delta_s, A_s, B)
-            h = linear_scan(log_a, x, chunk)  # (B, s, L, N)
-            dC += torch.einsum("bdl,bdln->bnl", gy_s, h)
-            # dL/dh_t = g_t + exp(log_a_{t+1}) dL/dh_{t+1}: a reversed linear scan
-            g = gy_s[..., None] * C.transpose(1, 2)[:, None]  # (B, s, L, N)
-            next_log_a = F.pad(log_a[:, :, 1:], (0, 0, 0, 1))
-            dh = linear_scan(next_log_a.flip(2), g.flip(2), chunk).flip(2)
-            del g, next_log_a
-            del x
-            # d(log_a_t) = dh_t * exp(log_a_t) * h_{t-1}; not dh * (h - x), which cancels
+            h, d_tm, b_tm = _forward_states(u_s, delta_s, A_s, B, t_len, chunk)
+            gy_tm = _to_tm(gy_s, t_len)[..., None]  # (T, B, s, nc, 1)
+            dC += _from_tm((h * gy_tm).sum(2).transpose(-1, -2), length)
+            next_delta = F.pad(delta_s[..., 1:], (0, 1)).flip(-1)
+            work = torch.mul(_to_tm(gy_s.flip(-1), t_len, front=True)[..., None], c_rev)
+            _scan_tm(_to_tm(next_delta, t_len, front=True), A_s, work, chunk)
+            dh = work.flip(0, 3)  # (T, B, s, nc, N) in forward layout
+            # d(delta_t A) = dh_t * exp(delta_t A) * h_{t-1}; not dh * (h - x), which cancels
             # catastrophically when the decay is tiny
-            dlog_a = F.pad(h[:, :, :-1], (0, 0, 1, 0)).mul_(log_a.exp_()).mul_(dh)
-            del h, log_a
-            dx_B = torch.einsum("bdln,bln->bdl", dh, B.transpose(1, 2))  # sum_n dh * B
-            ddelta[:, sl] = dx_B * u_s + torch.einsum("bdln,dn->bdl", dlog_a, A_s)
-            du[:, sl] = dx_B * delta_s
-            dA[sl] = torch.einsum("bdln,bdl->dn", dlog_a, delta_s)
-            dB += torch.einsum("bdln,bdl->bnl", dh, delta_s * u_s)
-            del dh, dlog_a
+            h_prev = torch.empty_like(h)
+            h_prev[1:] = h[:-1]
+            h_prev[0, :, :, 1:] = h[-1, :, :, :-1]
+            h_prev[0, :, :, 0] = 0
+            del h
+            torch.mul(d_tm[..., None], A_s[:, None, :], out=work)
+            dlog_a = h_prev.mul_(work.exp_()).mul_(dh)
+            del work, h_prev
+            x_tm = _to_tm(delta_s * u_s, t_len)[..., None]
+            dx_b = (dh * b_tm).sum(-1)  # (T, B, s, nc): sum_n dh * B
+            dB += _from_tm((dh * x_tm).sum(2).transpose(-1, -2), length)
+            del dh
+            ddelta[:, sl] = _from_tm(dx_b, length) * u_s + _from_tm(
+                (dlog_a * A_s[:, None, :]).sum(-1), length)
+            du[:, sl] = _from_tm(dx_b, length) * delta_s
+            dA[sl] = (dlog_a * d_tm[..., None]).sum((0, 1, 3))
         return du, ddelta, dA, dB, dC, None
-
-
-def _terms(u, delta, A, B):
-    log_a = delta[..., None] * A[None, :, None, :]  # (B, s, L, N)
-    x = (delta * u)[..., None] * B.transpose(1, 2)[:, None]  # (B, s, L, N)
-    return log_a, x
 
 
 def _slabs(u, A):
