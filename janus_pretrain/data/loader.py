@@ -118,6 +118,9 @@ class TrainStream:
         self.weights = mixture_weights(self.manifest, config.mixture)
         self.species_names: list[str] = list(self.manifest["species_order"])
         self.workers = max(1, config.num_workers)
+        if config.seq_len > self.manifest["window_bp"]:
+            log.warning("data.seq_len=%d exceeds the shards' window_bp=%d: every sample is padded (loss weight 0)",
+                        config.seq_len, self.manifest["window_bp"])
         crops = config.crops_per_window or max(1, self.manifest["window_bp"] // config.seq_len)
         if config.shuffle_buffer < 4 * crops:
             log.warning("data.shuffle_buffer=%d holds fewer than 4 windows' worth of crops (%d per window): "

@@ -154,7 +154,9 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
     final = Path(out_dir) / plan.name
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     samples, bp, dropped_n = 0, 0, 0
-    with open(tmp, "wb") as handle, wds.TarWriter(handle, mtime=0, user="janus", group="janus", encoder=False) as writer:
+    # mtime 0 and fixed owner names make reruns byte-identical; values are bytes already (no encoder)
+    with open(tmp, "wb") as handle, \
+            wds.TarWriter(handle, mtime=0, user="janus", group="janus", encoder=False) as writer:
         for w in plan.windows:
             dna = reader.fetch(w.contig, w.start, w.end).translate(_NORMALISE)
             n_frac = (dna.count(b"N") + dna.count(b"n")) / len(dna)
