@@ -1,0 +1,152 @@
+"""launch/convert_checkpoint.py on real DeepSpeed ZeRO-2 checkpoints written by the trainer.
+
+Each run trains the same small Janus model (Mamba + attention + MoE) on 2 CPU ranks for 2 steps
+(tests/engine_worker.py, which also saves every rank's final module weights). DeepSpeed's own
+zero_to_fp32 fails on these MoE checkpoints; the converter rebuilds the fp32 master weights from
+the optimizer partitions of every rank.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine_launch import REPO, logs, merged_weights, run, small_config
+from janus_pretrain.checkpoint_convert import ConvertError, convert_checkpoint
+from janus_pretrain.config import ModelConfig, model_config_from_dict
+from janus_pretrain.export import load_pretrained
+from janus_pretrain.model import JanusForPretraining
+
+STEPS = 2
+
+
+def _train(base: Path, name: str, ep_size: int, precision: str = "fp32") -> Path:
+    out = base / name
+    config = small_config(out, train={"steps": STEPS, "precision": precision}, parallel={"ep_size": ep_size})
+    codes = run(2, {"config": config}, out)
+    assert codes == [0, 0], logs(out)
+    return out
+
+
+def _convert_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "launch" / "convert_checkpoint.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ep2_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("convert"), "ep2", ep_size=2)
+
+
+def _ids() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(11)
+    return torch.randint(7, 12, (2, 96), generator=gen)  # A/C/G/T/N
+
+
+def test_cli_export_equals_engine_weights_and_logits(ep2_run, tmp_path):
+    """fp32 run with experts sharded over 2 ranks: every exported tensor equals the engine's final
+    module weight (experts gathered from both ranks), so the logits agree exactly."""
+    result = _convert_cli("--checkpoint", str(ep2_run / "checkpoints"), "--out", str(tmp_path / "export"))
+    assert result.returncode == 0, result.stderr
+    assert "fp32 master weights" in result.stdout
+    exported = load_pretrained(tmp_path / "export")
+    engine = merged_weights(ep2_run, 2)
+    state = exported.state_dict()
+    assert set(state) == set(engine) and any(".experts.3." in k for k in state)
+    for key, value in engine.items():
+        assert torch.equal(state[key], value), key
+    in_engine = JanusForPretraining(exported.config)
+    in_engine.load_state_dict(engine)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(_ids()).logits, in_engine.eval()(_ids()).logits, rtol=0, atol=0)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["run"]["step"] == STEPS and config["run"]["ep_size"] == 2 and config["run"]["tokens_seen"] > 0
+    assert f"step: {STEPS}" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_training_moved_the_weights(ep2_run):
+    """Guard against a vacuous comparison: the converted weights are not the initial ones."""
+    trained = convert_checkpoint(ep2_run / "checkpoints").state
+    assert not any(t.requires_grad for t in trained.values())
+    torch.manual_seed(0)
+    config = model_config_from_dict(json.loads((ep2_run / "checkpoints" / f"step_{STEPS:08d}" / "meta.json")
+                                               .read_text())["config"]["model"])
+    differs = [k for k, v in JanusForPretraining(config).state_dict().items() if not torch.equal(v, trained[k])]
+    assert len(differs) > len(trained) // 2
+
+
+def test_refusals(ep2_run, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    result = _convert_cli("--checkpoint", str(ep2_run / "checkpoints"), "--out", str(out))
+    assert result.returncode == 2 and "already exists" in result.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text("model:\n  d_model: 32\n")
+    result = _convert_cli("--checkpoint", str(ep2_run / "checkpoints"), "--out", str(tmp_path / "x"),
+                          "--config", str(other))
+    assert result.returncode == 2 and "model.d_model: checkpoint 16 vs config 32" in result.stderr
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConvertError, match="not found"):
+        convert_checkpoint(ep2_run / "checkpoints", tag="step_00000999")
+
+
+def test_incomplete_checkpoint_is_refused(ep2_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ep2_run / "checkpoints", copy)
+    tag = copy / f"step_{STEPS:08d}"
+    (tag / "COMPLETE").unlink()
+    with pytest.raises(ConvertError, match="incomplete"):
+        convert_checkpoint(copy)
+    (tag / "COMPLETE").write_text("x")
+    (tag / "rank_1.pt").unlink()
+    with pytest.raises(ConvertError, match="rank_1.pt"):
+        convert_checkpoint(copy)
+
+
+def test_corrupted_partition_is_detected(ep2_run, tmp_path):
+    """A partition that does not match the saved training weights aborts the conversion."""
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ep2_run / "checkpoints", copy)
+    zero_file = copy / f"step_{STEPS:08d}" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    blob = torch.load(zero_file, weights_only=False)
+    with torch.no_grad():
+        blob["optimizer_state_dict"]["single_partition_of_fp32_groups"][0][5] += 1.0
+    torch.save(blob, zero_file)
+    with pytest.raises(ConvertError, match="disagree with the saved training weights"):
+        convert_checkpoint(copy)
+
+
+@pytest.mark.slow
+def test_ep1_and_ep2_exports_are_identical(ep2_run, tmp_path):
+    """The same training with experts replicated (ep_size 1) or sharded (ep_size 2) exports the
+    same model (to fp32 reduction-order rounding, as the engine's own EP test allows)."""
+    ep1 = _train(tmp_path, "ep1", ep_size=1)
+    a, b = convert_checkpoint(ep1 / "checkpoints").state, convert_checkpoint(ep2_run / "checkpoints").state
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.slow
+def test_bf16_run_exports_fp32_master_weights(tmp_path):
+    """bf16 training: the export holds the fp32 master weights, which round to the bf16 weights
+    the engine computed with but carry more precision than them."""
+    out = _train(tmp_path, "bf16", ep_size=2, precision="bf16")
+    converted = convert_checkpoint(out / "checkpoints")
+    engine = merged_weights(out, 2)  # the engine's bf16 module weights, as float
+    more_precise = 0
+    for key, value in engine.items():
+        master = converted.state[key]
+        assert master.dtype == torch.float32
+        assert torch.equal(master.to(torch.bfloat16).float(), value), key
+        more_precise += int(not torch.equal(master, value))
+    assert more_precise > len(engine) // 2
+    assert converted.run["train_precision"] == "bf16" and "fp32 master" in converted.precision_note
