@@ -1,0 +1,1 @@
+"""Downstream use of exported models: sequence classification, embeddings, zero-shot variant scoring."""

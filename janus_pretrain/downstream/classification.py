@@ -1,0 +1,75 @@
+"""Sequence classification on a pretrained Janus backbone: mean-pooled states + a linear head.
+
+Reverse-complement conjoining (as in the Caduceus/JanusDNA downstream code) runs the classifier
+on both strands and averages the logits, so the prediction is strand-symmetric by construction.
+
+Batches hold sequences of one length only: the backbone is bidirectional, so right-padding
+would change the backward stream of every real position. Grouping by length keeps each
+sequence's states exactly what they would be alone.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from janus_pretrain.model import JanusModel
+from janus_pretrain.tokenizer import encode, reverse_complement
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, backbone: JanusModel, num_classes: int, rc_conjoin: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.rc_conjoin = rc_conjoin
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.d_model, num_classes)
+        nn.init.normal_(self.head.weight, std=backbone.config.initializer_range)
+        nn.init.zeros_(self.head.bias)
+
+    def _strand_logits(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(input_ids)
+        pooled = out.hidden_states.float().mean(1)  # (B, D)
+        return self.head(self.dropout(pooled)), out.aux_loss  # (B, C)
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) ids -> (logits (B, C), MoE aux loss)."""
+        logits, aux = self._strand_logits(input_ids)
+        if self.rc_conjoin:
+            rc_logits, rc_aux = self._strand_logits(reverse_complement(input_ids))
+            logits, aux = (logits + rc_logits) / 2, (aux + rc_aux) / 2
+        return logits, aux
+
+
+def encode_all(sequences: list[str]) -> list[torch.Tensor]:
+    return [encode(s) for s in sequences]
+
+
+def length_batches(lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
+    """Index batches, each of one sequence length; shuffled within and across lengths if asked."""
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
+    rng = random.Random(seed)
+    batches = []
+    for n in sorted(by_length):
+        members = by_length[n]
+        if shuffle:
+            rng.shuffle(members)
+        batches += [members[i:i + batch_size] for i in range(0, len(members), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict_logits(model: SequenceClassifier, ids: list[torch.Tensor], batch_size: int = 64,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N, C) fp32 logits in input order."""
+    model.eval()
+    out = torch.empty(len(ids), model.head.out_features)
+    for batch in length_batches([len(x) for x in ids], batch_size):
+        logits, _ = model(torch.stack([ids[i] for i in batch]).to(device))
+        out[batch] = logits.float().cpu()
+    return out

@@ -1,0 +1,170 @@
+"""Finetune an exported backbone for sequence classification (launch/finetune.py).
+
+AdamW with linear warm-up then cosine decay; validation after every epoch (or every
+`eval_every` steps); the best validation state (accuracy, ties broken by loss) is kept and
+restored; early stopping after `patience` evaluations without improvement. The result directory
+holds classifier.safetensors + classifier.json (loadable with load_classifier) and metrics.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from janus_pretrain.config import model_config_from_dict
+from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
+from janus_pretrain.downstream.metrics import classification_metrics
+from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv
+from janus_pretrain.export import ExportError, load_backbone, read_export_config
+from janus_pretrain.model import JanusModel
+
+
+@dataclass
+class FinetuneOptions:
+    epochs: int = 10  # passes over the training set (upper bound; early stopping may end sooner)
+    max_steps: int = 0  # optimizer steps in all; 0 = epochs x batches per epoch
+    batch_size: int = 32  # sequences per step
+    lr: float = 1e-3  # peak AdamW learning rate (backbone and head)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
+    patience: int = 3  # evaluations without validation improvement before stopping
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    rc_conjoin: bool = False  # average logits over both strands (train and eval)
+    dropout: float = 0.0  # dropout on the pooled state
+    freeze_backbone: bool = False  # train the head only (linear probe)
+    seed: int = 0
+    sequence_column: str = "sequence"
+    label_column: str = "label"
+
+
+def _lr_lambda(total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def _better(candidate: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    return (candidate["accuracy"], -candidate["loss"]) > (best["accuracy"], -best["loss"])
+
+
+def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, valid_y,
+                     options: FinetuneOptions, log=print) -> tuple[dict, list[dict]]:
+    """Train in place; restores the best validation state. Returns (best valid metrics, history)."""
+    torch.manual_seed(options.seed)
+    if options.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    per_epoch = len(length_batches([len(x) for x in train_ids], options.batch_size))
+    total = options.max_steps or options.epochs * per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, int(options.warmup_fraction * total))))
+    eval_every = options.eval_every or per_epoch
+    targets = torch.tensor(train_y)
+    aux_coef = model.backbone.config.router_aux_loss_coef
+    best, best_state, history, stale, step, epoch = None, None, [], 0, 0, 0
+    started = time.time()
+    while step < total and stale < options.patience:
+        batches = length_batches([len(x) for x in train_ids], options.batch_size, shuffle=True, seed=options.seed + epoch)
+        for batch in batches:
+            model.train()
+            logits, aux = model(torch.stack([train_ids[i] for i in batch]))
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch]) + aux_coef * aux
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % eval_every == 0 or step == total:
+                metrics = classification_metrics(predict_logits(model, valid_ids, options.batch_size), torch.tensor(valid_y))
+                record = {"step": step, "epoch": epoch, "train_loss": float(loss.detach()), "seconds": round(time.time() - started, 1),
+                          **{f"valid_{k}": v for k, v in metrics.items()}}
+                history.append(record)
+                improved = _better(metrics, best)
+                log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+                    + ("  *best*" if improved else ""))
+                if improved:
+                    best, best_state, stale = metrics, copy.deepcopy(model.state_dict()), 0
+                else:
+                    stale += 1
+            if step >= total or stale >= options.patience:
+                break
+        epoch += 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best or {}, history
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_classifier(model: SequenceClassifier, out_dir: Path, classes: list[str], base: dict,
+                    options: FinetuneOptions) -> None:
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".classifier.safetensors.tmp"
+    save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, out_dir / "classifier.safetensors")
+    _atomic_json(out_dir / "classifier.json", {"classes": classes, "rc_conjoin": model.rc_conjoin,
+                                               "base_export": base, "options": asdict(options)})
+
+
+def load_classifier(out_dir: str | Path) -> tuple[SequenceClassifier, list[str]]:
+    """(classifier in eval mode, class names) from a finetune output directory."""
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "classifier.json"
+    if not meta_path.is_file():
+        raise ExportError(f"{out_dir}: classifier.json missing; not a launch/finetune.py output")
+    meta = json.loads(meta_path.read_text())
+    backbone = JanusModel(model_config_from_dict(meta["base_export"]["model"], str(meta_path)))
+    model = SequenceClassifier(backbone, len(meta["classes"]), meta["rc_conjoin"])
+    model.load_state_dict(load_file(str(out_dir / "classifier.safetensors")))
+    return model.eval(), meta["classes"]
+
+
+def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Path, out_dir: str | Path,
+             test_path: str | Path | None = None, options: FinetuneOptions | None = None, log=print) -> dict:
+    """The whole CLI job: read tables, finetune, evaluate, write the best model and metrics.json."""
+    options = options or FinetuneOptions()
+    columns = dict(sequence_column=options.sequence_column, label_column=options.label_column)
+    train = read_labelled_tsv(train_path, **columns)
+    valid = read_labelled_tsv(valid_path, **columns)
+    test = read_labelled_tsv(test_path, **columns) if test_path else None
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        raise ValueError(f"{train_path}: only one class ({classes}) in the training set")
+    train_y, valid_y = encode_labels(train, classes), encode_labels(valid, classes)
+    test_y = encode_labels(test, classes) if test else None
+    torch.manual_seed(options.seed)
+    model = SequenceClassifier(load_backbone(model_dir, kernels=None), len(classes), options.rc_conjoin, options.dropout)
+    log(f"finetuning {model_dir} on {len(train_y)} sequences, {len(classes)} classes {classes}; "
+        f"valid {len(valid_y)}" + (f", test {len(test_y)}" if test else ""))
+    train_ids, valid_ids = encode_all(train.sequences), encode_all(valid.sequences)
+    best_valid, history = train_classifier(model, train_ids, train_y, valid_ids, valid_y, options, log)
+    result = {"classes": classes, "valid": best_valid, "history": history, "options": asdict(options),
+              "model": str(model_dir)}
+    if test:
+        logits = predict_logits(model, encode_all(test.sequences), options.batch_size)
+        result["test"] = classification_metrics(logits, torch.tensor(test_y))
+        log("test " + " ".join(f"{k}={v:.4f}" for k, v in result["test"].items()))
+    out_dir = Path(out_dir)
+    save_classifier(model, out_dir, classes, read_export_config(model_dir), options)
+    _atomic_json(out_dir / "metrics.json", result)
+    return result
