@@ -7,6 +7,14 @@ import json
 from engine_launch import REPO, bundled_shards, logs, metrics, run_cli
 
 
+def _tensorboard_tags(directory) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
 def test_tiny_loss_decreases_on_real_genomes(tmp_path_factory, tmp_path):
     manifest = bundled_shards(tmp_path_factory)
     codes, log = run_cli(2, ["--config", "configs/tiny.yaml", "--set", f"data.manifest={manifest}",
@@ -19,7 +27,13 @@ def test_tiny_loss_decreases_on_real_genomes(tmp_path_factory, tmp_path):
     assert len(ce) == 24 and not any(m["skipped"] for m in steps)
     assert sum(ce[-4:]) / 4 < ce[0] - 0.5  # from ~ln(16) towards the ~1.3-1.4 nats of DNA
     assert "validation at step 24" in log and "final: step=24" in log
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    tags = _tensorboard_tags(tmp_path / "tensorboard")
+    for tag in ("train/loss", "train/aux_loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
+                "perf/peak_memory_gb", "valid/all/loss", "valid/all/accuracy"):
+        assert tag in tags, tag
+    assert any(t.startswith("valid/") and t.endswith("/accuracy") and "/all/" not in t for t in tags)
+    expert_tags = [t for t in tags if t.startswith("experts/") and "/expert_" in t]
+    assert len(expert_tags) == 2 * 4  # 2 MoE layers x 4 experts
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000024"
     saved = json.loads((tmp_path / "deepspeed_config.json").read_text())
     assert saved["zero_optimization"]["stage"] == 2 and saved["train_batch_size"] == 4

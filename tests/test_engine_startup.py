@@ -84,3 +84,33 @@ def test_cli_startup_error_comes_before_deepspeed_is_even_imported(tmp_path, man
     lines = result.stderr.strip().splitlines()
     assert lines == [lines[0]] and "parallel.ep_size=2 does not divide the world size 3" in lines[0]
     assert "accelerator" not in result.stdout + result.stderr  # DeepSpeed logs its accelerator on import
+
+
+def _isolate(monkeypatch, *keys: str) -> None:
+    """Undo everything prepare_environment sets in this (shared) test process afterwards."""
+    import torch
+
+    for key in (*keys, "OMP_NUM_THREADS", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+
+
+def test_ranks_come_from_slurm_when_the_launcher_variables_are_absent(monkeypatch):
+    from janus_pretrain.engine.distributed import prepare_environment
+
+    _isolate(monkeypatch, "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2(x2)")
+    monkeypatch.setenv("MASTER_ADDR", "node7")
+    assert prepare_environment() == {"rank": 3, "world_size": 4, "local_rank": 1}
+    assert os.environ["LOCAL_WORLD_SIZE"] == "2" and os.environ["MASTER_ADDR"] == "node7"
+
+
+def test_a_plain_process_gets_a_world_of_one(monkeypatch):
+    from janus_pretrain.engine.distributed import prepare_environment
+
+    _isolate(monkeypatch, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID")
+    assert prepare_environment() == {"rank": 0, "world_size": 1, "local_rank": 0}
+    assert os.environ["MASTER_ADDR"] == "127.0.0.1" and int(os.environ["MASTER_PORT"]) > 0
