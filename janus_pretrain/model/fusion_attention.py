@@ -8,8 +8,9 @@ both streams in original sequence order. Row q may attend key k when
     q >= L, k >= L : k >= q             backward future, itself included
 Every row sees at least itself, so no softmax row is empty.
 
-- fusion_attention_reference: F.scaled_dot_product_attention per query block; each block builds
-  only its (block, 2L) boolean mask from index arithmetic, and under autograd each block is
+- fusion_attention_reference: F.scaled_dot_product_attention per query block (blocks never
+  straddle the two streams); each block reads only the about L + block keys its rows can see and
+  builds only that (block, L + block) boolean mask from index arithmetic, and under autograd each block is
   wrapped in torch.utils.checkpoint (non-reentrant) so backward keeps only q/k/v and recomputes
   one block's scores at a time: memory is bounded by the query block, never by (2L)^2.
 - fusion_attention_flex: torch FlexAttention with a block mask built once per (seq_len, device)
@@ -50,12 +51,24 @@ def _check(q, k, v, seq_len):
                          f"got {q.shape[2]}")
 
 
+def _key_ranges(start: int, end: int, seq_len: int):
+    """The two key ranges that rows start..end-1 (all in one stream) can read: about L + block
+    of the 2L keys, so skipping the rest halves the work without changing any result."""
+    if start < seq_len:  # forward rows: forward keys <= q, backward keys from q+2 on
+        return (0, end), (min(seq_len + start + 2, 2 * seq_len), 2 * seq_len)
+    i0, i1 = start - seq_len, end - seq_len  # backward rows: forward keys <= i-2, backward >= i
+    return (0, max(0, i1 - 2)), (seq_len + i0, 2 * seq_len)
+
+
 def _block(q_blk, k, v, start, seq_len):
-    # (Q, 2L) mask for rows start..start+Q-1, from index arithmetic only
-    rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)[:, None]
-    keys = torch.arange(k.shape[2], device=q_blk.device)[None, :]
-    mask = janus_allowed(rows, keys, seq_len)
-    return F.scaled_dot_product_attention(q_blk, k, v, attn_mask=mask)  # (B, H, Q, Dh)
+    (a0, a1), (b0, b1) = _key_ranges(start, start + q_blk.shape[2], seq_len)
+    keys = torch.cat([torch.arange(a0, a1), torch.arange(b0, b1)]).to(q_blk.device)
+    k_sel = torch.cat([k[:, :, a0:a1], k[:, :, b0:b1]], dim=2)  # (B, H, K, Dh)
+    v_sel = torch.cat([v[:, :, a0:a1], v[:, :, b0:b1]], dim=2)
+    # (Q, K) mask for rows start..start+Q-1, from index arithmetic only
+    rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)
+    mask = janus_allowed(rows[:, None], keys[None, :], seq_len)
+    return F.scaled_dot_product_attention(q_blk, k_sel, v_sel, attn_mask=mask)  # (B, H, Q, Dh)
 
 
 def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024):
@@ -64,16 +77,17 @@ def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024):
     if query_block < 1:
         raise ValueError(f"fusion attention: query_block must be >= 1, got {query_block} "
                          "(model.fusion_query_block)")
-    n = q.shape[2]
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     outs = []
-    for start in range(0, n, query_block):
-        q_blk = q[:, :, start:start + query_block]
-        if grad:
-            outs.append(checkpoint(_block, q_blk, k, v, start, seq_len, use_reentrant=False))
-        else:
-            outs.append(_block(q_blk, k, v, start, seq_len))
-    return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+    # blocks never straddle the two streams, whose rows read different key ranges
+    for first, last in ((0, seq_len), (seq_len, 2 * seq_len)):
+        for start in range(first, last, query_block):
+            q_blk = q[:, :, start:min(start + query_block, last)]
+            if grad:
+                outs.append(checkpoint(_block, q_blk, k, v, start, seq_len, use_reentrant=False))
+            else:
+                outs.append(_block(q_blk, k, v, start, seq_len))
+    return torch.cat(outs, dim=2)
 
 
 @functools.lru_cache(maxsize=16)
