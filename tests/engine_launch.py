@@ -115,6 +115,11 @@ def bundled_shards(tmp_path_factory, window: int = 2048) -> Path:
 
 def run_cli(nprocs: int, args: list[str], out: Path, timeout: float = 600) -> tuple[list[int], str]:
     """launch/pretrain.py on `nprocs` ranks (srun-style env); returns exit codes and rank 0's output."""
+    codes = wait(start_cli(nprocs, args, out), out, timeout)
+    return codes, (out / "log_rank0.txt").read_text()
+
+
+def start_cli(nprocs: int, args: list[str], out: Path) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
     port = str(_free_port())
     procs = []
@@ -126,5 +131,4 @@ def run_cli(nprocs: int, args: list[str], out: Path, timeout: float = 600) -> tu
         log = open(out / f"log_rank{rank}.txt", "w")
         procs.append(subprocess.Popen([sys.executable, str(REPO / "launch" / "pretrain.py"), *args], env=env,
                                       cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-    codes = wait(procs, out, timeout)
-    return codes, (out / "log_rank0.txt").read_text()
+    return procs

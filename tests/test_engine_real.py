@@ -3,8 +3,15 @@ parallel 2), and 1m.yaml builds and runs a step at a short sequence length."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
-from engine_launch import REPO, bundled_shards, logs, metrics, run_cli
+import pytest
+
+from engine_launch import REPO, bundled_shards, logs, metrics, run_cli, start_cli, wait
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE
 
 
 def _tensorboard_tags(directory) -> set[str]:
@@ -52,3 +59,36 @@ def test_1m_config_builds_and_runs_one_step_at_a_short_length(tmp_path_factory, 
     (step,) = metrics(tmp_path)
     assert step["step"] == 1 and 2.0 < step["ce_loss"] < 3.5  # about ln(16) at init
     assert "final: step=1" in log
+
+
+@pytest.mark.slow
+def test_signal_to_every_process_incl_data_workers_then_resume_matches_straight_run(tmp_path_factory, tmp_path):
+    """What Slurm does: SIGUSR1 to every process of the job step, data-loader workers included.
+    The real data stream resumes exactly, so the losses match an uninterrupted run step by step."""
+    manifest = bundled_shards(tmp_path_factory)
+    base = ["--config", "configs/tiny.yaml", "--set", f"data.manifest={manifest}", "--set", "train.steps=12",
+            "--set", "train.eval_every=0", "--set", "checkpoint.every=0"]
+
+    def dirs(out):
+        return ["--set", f"checkpoint.dir={out / 'checkpoints'}", "--set", f"logging.dir={out / 'tensorboard'}"]
+
+    straight = tmp_path / "straight"
+    codes, _ = run_cli(2, base + dirs(straight), straight)
+    assert codes == [0, 0], logs(straight)
+
+    out = tmp_path / "interrupted"
+    procs = start_cli(2, base + dirs(out), out)
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 3):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs(out)
+        time.sleep(0.1)
+    children = subprocess.run(["pgrep", "-P", ",".join(str(p.pid) for p in procs)], capture_output=True,
+                              text=True).stdout.split()
+    assert children  # the data-loader workers (data.num_workers=1 per rank)
+    for pid in [p.pid for p in procs] + [int(c) for c in children]:
+        os.kill(pid, signal.SIGUSR1)
+    assert wait(procs, out) == [PREEMPTED_EXIT_CODE] * 2, logs(out)
+    assert len(metrics(out)) < 12
+    codes, _ = run_cli(2, base + dirs(out), out)
+    assert codes == [0, 0], logs(out)
+    assert [m["loss"] for m in metrics(out)] == [m["loss"] for m in metrics(straight)]

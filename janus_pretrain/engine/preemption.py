@@ -25,8 +25,11 @@ class PreemptionFlag:
         self._previous: dict[int, object] = {}
 
     def install(self) -> "PreemptionFlag":
-        """Route the stop signals here; only possible from the main thread (a no-op elsewhere)."""
-        if threading.current_thread() is not threading.main_thread():
+        """Route the stop signals here; only possible from the main thread (a no-op elsewhere).
+
+        Install before starting data-loader workers: forked workers inherit the handler, so the
+        signal Slurm sends to every process of the step does not kill them."""
+        if self._previous or threading.current_thread() is not threading.main_thread():
             return self
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)

@@ -13,7 +13,7 @@ import torch
 
 from janus_pretrain.config import ConfigError, RunConfig
 from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
-from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionFlag
 from janus_pretrain.engine.startup import startup_checks
 
 DIVERGED_EXIT_CODE = 3  # stopped after train.max_bad_steps consecutive NaN/inf steps
@@ -41,6 +41,7 @@ def build_data(config: RunConfig, ctx, micro_batch: int):
 
 def run_pretraining(config: RunConfig) -> int:
     """Train; returns the process exit code (0, 75 preempted, 2 bad config, 3 diverged)."""
+    preemption = PreemptionFlag().install()  # early: a signal during the slow startup must not kill us
     ranks = prepare_environment()
     main = ranks["rank"] == 0
     try:
@@ -60,7 +61,7 @@ def run_pretraining(config: RunConfig) -> int:
     try:
         model = build_model(config, ctx)
         stream, valid, species = build_data(config, ctx, plan.micro_batch)
-        trainer = Trainer(config, ctx, plan, model, stream, valid, species)
+        trainer = Trainer(config, ctx, plan, model, stream, valid, species, preemption)
         trainer.train()
         if main:
             print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "

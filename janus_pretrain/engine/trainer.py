@@ -62,7 +62,8 @@ def vocabulary() -> dict[str, int]:
 
 class Trainer:
     def __init__(self, config: RunConfig, ctx: DistContext, plan: BatchPlan, model: torch.nn.Module,
-                 train_stream, valid_batches=None, species_names: list[str] | None = None):
+                 train_stream, valid_batches=None, species_names: list[str] | None = None,
+                 preemption: PreemptionFlag | None = None):
         """train_stream: iterable of batches with state_dict()/load_state_dict();
         valid_batches: callable returning an iterable of (species, batch) for this rank, or None."""
         self.config, self.ctx, self.plan = config, ctx, plan
@@ -78,7 +79,7 @@ class Trainer:
         self.ckpt = ckpt.CheckpointDir(config.checkpoint.dir, config.checkpoint.keep)
         self.run_dir = run_dir(config)
         self.log = MetricsLogger(config.logging.dir, self.run_dir / "metrics.jsonl", ctx.is_main, config.train.steps)
-        self.preemption = PreemptionFlag()
+        self.preemption = preemption or PreemptionFlag()
         self.step, self.tokens_seen, self.bad_steps, self.last_tag = 0, 0, 0, None
         self.last_loss = float("nan")  # global mean loss of the last good step
         self.resumed_tag: str | None = None
