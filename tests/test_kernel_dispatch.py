@@ -14,53 +14,7 @@ import torch
 from janus_pretrain.model import kernels as kmod
 from janus_pretrain.model.kernels import CudaKernels, Kernels, KernelsUnavailableError, select_kernels
 from janus_pretrain.model.scan import selective_scan_ref
-
-REF = Kernels(scan_chunk=8, fusion_query_block=5)
-
-
-def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                      return_last_state=False):
-    for name, t in (("u", u), ("delta", delta), ("z", z)):
-        if t is not None:
-            assert t.dim() == 3 and t.stride(-1) == 1, f"{name} must be (B, D, L), unit last stride"
-    assert delta.dtype == u.dtype and (z is None or z.dtype == u.dtype)
-    assert A.dtype == torch.float32 and A.dim() == 2 and A.shape[0] == u.shape[1]
-    for name, t in (("B", B), ("C", C)):
-        # variable B/C: (B, N, L) or (B, G, N, L), in the input dtype
-        assert t.dim() in (3, 4) and t.shape[-1] == u.shape[2] and t.shape[-2] == A.shape[1], name
-        assert t.dtype == u.dtype and t.stride(-1) == 1, name
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        assert t is None or (t.dtype == torch.float32 and t.shape == (u.shape[1],)), name
-    assert not return_last_state
-    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-
-
-def causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=None,
-                     return_final_states=False, final_states_out=None, activation=None):
-    assert activation in (None, "silu", "swish")
-    assert x.dim() == 3 and (x.stride(2) == 1 or x.stride(1) == 1), "x (B, D, L), stride(2) or (1) == 1"
-    assert weight.dim() == 2 and weight.shape[0] == x.shape[1], "weight must be (D, W)"
-    assert 2 <= weight.shape[1] <= 4, "causal_conv1d supports width 2..4"
-    assert bias is None or bias.shape == (x.shape[1],)
-    assert seq_idx is None and initial_states is None and not return_final_states
-    return REF.causal_conv1d(x, weight, bias, activation)
-
-
-def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
-                    window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
-                    return_attn_probs=False):
-    for t in (q, k, v):
-        assert t.dtype in (torch.float16, torch.bfloat16), "FlashAttention only supports fp16/bf16"
-        assert t.dim() == 4 and t.stride(-1) == 1 and t.shape[-1] <= 256, "(B, L, H, Dh<=256)"
-    assert q.dtype == k.dtype == v.dtype and causal and dropout_p == 0.0
-    assert softmax_scale is None or softmax_scale == q.shape[-1] ** -0.5
-    return REF.causal_attention(q, k, v)
-
-
-def _shimmed():
-    return CudaKernels(selective_scan_fn, causal_conv1d_fn, flash_attn_func,
-                       scan_chunk=8, fusion_query_block=5)
-
+from kernel_shims import REF, causal_conv1d_fn, flash_attn_func, selective_scan_fn, shim_cuda_kernels
 
 def _grad_check(fn_a, fn_b, inputs, rtol, atol):
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -86,7 +40,7 @@ def test_scan_glue_matches_reference(dtype):
     A = -torch.rand(d, n, generator=g) - 0.1
     B, C = torch.randn(b, n, L, generator=g), torch.randn(b, L, n, generator=g).transpose(1, 2)
     D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g).to(dtype)
-    cuda, tol = _shimmed(), (1e-5 if dtype == torch.float32 else 2e-2)
+    cuda, tol = shim_cuda_kernels(), (1e-5 if dtype == torch.float32 else 2e-2)
 
     def call(k):
         return lambda *t: k.selective_scan(*t, delta_softplus=True)
@@ -98,7 +52,7 @@ def test_conv_glue_matches_reference():
     # channel-last x (a transposed view), as an in-projection produces it
     x = torch.randn(2, 17, 6, generator=g).transpose(1, 2)
     w, bias = torch.randn(6, 4, generator=g), torch.randn(6, generator=g)
-    cuda = _shimmed()
+    cuda = shim_cuda_kernels()
     for act in (None, "silu"):
         _grad_check(lambda *t: cuda.causal_conv1d(*t, activation=act),
                     lambda *t: REF.causal_conv1d(*t, activation=act), (x, w, bias), 1e-6, 1e-6)
@@ -118,7 +72,7 @@ def test_attention_glue_matches_reference():
     # fp32 (B, L, H, Dh) from a strided split of a fused qkv projection
     qkv = torch.randn(2, 19, 3 * 4 * 8, generator=g)
     q, k, v = (t.reshape(2, 19, 4, 8) for t in qkv.split(32, dim=-1))
-    cuda = _shimmed()
+    cuda = shim_cuda_kernels()
     # the glue goes through bf16 (flash-attn has no fp32 kernel): bf16 tolerance
     _grad_check(cuda.causal_attention, REF.causal_attention, (q, k, v), 3e-2, 3e-2)
 
@@ -127,7 +81,7 @@ def test_fusion_glue_forward_matches_reference():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 14, 8, generator=g) for _ in range(3))
     with torch.no_grad():
-        torch.testing.assert_close(_shimmed().fusion_attention(q, k, v, 7),
+        torch.testing.assert_close(shim_cuda_kernels().fusion_attention(q, k, v, 7),
                                    REF.fusion_attention(q, k, v, 7), rtol=1e-5, atol=1e-5)
 
 

@@ -9,17 +9,24 @@ import torch.nn.functional as F
 
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.model import JanusForPretraining
+from janus_pretrain.model.fusion_attention import fusion_attention_reference
 from janus_pretrain.model.kernels import Kernels
 from janus_pretrain.model.moe import MoEFeedForward
 from janus_pretrain.tokenizer import N_ID, PAD_ID
+from kernel_shims import shim_cuda_kernels
 from model_helpers import FlexFusionKernels, build, random_bases, tiny_config
 
-BACKENDS = {"reference": Kernels, "reference+flex": FlexFusionKernels}
-try:  # the CUDA glue driven by shims of the kernel packages' exact signatures
-    from kernel_shims import shim_cuda_kernels
-    BACKENDS["cuda-glue+shims"] = shim_cuda_kernels
-except ImportError:
-    pass
+def _cuda_glue_with_reference_fusion():
+    kernels = shim_cuda_kernels()
+    kernels.flex = lambda q, k, v, seq_len: fusion_attention_reference(q, k, v, seq_len, query_block=16)
+    return kernels
+
+
+# every kernel path the model can take; the CUDA glue runs through shims of the packages' signatures
+BACKENDS = {"reference": Kernels, "reference+flex": FlexFusionKernels, "cuda-glue+shims": shim_cuda_kernels,
+            "cuda-glue+shims, reference fusion": _cuda_glue_with_reference_fusion}
+# FlexAttention has no CPU backward: gradients are checked on the other paths
+DIFFERENTIABLE_ON_CPU = sorted(set(BACKENDS) - {"reference+flex", "cuda-glue+shims"})
 
 
 def _changed_base(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -41,7 +48,7 @@ def test_logits_at_p_do_not_depend_on_base_p_but_all_others_do(backend):
             assert (others > 0).all(), f"some position ignores x[{p}]: {others.min()}"
 
 
-@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - {"reference+flex"}))  # Flex: no CPU backward
+@pytest.mark.parametrize("backend", DIFFERENTIABLE_ON_CPU)
 def test_gradient_of_logits_p_wrt_embedding_p_is_zero(backend):
     model = build(kernels=BACKENDS[backend]())
     captured = {}

@@ -1,0 +1,98 @@
+"""Training throughput of the Janus model on this machine (forward + backward + AdamW step).
+
+    python bench/model_throughput.py                       # 72-dim reference model, L=1024 and 16384
+    python bench/model_throughput.py --vs-jamba            # plus transformers' Jamba of equal size
+    python bench/model_throughput.py --config configs/1k.yaml --seq-lens 1024 4096
+
+Figures are printed as ratios against baselines measured in the same run (machines are noisy):
+Janus at L=1024 vs Jamba at L=256 (Jamba's best case on CPU: its attention path is quadratic), and
+Janus at the longest L vs Janus at L=1024 (linear time means a ratio near 1).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from janus_pretrain.config import ModelConfig, load_config
+from janus_pretrain.model import JanusForPretraining
+
+
+def tokens_per_second(model: torch.nn.Module, seq_len: int, batch: int, steps: int, loss_of) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(7, 11, (batch, seq_len))
+    timings = []
+    for step in range(steps + 1):  # the first step warms up allocators and caches
+        start = time.perf_counter()
+        loss = loss_of(model, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step:
+            timings.append(time.perf_counter() - start)
+    return batch * seq_len / (sum(timings) / len(timings))
+
+
+def janus_loss(model, x):
+    return model(x, labels=x).loss
+
+
+def jamba_model(config: ModelConfig, n_layers: int):
+    from transformers import JambaConfig, JambaForCausalLM
+
+    jamba = JambaConfig(vocab_size=config.vocab_size, hidden_size=config.d_model, num_hidden_layers=n_layers,
+                        intermediate_size=config.ffn_dim, num_attention_heads=config.n_heads,
+                        num_key_value_heads=config.n_heads, num_experts=config.num_experts,
+                        num_experts_per_tok=config.top_k, expert_layer_period=config.expert_layer_period,
+                        expert_layer_offset=config.expert_layer_offset, attn_layer_period=8, attn_layer_offset=4,
+                        mamba_d_state=config.d_state, mamba_d_conv=config.d_conv, mamba_expand=config.expand,
+                        use_mamba_kernels=False, output_router_logits=True,
+                        router_aux_loss_coef=config.router_aux_loss_coef)
+    return JambaForCausalLM(jamba)
+
+
+def jamba_loss(model, x):
+    return model(input_ids=x, labels=x).loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="run YAML whose model section to use (default: the 72-dim reference)")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[1024, 16384])
+    parser.add_argument("--tokens-per-step", type=int, default=16384, help="batch = max(1, this // seq_len)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--vs-jamba", action="store_true", help="also time transformers' JambaForCausalLM")
+    parser.add_argument("--jamba-seq-len", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(args.config).model if args.config else ModelConfig()
+    config.kernels = "reference" if not torch.cuda.is_available() else config.kernels
+    torch.manual_seed(0)
+    janus = JanusForPretraining(config)
+    print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), "
+          f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}")
+    results = {}
+    for seq_len in args.seq_lens:
+        batch = max(1, args.tokens_per_step // seq_len)
+        results[seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss)
+        print(f"  janus   L={seq_len:>7} batch={batch:>3}: {results[seq_len]:9.1f} tokens/s")
+    base_len = args.seq_lens[0]
+    for seq_len in args.seq_lens[1:]:
+        print(f"ratio janus L={seq_len} / janus L={base_len}: {results[seq_len] / results[base_len]:.2f} "
+              f"(1.0 = linear time; target >= 0.67)")
+    if args.vs_jamba:
+        torch.manual_seed(0)
+        jamba = jamba_model(config, n_layers=2 * config.n_layers)
+        batch = max(1, args.tokens_per_step // args.jamba_seq_len)
+        jamba_tps = tokens_per_second(jamba, args.jamba_seq_len, batch, args.steps, jamba_loss)
+        print(f"  jamba   L={args.jamba_seq_len:>7} batch={batch:>3}: {jamba_tps:9.1f} tokens/s "
+              f"({sum(p.numel() for p in jamba.parameters()) / 1e6:.2f} M parameters, {2 * config.n_layers} layers)")
+        print(f"ratio janus L={base_len} / jamba L={args.jamba_seq_len}: {results[base_len] / jamba_tps:.2f} "
+              f"(target >= 5)")
+
+
+if __name__ == "__main__":
+    main()
