@@ -119,6 +119,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping")
     parser.add_argument("--rc-conjoin", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -150,7 +151,7 @@ def main() -> int:
         model_dir = save_pretrained(model, out / "export", {"pretrain_steps": args.pretrain_steps,
                                                             "pretrain_final_ce": losses[-1] if losses else None},
                                     overwrite=True)
-    options = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=3,
+    options = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
                               rc_conjoin=args.rc_conjoin, seed=args.seed)
     result = finetune(model_dir, LABELS / "splice_train.tsv", LABELS / "splice_valid.tsv", out / "finetuned",
                       LABELS / "splice_test.tsv", options)

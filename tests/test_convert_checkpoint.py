@@ -124,10 +124,10 @@ def test_corrupted_partition_is_detected(ep2_run, tmp_path):
         convert_checkpoint(copy)
 
 
-@pytest.mark.slow
 def test_ep1_and_ep2_exports_are_identical(ep2_run, tmp_path):
-    """The same training with experts replicated (ep_size 1) or sharded (ep_size 2) exports the
-    same model (to fp32 reduction-order rounding, as the engine's own EP test allows)."""
+    """The same training with experts replicated (ep_size 1: expert groups partitioned over both
+    data-parallel ranks) or sharded (ep_size 2: one partition per ep rank) exports the same model,
+    to fp32 reduction-order rounding (the tolerance of the engine's own EP test)."""
     ep1 = _train(tmp_path, "ep1", ep_size=1)
     a, b = convert_checkpoint(ep1 / "checkpoints").state, convert_checkpoint(ep2_run / "checkpoints").state
     assert set(a) == set(b)
@@ -150,3 +150,22 @@ def test_bf16_run_exports_fp32_master_weights(tmp_path):
         more_precise += int(not torch.equal(master, value))
     assert more_precise > len(engine) // 2
     assert converted.run["train_precision"] == "bf16" and "fp32 master" in converted.precision_note
+
+
+@pytest.mark.slow
+def test_four_ranks_expert_parallel_two(tmp_path):
+    """4 data-parallel ranks with ep_size 2: dense groups in 4 partitions, each ep rank's expert
+    groups in 2 (its expert-data-parallel group); the export equals the engine's final weights."""
+    out = tmp_path / "dp4ep2"
+    config = small_config(out, train={"steps": STEPS, "precision": "fp32"}, parallel={"ep_size": 2})
+    codes = run(4, {"config": config}, out, timeout=600)
+    assert codes == [0] * 4, logs(out)
+    converted = convert_checkpoint(out / "checkpoints")
+    layouts = [torch.load(out / "checkpoints" / f"step_{STEPS:08d}" / f"rank_{r}.pt", weights_only=False)["zero_layout"]
+               for r in range(4)]
+    assert {g["partition_count"] for g in layouts[0] if g["kind"] == "dense"} == {4}
+    assert {g["partition_count"] for g in layouts[0] if g["kind"] == "moe"} == {2}
+    engine = merged_weights(out, 4)
+    assert set(engine) == set(converted.state)
+    for key, value in engine.items():
+        assert torch.equal(converted.state[key], value), key
