@@ -4,6 +4,8 @@ Debian's slurmctld + slurmd + munge run as root (no systemd) with every file - c
 sockets, state, logs, pid files - inside one directory, so nothing outside it is touched and a
 system-wide Slurm or munge, if any, is left alone. Missing packages are installed with apt-get.
 
+Tests use the session fixture `slurm` (import it into the test module); it skips the tests
+with the reason when the machine cannot host the cluster (not root, no apt-get, install failed).
 Also usable by hand, e.g. to try launch/slurm_pretrain.sh on a workstation:
     python tests/slurm_cluster.py up /tmp/slurm      # prints `export SLURM_CONF=...`
     python tests/slurm_cluster.py down /tmp/slurm
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged", "mungekey")
@@ -235,6 +239,17 @@ class SlurmCluster:
             time.sleep(1.0)
         raise TimeoutError(f"job {job_id} still {info.get('JobState')} after {timeout:.0f} s; "
                            f"{info}\n{self._log_tail('slurmctld')}")
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running single-node cluster for the whole test session, stopped at the end."""
+    try:
+        cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    except SlurmUnavailable as exc:
+        pytest.skip(f"no local Slurm cluster: {exc}")
+    yield cluster
+    cluster.stop()
 
 
 def _field(scontrol_out: str, key: str) -> str:

@@ -1,10 +1,11 @@
 """launch/slurm_pretrain.sh on a real single-node Slurm cluster (tests/slurm_cluster.py).
 
-The first tests swap the trainer for a small stand-in (JANUS_ROOT points at a directory whose
+These tests swap the trainer for a small stand-in (JANUS_ROOT points at a directory whose
 launch/pretrain.py does a gloo all-reduce and reacts to signals like the trainer does), so that
 the script's own duties - rendezvous from the Slurm environment, argument passing, signal
 forwarding, requeue on exit 75 and only then - are checked in seconds. The tests with the real
-trainer are in tests/test_slurm_training.py.
+trainer (including `scancel --signal=USR1 JOB`, which reaches the ranks without the shell) are in
+tests/test_slurm_training.py.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import SlurmCluster, SlurmUnavailable
+from slurm_cluster import slurm  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.slurm
 
@@ -62,18 +63,8 @@ STUB = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    try:
-        c = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    except SlurmUnavailable as exc:
-        pytest.skip(f"no local Slurm cluster: {exc}")
-    yield c
-    c.stop()
-
-
 @pytest.fixture
-def stub_job(cluster, tmp_path):
+def stub_job(slurm, tmp_path):
     """Submit the script with the stand-in trainer; returns submit(mode, *args) -> job id."""
     (tmp_path / "launch").mkdir()
     (tmp_path / "launch" / "pretrain.py").write_text(STUB)
@@ -82,10 +73,10 @@ def stub_job(cluster, tmp_path):
     out.mkdir()
 
     def submit(mode: str, *args: str) -> str:
-        env = dict(cluster.env, JANUS_ROOT=str(tmp_path), PYTHON=sys.executable,
+        env = dict(slurm.env, JANUS_ROOT=str(tmp_path), PYTHON=sys.executable,
                    STUB_OUT=str(out), STUB_MODE=mode, RANK="7",  # stale RANK must not leak
                    JANUS_SRUN_WAIT="5")
-        return cluster.sbatch(["--ntasks-per-node=2", "--cpus-per-task=1", "--time=60",
+        return slurm.sbatch(["--ntasks-per-node=2", "--cpus-per-task=1", "--time=60",
                                # (long enough that --signal=B:USR1@300 does not fire)
                                str(SCRIPT), "run.yaml", *args], cwd=tmp_path, env=env)
 
@@ -106,9 +97,9 @@ def _records(out: Path, suffix: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob(f"*{suffix}"))]
 
 
-def test_ranks_rendezvous_from_slurm_environment(cluster, stub_job):
+def test_ranks_rendezvous_from_slurm_environment(slurm, stub_job):
     job = stub_job("once", "--set", "train.steps=3", "--resume", "none")
-    info = cluster.wait_job(job, timeout=120)
+    info = slurm.wait_job(job, timeout=120)
     log = stub_job.log(job)
     assert info["JobState"] == "COMPLETED", log
     recs = _records(stub_job.out, ".ready")
@@ -119,17 +110,17 @@ def test_ranks_rendezvous_from_slurm_environment(cluster, stub_job):
         assert r["argv"] == ["--config", "run.yaml", "--set", "train.steps=3", "--resume", "none"]
         assert r["omp"] == "1"                                    # from --cpus-per-task
         assert r["torch_rank"] is None                            # stale RANK unset by the script
-        assert r["master"][0] == cluster.node
+        assert r["master"][0] == slurm.node
         assert int(r["master"][1]) == 20000 + int(job) % 20000    # deterministic from the job id
 
 
-def test_pre_timeout_signal_requeues_and_reruns(cluster, stub_job):
+def test_pre_timeout_signal_requeues_and_reruns(slurm, stub_job):
     job = stub_job("wait_for_signal")
     out = stub_job.out
     _wait_files([out / f"rank{r}.restart0.ready" for r in (0, 1)], 120, "first start")
     # what --signal=B:USR1@... does: the batch shell gets USR1 and forwards it through srun
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=cluster.env, check=True)
-    info = cluster.wait_job(job, timeout=180)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True)
+    info = slurm.wait_job(job, timeout=180)
     log = stub_job.log(job)
     assert info["JobState"] == "COMPLETED", log
     assert info["Restarts"] == "1", log
@@ -140,32 +131,23 @@ def test_pre_timeout_signal_requeues_and_reruns(cluster, stub_job):
     assert "requeueing job" in log
 
 
-def test_signal_to_the_steps_only_also_requeues(cluster, stub_job):
-    """`scancel --signal=USR1 JOB` reaches the ranks but not the shell: exit 75 alone requeues."""
+def test_scancel_is_not_undone_by_a_requeue(slurm, stub_job):
     job = stub_job("wait_for_signal")
     _wait_files([stub_job.out / f"rank{r}.restart0.ready" for r in (0, 1)], 120, "first start")
-    subprocess.run(["scancel", "--signal=USR1", job], env=cluster.env, check=True)
-    info = cluster.wait_job(job, timeout=180)
-    assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), stub_job.log(job)
-
-
-def test_scancel_is_not_undone_by_a_requeue(cluster, stub_job):
-    job = stub_job("wait_for_signal")
-    _wait_files([stub_job.out / f"rank{r}.restart0.ready" for r in (0, 1)], 120, "first start")
-    subprocess.run(["scancel", job], env=cluster.env, check=True)
+    subprocess.run(["scancel", job], env=slurm.env, check=True)
     # the trainer still saves and exits 75 on the TERM; the script must see the cancel
     _wait_files([stub_job.out / f"rank{r}.restart0.stopped" for r in (0, 1)], 60, "TERM handled")
     deadline = time.monotonic() + 60
     while "not requeueing" not in stub_job.log(job):
         assert time.monotonic() < deadline, stub_job.log(job)
         time.sleep(0.5)
-    info = cluster.wait_job(job, timeout=60)
+    info = slurm.wait_job(job, timeout=60)
     assert (info["JobState"], info["Restarts"]) == ("CANCELLED", "0"), stub_job.log(job)
 
 
-def test_a_failing_rank_ends_the_job_without_requeue(cluster, stub_job):
+def test_a_failing_rank_ends_the_job_without_requeue(slurm, stub_job):
     job = stub_job("crash")
-    info = cluster.wait_job(job, timeout=120)   # rank 0 alone would sleep for an hour
+    info = slurm.wait_job(job, timeout=120)   # rank 0 alone would sleep for an hour
     log = stub_job.log(job)
     assert info["JobState"] == "FAILED", log
     assert info["Restarts"] == "0", log
