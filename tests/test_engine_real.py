@@ -40,7 +40,7 @@ def test_tiny_loss_decreases_on_real_genomes(tmp_path_factory, tmp_path):
         assert tag in tags, tag
     assert any(t.startswith("valid/") and t.endswith("/accuracy") and "/all/" not in t for t in tags)
     expert_tags = [t for t in tags if t.startswith("experts/") and "/expert_" in t]
-    assert len(expert_tags) == 2 * 4  # 2 MoE layers x 4 experts
+    assert len(expert_tags) == 2 * 2 * 4  # 2 MoE layers x 2 streams (own experts each) x 4 experts
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000024"
     saved = json.loads((tmp_path / "deepspeed_config.json").read_text())
     assert saved["zero_optimization"]["stage"] == 2 and saved["train_batch_size"] == 4
