@@ -121,6 +121,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping")
     parser.add_argument("--rc-conjoin", action="store_true")
+    parser.add_argument("--pooling", choices=("mean", "flatten"), default="mean",
+                        help="mean: the reference head; flatten: concatenated position states (position-aware)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -152,7 +154,7 @@ def main() -> int:
                                                             "pretrain_final_ce": losses[-1] if losses else None},
                                     overwrite=True)
     options = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                              rc_conjoin=args.rc_conjoin, seed=args.seed)
+                              rc_conjoin=args.rc_conjoin, seed=args.seed, pooling=args.pooling)
     result = finetune(model_dir, LABELS / "splice_train.tsv", LABELS / "splice_valid.tsv", out / "finetuned",
                       LABELS / "splice_test.tsv", options)
     tuned = result["test"]["accuracy"]
@@ -161,7 +163,7 @@ def main() -> int:
                "majority": majority, "seconds": round(time.time() - started, 1), "model": str(model_dir),
                "args": vars(args)}
     (out / "bench.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"splice test accuracy: finetuned Janus {tuned:.4f} vs one-hot logistic regression "
+    print(f"splice test accuracy: finetuned Janus ({args.pooling} pooling) {tuned:.4f} vs one-hot logistic regression "
           f"{baseline['test_accuracy']:.4f} (ratio {summary['ratio']:.3f}; majority {majority:.4f}; "
           f"{summary['seconds']} s)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from downstream_helpers import random_dna, small_model
+from downstream_helpers import random_dna, small_export, small_model
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, predict_logits
+from janus_pretrain.downstream.finetune import FinetuneOptions, load_classifier, save_classifier
 from janus_pretrain.downstream.metrics import auroc, matthews_corrcoef
 from janus_pretrain.downstream.tsv import TableError, encode_labels, read_labelled_tsv, stratified_split
-from janus_pretrain.export import save_pretrained
+from janus_pretrain.export import read_export_config, save_pretrained
 from janus_pretrain.model import JanusForPretraining
 from janus_pretrain.tokenizer import encode, reverse_complement
 
@@ -122,14 +124,10 @@ def test_finetune_cli_beats_majority_on_splice(tmp_path):
            "--eval-every", "50", "--patience", "10", "--threads", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    import json
-
     metrics = json.loads((out / "metrics.json").read_text())
     majority = max(Counter(label for _, label in _rows(LABELS / "splice_valid.tsv")).values()) / 322
     assert metrics["valid"]["accuracy"] > majority + 0.08, metrics["valid"]
     assert metrics["test"]["mcc"] > 0.2, metrics["test"]
-    from janus_pretrain.downstream.finetune import load_classifier
-
     model, classes = load_classifier(out)
     assert classes == ["ei", "ie", "n"]
     valid = read_labelled_tsv(LABELS / "splice_valid.tsv")
@@ -148,3 +146,19 @@ def test_finetune_cli_reports_bad_label_column(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "splice_train.tsv line 1: no column 'class'" in result.stderr
+
+
+def test_flatten_pooling_saves_loads_and_checks_length(tmp_path):
+    model_, export = small_export(tmp_path)
+    torch.manual_seed(0)
+    model = SequenceClassifier(model_.backbone, 3, pooling="flatten", seq_len=24).eval()
+    with torch.no_grad():
+        model.head.weight.normal_()
+    ids = torch.stack([encode(random_dna(24, seed=s)) for s in range(2)])
+    save_classifier(model, tmp_path / "clf", ["a", "b", "c"], read_export_config(export), FinetuneOptions(pooling="flatten"))
+    loaded, classes = load_classifier(tmp_path / "clf")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids)[0], model(ids)[0], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="set up for length 24, got 25"):
+            loaded(torch.stack([encode(random_dna(25, seed=1))]))
+    assert loaded.pooling == "flatten" and classes == ["a", "b", "c"]

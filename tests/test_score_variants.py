@@ -2,9 +2,11 @@
 positions, centred windows, the no-leak property on a real model, and bad inputs."""
 from __future__ import annotations
 
+import gzip
 import math
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +17,7 @@ from janus_pretrain.downstream.variants import (Variant, VariantError, centred_w
                                                 write_scores)
 from janus_pretrain.tokenizer import A_ID, C_ID, G_ID, T_ID, encode
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 # 1-based:  1234567890123456789012345678901234567890
 CONTIG = "GATTACACCGTAGGCTTAACGTGCAT" * 2  # 52 bp
 BASE_AT = {A_ID: "A", C_ID: "C", G_ID: "G", T_ID: "T"}
@@ -152,6 +154,6 @@ def test_cli_end_to_end(tmp_path, fasta):
     assert lines[1].startswith("chrX\t10\tG\tT\t") and lines[1].endswith("\tok")
     assert lines[2].endswith("ref_mismatch:fasta=T") and "1 ref_mismatch" in result.stdout
     gz = tmp_path / "ref.fa.gz"
-    gz.write_bytes(__import__("gzip").compress(fasta.read_bytes()))
+    gz.write_bytes(gzip.compress(fasta.read_bytes()))
     result = subprocess.run(cmd[:5] + [str(gz)] + cmd[6:], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "gunzip" in result.stderr

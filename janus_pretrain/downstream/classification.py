@@ -18,19 +18,38 @@ from janus_pretrain.model import JanusModel
 from janus_pretrain.tokenizer import encode, reverse_complement
 
 
+POOLINGS = ("mean", "flatten")
+
+
 class SequenceClassifier(nn.Module):
-    def __init__(self, backbone: JanusModel, num_classes: int, rc_conjoin: bool = False, dropout: float = 0.0):
+    """pooling "mean": average of the per-position states (any length; the reference head).
+    pooling "flatten": all states of a fixed-length input concatenated, a position-aware linear
+    head for short fixed-length tasks (seq_len required)."""
+
+    def __init__(self, backbone: JanusModel, num_classes: int, rc_conjoin: bool = False, dropout: float = 0.0,
+                 pooling: str = "mean", seq_len: int = 0):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "flatten" and seq_len < 1:
+            raise ValueError("pooling 'flatten' needs the fixed sequence length (seq_len)")
         self.backbone = backbone
         self.rc_conjoin = rc_conjoin
+        self.pooling, self.seq_len = pooling, seq_len
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.config.d_model, num_classes)
+        width = backbone.config.d_model * (seq_len if pooling == "flatten" else 1)
+        self.head = nn.Linear(width, num_classes)
         nn.init.normal_(self.head.weight, std=backbone.config.initializer_range)
         nn.init.zeros_(self.head.bias)
 
     def _strand_logits(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids)
-        pooled = out.hidden_states.float().mean(1)  # (B, D)
+        if self.pooling == "mean":
+            pooled = out.hidden_states.float().mean(1)  # (B, D)
+        else:
+            if input_ids.shape[1] != self.seq_len:
+                raise ValueError(f"pooling 'flatten' was set up for length {self.seq_len}, got {input_ids.shape[1]}")
+            pooled = out.hidden_states.float().flatten(1)  # (B, L*D)
         return self.head(self.dropout(pooled)), out.aux_loss  # (B, C)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

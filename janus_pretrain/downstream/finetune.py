@@ -36,6 +36,7 @@ class FinetuneOptions:
     patience: int = 3  # evaluations without validation improvement before stopping
     eval_every: int = 0  # steps between validations; 0 = once per epoch
     rc_conjoin: bool = False  # average logits over both strands (train and eval)
+    pooling: str = "mean"  # mean of position states; "flatten" = concatenated states (fixed-length inputs only)
     dropout: float = 0.0  # dropout on the pooled state
     freeze_backbone: bool = False  # train the head only (linear probe)
     seed: int = 0
@@ -121,6 +122,7 @@ def save_classifier(model: SequenceClassifier, out_dir: Path, classes: list[str]
     save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, out_dir / "classifier.safetensors")
     _atomic_json(out_dir / "classifier.json", {"classes": classes, "rc_conjoin": model.rc_conjoin,
+                                               "pooling": model.pooling, "seq_len": model.seq_len,
                                                "base_export": base, "options": asdict(options)})
 
 
@@ -134,7 +136,8 @@ def load_classifier(out_dir: str | Path) -> tuple[SequenceClassifier, list[str]]
         raise ExportError(f"{out_dir}: classifier.json missing; not a launch/finetune.py output")
     meta = json.loads(meta_path.read_text())
     backbone = JanusModel(model_config_from_dict(meta["base_export"]["model"], str(meta_path)))
-    model = SequenceClassifier(backbone, len(meta["classes"]), meta["rc_conjoin"])
+    model = SequenceClassifier(backbone, len(meta["classes"]), meta["rc_conjoin"], pooling=meta.get("pooling", "mean"),
+                               seq_len=meta.get("seq_len", 0))
     model.load_state_dict(load_file(str(out_dir / "classifier.safetensors")))
     return model.eval(), meta["classes"]
 
@@ -152,8 +155,15 @@ def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Pa
         raise ValueError(f"{train_path}: only one class ({classes}) in the training set")
     train_y, valid_y = encode_labels(train, classes), encode_labels(valid, classes)
     test_y = encode_labels(test, classes) if test else None
+    seq_len = 0
+    if options.pooling == "flatten":
+        lengths = {len(s) for t in (train, valid, test) if t for s in t.sequences}
+        if len(lengths) != 1:
+            raise ValueError(f"--pooling flatten needs sequences of one length; found lengths {sorted(lengths)[:5]}")
+        seq_len = lengths.pop()
     torch.manual_seed(options.seed)
-    model = SequenceClassifier(load_backbone(model_dir, kernels=None), len(classes), options.rc_conjoin, options.dropout)
+    model = SequenceClassifier(load_backbone(model_dir, kernels=None), len(classes), options.rc_conjoin, options.dropout,
+                               options.pooling, seq_len)
     log(f"finetuning {model_dir} on {len(train_y)} sequences, {len(classes)} classes {classes}; "
         f"valid {len(valid_y)}" + (f", test {len(test_y)}" if test else ""))
     train_ids, valid_ids = encode_all(train.sequences), encode_all(valid.sequences)
