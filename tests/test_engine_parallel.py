@@ -78,3 +78,30 @@ def test_activation_checkpointing_changes_nothing_under_zero2_and_expert_paralle
     assert [m["loss"] for m in a["metrics"]] == [m["loss"] for m in b["metrics"]]
     for key, value in a["weights"].items():
         assert torch.equal(value, b["weights"][key]), key
+
+
+@pytest.mark.slow
+def test_four_ranks_expert_data_parallel_groups_and_resume(tmp_path):
+    """4 ranks: ep_size 2 (expert-data-parallel groups of 2) and 4 match ep_size 1; a run with
+    ep_size 2 preempted after step 2 and resumed ends bitwise like the straight one."""
+    def train(name, ep, **spec):
+        out = tmp_path / name
+        config = small_config(out, train={"steps": 4, "micro_batch": 1, "grad_clip": CLIP}, parallel={"ep_size": ep})
+        return out, run(4, {"config": config, **spec}, out, timeout=600)
+
+    results = {}
+    for ep in (1, 2, 4):
+        out, codes = train(f"ep{ep}", ep)
+        assert codes == [0] * 4, logs(out)
+        results[ep] = {"metrics": metrics(out), "weights": merged_weights(out, 4)}
+    _assert_same_training(results[1], results[2], atol=1e-6)
+    _assert_same_training(results[1], results[4], atol=1e-6)
+
+    out, codes = train("ep2_resumed", 2, preempt_at=2)
+    assert codes == [75] * 4, logs(out)
+    out, codes = train("ep2_resumed", 2)
+    assert codes == [0] * 4, logs(out)
+    assert [m["loss"] for m in metrics(out)] == [m["loss"] for m in results[2]["metrics"]]
+    weights = merged_weights(out, 4)
+    for key, value in results[2]["weights"].items():
+        assert torch.equal(value, weights[key]), key

@@ -83,7 +83,7 @@ class Trainer:
         self.step, self.tokens_seen, self.bad_steps, self.last_tag = 0, 0, 0, None
         self.last_loss = float("nan")  # global mean loss of the last good step
         self.resumed_tag: str | None = None
-        self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long)
+        self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
                                for i, m in enumerate(self.moe_layers)}
         if ctx.is_main:
             write_json(to_dict(config), self.run_dir / "config.json")
@@ -178,9 +178,9 @@ class Trainer:
 
     # ---- the loop ----
     def _all_reduce(self, values: list[float]) -> list[float]:
-        tensor = torch.tensor(values, dtype=torch.float64)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.ctx.device)  # NCCL needs CUDA tensors
         dist.all_reduce(tensor)
-        return tensor.tolist()
+        return tensor.cpu().tolist()
 
     def _validate(self) -> None:
         if self.valid_batches is None:
@@ -197,7 +197,7 @@ class Trainer:
         if self._expert_counts:
             stacked = torch.stack(list(self._expert_counts.values()))
             dist.all_reduce(stacked)
-            counts = dict(zip(self._expert_counts, stacked))
+            counts = dict(zip(self._expert_counts, stacked.cpu()))
             for value in self._expert_counts.values():
                 value.zero_()
         values = {"train/loss": loss, "train/ce_loss": ce, "train/aux_loss": aux, "train/lr": lr,
@@ -218,21 +218,21 @@ class Trainer:
         try:
             while self.step < cfg.train.steps:
                 step_start = time.perf_counter()
-                sums = [0.0, 0.0, 0.0]  # loss, ce, aux over this rank's micro batches
+                sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss, ce, aux summed
                 skipped_before = engine.skipped_steps
                 lr = engine.get_lr()[0]  # the lr this step's update uses
                 for _ in range(accum):
                     out = self.forward(next(batches))
                     engine.backward(out.loss)
                     engine.step()
-                    sums[0] += float(out.loss.detach())
-                    sums[1] += float(out.ce_loss.detach()) if out.ce_loss is not None else 0.0
-                    sums[2] += float(out.aux_loss.detach()) if out.aux_loss is not None else 0.0
+                    sums += torch.stack([t.detach().double() if t is not None else sums.new_zeros(())
+                                         for t in (out.loss, out.ce_loss, out.aux_loss)])  # no host sync
                     for i, layer in enumerate(self.moe_layers):
-                        self._expert_counts[self._layer_key(i, layer)] += layer.expert_counts.cpu()
+                        self._expert_counts[self._layer_key(i, layer)] += layer.expert_counts
                 skipped = engine.skipped_steps > skipped_before
-                nonfinite = 0.0 if all(math.isfinite(v) for v in sums) else 1.0
-                reduced = self._all_reduce([*(v if math.isfinite(v) else 0.0 for v in sums), nonfinite,
+                local = sums.cpu().tolist()
+                nonfinite = 0.0 if all(math.isfinite(v) for v in local) else 1.0
+                reduced = self._all_reduce([*(v if math.isfinite(v) else 0.0 for v in local), nonfinite,
                                             float(skipped), float(self.preemption.requested)])
                 n = accum * self.ctx.world_size
                 loss, ce, aux = (reduced[0] / n, reduced[1] / n, reduced[2] / n)
@@ -278,6 +278,8 @@ class Trainer:
         finally:
             self.preemption.uninstall()
             self.log.close()
+            if hasattr(self.train_stream, "close"):
+                self.train_stream.close()  # stop data-loader workers
         if self.ctx.is_main:
             print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
         return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)

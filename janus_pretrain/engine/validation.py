@@ -23,14 +23,14 @@ def evaluate(module: torch.nn.Module, batches, species_names: list[str], device:
     loss weight (N and padding are never targets, as in training).
     """
     index = {name: i for i, name in enumerate(species_names)}
-    sums = torch.zeros(len(species_names), 3, dtype=torch.float64)  # (S, [loss sum, correct, count])
+    sums = torch.zeros(len(species_names), 3, dtype=torch.float64, device=device)  # (S, [loss sum, correct, count])
     iterator = iter(batches)
     was_training = module.training
     module.eval()
     try:
         while True:
             item = next(iterator, None)
-            flag = torch.tensor([0.0 if item is None else 1.0])
+            flag = torch.tensor([0.0 if item is None else 1.0], device=device)  # NCCL needs CUDA tensors
             if dist.is_initialized():
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             if flag.item() == 0:
@@ -48,15 +48,13 @@ def evaluate(module: torch.nn.Module, batches, species_names: list[str], device:
             logits = out.logits.float()  # (B, L, V)
             loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
             correct = (logits[..., A_ID:T_ID + 1].argmax(-1) + A_ID) == ids
-            row = sums[index[species_name]]
-            row[0] += float((loss * mask).sum())
-            row[1] += float((correct & mask).sum())
-            row[2] += float(mask.sum())
+            sums[index[species_name]] += torch.stack([(loss * mask).sum(), (correct & mask).sum(), mask.sum()]).double()
     finally:
         module.train(was_training)
     if dist.is_initialized():
         dist.all_reduce(sums)
     result = {}
+    sums = sums.cpu()
     for name, (loss_sum, correct, count) in zip(species_names, sums.tolist()):
         if count > 0:
             result[f"valid/{name}/loss"] = loss_sum / count
