@@ -72,6 +72,10 @@ def run_pretraining(config: RunConfig) -> int:
         if main:
             print(str(exc), flush=True)
         return PREEMPTED_EXIT_CODE
+    except ConfigError as exc:  # e.g. resuming a checkpoint written with another world size
+        if main:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return CONFIG_EXIT_CODE
     except TrainingDiverged as exc:
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from janus_pretrain.config import RunConfig, to_dict
+from janus_pretrain.config import ConfigError, RunConfig, to_dict
 from janus_pretrain.engine import checkpoint as ckpt
 from janus_pretrain.engine.deepspeed_config import BatchPlan, deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
@@ -122,8 +122,8 @@ class Trainer:
         folder = self.ckpt.path(tag)
         module = self.engine.module
         if self.ctx.edp_rank == 0:
-            experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters()
-                       if n in set(ckpt.expert_param_names(module))}
+            expert_names = set(ckpt.expert_param_names(module))
+            experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if n in expert_names}
             if experts:
                 ckpt.atomic_torch_save(experts, folder / f"experts_ep{self.ctx.ep_rank}.pt")
         zero_file = Path(self.engine._get_zero_ckpt_name(str(self.ckpt.root), tag)).name \
@@ -150,7 +150,8 @@ class Trainer:
             tag = self.ckpt.latest()
         elif choice != "none":
             if not self.ckpt.is_complete(choice):
-                raise FileNotFoundError(f"--resume {choice}: no complete checkpoint {self.ckpt.path(choice)}")
+                raise ConfigError(f"--resume {choice}: no complete checkpoint {self.ckpt.path(choice)} "
+                                  f"(complete ones: {', '.join(t for t in self.ckpt.tags() if self.ckpt.is_complete(t)) or 'none'})")
             tag = choice
         shared = [tag]
         dist.broadcast_object_list(shared, src=0)  # every rank resumes from rank 0's choice
@@ -163,8 +164,8 @@ class Trainer:
         for key, now in (("world_size", self.ctx.world_size), ("ep_size", self.ctx.ep_size),
                          ("zero_stage", self.config.parallel.zero_stage)):
             if meta[key] != now:
-                raise RuntimeError(f"checkpoint {folder} was written with {key}={meta[key]}, this run has {now}; "
-                                   f"resume with the same setting or start fresh with --resume none")
+                raise ConfigError(f"checkpoint {folder} was written with {key}={meta[key]}, this run has {now}; "
+                                  f"resume with the same setting or start fresh with --resume none")
         self.engine.load_checkpoint(str(self.ckpt.root), tag,
                                     custom_load_fn=ckpt.merge_expert_state(folder, self.ctx.ep_rank))
         own = torch.load(folder / f"rank_{self.ctx.rank}.pt", map_location="cpu", weights_only=False)
