@@ -65,9 +65,10 @@ if [[ ! -f $CONFIG ]]; then
 fi
 
 # Rendezvous: rank 0 runs on the first node of the allocation. The port is a function of the job
-# id, so every task computes the same one and a requeued job (same id) reuses it.
+# id, so every task computes the same one and a requeued job (same id) reuses it; the range
+# stays below Linux's ephemeral ports (32768+), which outgoing connections may hold.
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
+MASTER_PORT=$((15000 + SLURM_JOB_ID % 15000))
 export MASTER_ADDR MASTER_PORT
 # Ranks come from SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID in each task; stale torch launcher
 # variables exported from the submitting shell would override them.
@@ -88,7 +89,7 @@ trap on_usr1 USR1
 trap on_term TERM
 
 echo "[slurm_pretrain] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}:" \
-     "$SLURM_NTASKS tasks on $SLURM_JOB_NUM_NODES node(s) ($SLURM_JOB_NODELIST)," \
+     "${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} node(s) ($SLURM_JOB_NODELIST)," \
      "master $MASTER_ADDR:$MASTER_PORT, OMP_NUM_THREADS=$OMP_NUM_THREADS, config $CONFIG $*"
 
 # One task per GPU/CPU rank on every node. When the first task ends, the others get
@@ -100,6 +101,9 @@ echo "[slurm_pretrain] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}:" \
 srun --wait="${JANUS_SRUN_WAIT:-120}" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
     "$PYTHON" "$ENTRY" --config "$CONFIG" "$@" &
 srun_pid=$!
+if [[ $stop_asked -eq 1 ]]; then    # the signal came while srun was being started
+    kill -USR1 "$srun_pid" 2>/dev/null
+fi
 # A trapped signal interrupts `wait`; keep waiting until srun itself has exited.
 while :; do
     wait "$srun_pid"

@@ -101,17 +101,26 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
-        """Cancel leftover jobs, then stop each daemon by its pid file (TERM, then KILL)."""
-        if self.conf.exists():
+        """Cancel leftover jobs and let them end, then stop the daemons by their pid files."""
+        if self.conf.exists() and (self.root / "slurmctld.pid").exists():
             subprocess.run(["scancel", "--full", "--user", "root"], env=self.env,
                            capture_output=True, timeout=30)
+            deadline = time.monotonic() + 20  # slurmd must still run to end the job steps
+            while time.monotonic() < deadline:
+                queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=self.env,
+                                       capture_output=True, text=True, timeout=30)
+                if queue.returncode != 0 or not queue.stdout.strip():
+                    break
+                time.sleep(0.5)
+        pids = []
         for pidfile in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
-            path = self.root / pidfile
             try:
-                pid = int(path.read_text().strip())
+                pids.append(int((self.root / pidfile).read_text().strip()))
             except (OSError, ValueError):
                 continue
-            _terminate(pid)
+        # the state is thrown away, so no need to wait long for a clean shutdown (slurmd
+        # takes > 10 s to honour SIGTERM)
+        _terminate(pids, grace=5.0)
 
     def __enter__(self) -> "SlurmCluster":
         try:
@@ -259,22 +268,32 @@ def _field(scontrol_out: str, key: str) -> str:
     return ""
 
 
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+def _terminate(pids: list[int], grace: float) -> None:
+    """SIGTERM each process, SIGKILL the ones still alive after `grace` seconds."""
+    alive = []
+    for pid in pids:
         try:
-            os.kill(pid, 0)
+            os.kill(pid, signal.SIGTERM)
+            alive.append(pid)
         except ProcessLookupError:
-            return
+            pass
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
         time.sleep(0.2)
+        alive = [pid for pid in alive if _running(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _running(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:

@@ -85,11 +85,11 @@ class Run:
                           f"logging.dir={root / 'tensorboard'}", "logging.every=1"]
         self.jobs: list[str] = []
 
-    def submit(self) -> str:
+    def submit(self, *sbatch_options: str) -> str:
         sets = [a for o in self.overrides for a in ("--set", o)]
         job = self.slurm.sbatch(["--ntasks-per-node=2", "--cpus-per-task=1", "--time=60",
-                                 f"--output={self.root}/slurm-%j.out", str(SCRIPT),
-                                 "configs/tiny.yaml", *sets], cwd=REPO, env=self.env)
+                                 f"--output={self.root}/slurm-%j.out", *sbatch_options,
+                                 str(SCRIPT), "configs/tiny.yaml", *sets], cwd=REPO, env=self.env)
         self.jobs.append(job)
         return job
 
@@ -214,3 +214,23 @@ def test_sigkill_of_a_rank_mid_training_then_resume_matches(slurm, shards, refer
     run.wait(run.submit())
     assert "resumed from" in run.log()
     _assert_same_training(run, reference)
+
+
+@pytest.mark.slow
+def test_time_limit_signal_from_sbatch_directive_saves_and_requeues(slurm, shards, tmp_path):
+    """The real path: Slurm itself sends USR1 to the batch shell before the time limit."""
+    run = Run(slurm, shards, tmp_path)
+    run.overrides = [o for o in run.overrides if not o.startswith(("train.steps", "checkpoint.every"))]
+    run.overrides += ["train.steps=100000", "checkpoint.every=100000"]  # still training at the signal
+    # 3 min limit, USR1 100 s before it; Slurm may deliver it up to a minute early
+    job = run.submit("--time=3", "--signal=B:USR1@100")
+    deadline = time.monotonic() + 400
+    while "resumed from" not in run.log():
+        assert time.monotonic() < deadline, run.log()
+        time.sleep(1)
+    log = run.log()
+    assert int(slurm.job(job)["Restarts"]) >= 1, log
+    subprocess.run(["scancel", job], env=slurm.env, check=True)
+    slurm.wait_job(job, timeout=120)
+    assert "SIGUSR1: asking the trainer" in log and "preempted (SIGUSR1)" in log
+    assert "srun exited with 75" in log and "requeueing job" in log
