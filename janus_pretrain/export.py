@@ -65,14 +65,15 @@ def _model_card(model_config: ModelConfig, state: dict[str, torch.Tensor], run: 
     lines = ["# Janus DNA model export", "",
              "Bidirectional hybrid Mamba + attention + MoE DNA model (JanusDNA-style), exported by janus-pretrain.", "",
              f"- parameters: {total:,} (all experts)",
-             f"- weights: {weights_dtype} ({run.get('weights_source', 'model state')})",
+             f"- weights: stored as {weights_dtype}; source: {run.get('weights_source', 'model state')}",
              f"- tokenizer: {TOKENIZER_VERSION} (A7 C8 G9 T10 N11, vocabulary {model_config.vocab_size})",
              f"- d_model {model_config.d_model}, {model_config.n_layers} layers, "
              f"{model_config.num_experts} experts top-{model_config.top_k}", "",
              "```", model_config.describe_layers(), "```", ""]
     if run:
         lines += ["## Training run", ""]
-        for key in ("checkpoint", "tag", "step", "tokens_seen", "ep_size", "dp_world_size", "zero_stage", "config_source"):
+        for key in ("checkpoint", "tag", "step", "tokens_seen", "ep_size", "dp_world_size", "zero_stage",
+                    "train_precision", "config_source"):
             if key in run:
                 lines.append(f"- {key}: {run[key]}")
         if run.get("data"):
