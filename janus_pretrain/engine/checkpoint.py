@@ -34,8 +34,11 @@ Layout of `checkpoint.dir` (the export converter reads it; keep this docstring i
 
 To rebuild fp32 named weights: for each group, concatenate the 'single_partition_of_fp32_groups'
 entry of the ranks with partition_id 0..partition_count-1 of one reduce group (for moe groups:
-the ranks sharing one ep_rank), drop 'padding' zeros from the end, and split the flat vector in
-'params' order by the shapes. Dense groups are identical across data-parallel replicas.
+the ranks sharing one ep_rank; each ep_rank gives its own experts), and split the flat vector in
+'params' order by the shapes. DeepSpeed saves the partitions with the padding already stripped,
+so the concatenation has exactly sum(numel) elements ('padding' is informational).
+tests/test_engine_resume.py::test_zero_partitions_and_layout_rebuild_every_named_weight does
+exactly this and compares with the live weights.
 
 Crash safety: DeepSpeed writes its files straight to their final names, so a save is only made
 visible by `latest` after COMPLETE exists. A kill -9 during a save leaves an incomplete tag
