@@ -65,10 +65,11 @@ class ModelConfig:
     initializer_range: float = 0.02  # std of normal init for linear and embedding weights
     norm_eps: float = 1.0e-5  # RMSNorm epsilon
     kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: CUDA kernels when importable and on GPU
-    activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block
+    activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block (+ fusion block, FFN hiddens)
     scan_chunk: int = 64  # chunk length of the CPU chunked selective scan
     fusion_query_block: int = 1024  # query rows per block in the reference fusion attention
     loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
+    ffn_chunk: int = 65536  # rows per recomputed FFN/expert chunk when activation_checkpointing is on; 0 = all rows
 
     @property
     def ffn_dim(self) -> int:

@@ -39,6 +39,7 @@ class StreamBlock(nn.Module):
                  shared_projections=None, name: str = ""):
         super().__init__()
         std = config.initializer_range
+        recompute = config.activation_checkpointing != "none"  # FFN hiddens recomputed in backward
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         if config.is_attention_layer(index):
@@ -47,9 +48,10 @@ class StreamBlock(nn.Module):
             self.mixer = MambaMixer(config, kernels, shared_projections)
         if config.is_expert_layer(index):
             self.ffn = MoEFeedForward(config.d_model, config.ffn_dim, config.num_experts, config.top_k, std,
-                                      ep_group, ep_group_name, layer_name=name)
+                                      ep_group, ep_group_name, layer_name=name, recompute=recompute,
+                                      chunk=config.ffn_chunk)
         else:
-            self.ffn = SwiGLU(config.d_model, config.ffn_dim, std)
+            self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, recompute, config.ffn_chunk)
         self.checkpoint_blocks = config.activation_checkpointing == "block"
 
     def _mix(self, h: torch.Tensor) -> torch.Tensor:
@@ -71,6 +73,9 @@ class JanusLayer(nn.Module):
 
     def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group=None, ep_group_name=None):
         super().__init__()
+        # "layer" checkpoints each stream's block on its own: the same inputs are kept, but
+        # backward recomputes one stream at a time, halving the largest recomputed phase
+        self.checkpoint_streams = config.activation_checkpointing == "layer"
         shared = None
         if config.tie_mamba_projections and not config.is_attention_layer(index):
             self.mamba_in_proj, self.mamba_out_proj = shared = mamba_projections(config)
@@ -78,25 +83,36 @@ class JanusLayer(nn.Module):
         self.bwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.bwd")
 
     def forward(self, h_f: torch.Tensor, h_b: torch.Tensor):
-        h_f, aux_f = self.fwd(h_f)
-        h_b, aux_b = self.bwd(h_b)
+        h_f, aux_f = _maybe_checkpoint(self.checkpoint_streams, self.fwd, h_f)
+        h_b, aux_b = _maybe_checkpoint(self.checkpoint_streams, self.bwd, h_b)
         return h_f, h_b, aux_f + aux_b
 
 
 class FusionBlock(nn.Module):
-    """Global attention over the 2L concatenated rows under the Janus mask, then a SwiGLU."""
+    """Global attention over the 2L concatenated rows under the Janus mask, then a SwiGLU.
+
+    Under activation checkpointing both sub-blocks are recomputed in backward, so across the
+    backbone the block keeps only its two (B, 2L, D) residual inputs.
+    """
 
     def __init__(self, config: ModelConfig, kernels: KernelSlot):
         super().__init__()
         std = config.initializer_range
+        self.checkpoint = config.activation_checkpointing != "none"
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.ffn = SwiGLU(config.d_model, config.ffn_dim, std)
+        self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, self.checkpoint, config.ffn_chunk)
+
+    def _attend(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows + self.attn(self.attn_norm(rows))
+
+    def _feed_forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows + self.ffn(self.ffn_norm(rows))
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (B, 2L, D)
-        rows = rows + self.attn(self.attn_norm(rows))
-        return rows + self.ffn(self.ffn_norm(rows))
+        rows = _maybe_checkpoint(self.checkpoint, self._attend, rows)
+        return _maybe_checkpoint(self.checkpoint, self._feed_forward, rows)
 
 
 def janus_readout(fused: torch.Tensor) -> torch.Tensor:
@@ -127,7 +143,6 @@ class JanusModel(nn.Module):
                                     for i in range(config.n_layers))
         self.fusion = FusionBlock(config, self.kernels)
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
-        self.checkpoint_layers = config.activation_checkpointing == "layer"
         self.num_moe_blocks = 2 * sum(config.is_expert_layer(i) for i in range(config.n_layers))
 
     def moe_layers(self) -> list[MoEFeedForward]:
@@ -138,7 +153,7 @@ class JanusModel(nn.Module):
         h_f, h_b = e, e.flip(1)
         aux = e.new_zeros((), dtype=torch.float32)
         for layer in self.layers:
-            h_f, h_b, layer_aux = _maybe_checkpoint(self.checkpoint_layers, layer, h_f, h_b)
+            h_f, h_b, layer_aux = layer(h_f, h_b)  # checkpoints its streams under "layer"
             aux = aux + layer_aux
         fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
         hidden = self.norm_f(janus_readout(fused))  # (B, L, D)
