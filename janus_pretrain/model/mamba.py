@@ -61,7 +61,11 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         in_proj, out_proj = self.projections()
         kernels = self.kernels.get(hidden.device)
-        xz = in_proj(hidden).transpose(1, 2)  # (B, 2Di, L)
+        # (B, 2Di, L) contiguous along L, as mamba_ssm lays it out: the conv output and z then
+        # reach the scan kernel without the contiguous copies a (B, L, 2Di) transpose would cost
+        xz = torch.matmul(in_proj.weight, hidden.transpose(1, 2))  # (B, 2Di, L)
+        if in_proj.bias is not None:
+            xz = xz + in_proj.bias[:, None]
         x, z = xz.chunk(2, dim=1)  # (B, Di, L) each
         x = kernels.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         dt_rank, d_state = self.dt_norm.weight.shape[0], self.b_norm.weight.shape[0]
