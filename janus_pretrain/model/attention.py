@@ -10,6 +10,10 @@ from torch import nn
 
 from janus_pretrain.model.layers import KernelSlot, init_linear
 
+# score elements of one reference fusion-attention query block (fp32: 256 MiB): the block's
+# rows shrink as 2L grows so the transient stays constant instead of growing with L
+FUSION_SCORE_BUDGET = 1 << 26
+
 
 class _MultiHeadProjections(nn.Module):
     def __init__(self, d_model: int, n_heads: int, std: float):
@@ -45,8 +49,14 @@ class FusionAttention(_MultiHeadProjections):
         self.kernels = kernels
         self.query_block = query_block
 
+    def block_rows(self, batch: int, heads: int, n_keys: int) -> int:
+        """Query rows per reference block: query_block, fewer where the block's (B, H, rows, 2L)
+        scores would pass FUSION_SCORE_BUDGET (with a fixed block they grow with 2L: 16 KiB per
+        key row at 4 heads x 1024 rows in fp32, more than all other activations of a 1m step)."""
+        return max(1, min(self.query_block, FUSION_SCORE_BUDGET // max(batch * heads * n_keys, 1)))
+
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (B, 2L, D) -> (B, 2L, D)
         q, k, v = (t.transpose(1, 2) for t in self.split_heads(rows))  # (B, H, 2L, Dh)
         out = self.kernels.get(rows.device).fusion_attention(q, k, v, rows.shape[1] // 2,
-                                                             query_block=self.query_block)
+                                                             query_block=self.block_rows(*q.shape[:3]))
         return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, 2L, D)
