@@ -1,9 +1,9 @@
 """The real trainer under Slurm: `sbatch launch/slurm_pretrain.sh configs/tiny.yaml` on 2 CPU tasks.
 
 One uninterrupted run is the reference. A run that is preempted (USR1 mid-run, exit 75, requeue,
-resume) and a run whose rank is killed with SIGKILL - once during a checkpoint save, once in the
-middle of training - must end with the same loss at every step and bitwise the same final
-checkpoint (weights, fp32 master partitions, optimizer moments) as the reference.
+resume) and runs whose rank 1 dies by SIGKILL - once during a checkpoint save, once in the middle
+of a training step - then are resubmitted, must end with the same loss at every step and bitwise
+the same final checkpoint (weights, fp32 master partitions, optimizer moments) as the reference.
 
 tiny.yaml is used as shipped except for paths, a shorter run (8 steps, seq_len 256) and a
 checkpoint every 2 steps, so that the whole file runs in a few minutes on 2 CPU cores.
@@ -11,8 +11,7 @@ checkpoint every 2 steps, so that the whole file runs in a few minutes on 2 CPU 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import re
 import subprocess
 import sys
 import textwrap
@@ -31,27 +30,51 @@ SCRIPT = REPO / "launch" / "slurm_pretrain.sh"
 STEPS, EVERY = 8, 2
 JOB_TIMEOUT = 420  # seconds; a job takes ~40 s on 2 busy cores
 
-# Test-only fault injection, run as the job's $PYTHON: records each rank's pid, and on the rank
-# and checkpoint tag named by KILL_RANK / KILL_TAG (first start only) SIGKILLs itself in the
-# middle of that save - after DeepSpeed wrote its files, before the save is marked complete.
+# Test-only fault injection, run as the job's $PYTHON: on rank KILL_RANK (first start only) SIGKILLs itself either in the middle of the checkpoint save of tag
+# KILL_TAG - after DeepSpeed wrote its files, before the save is marked complete - or in the
+# forward pass of optimizer step KILL_STEP (grad_accum is 1). Deterministic, unlike a kill -9
+# from outside timed against a fast-moving run; the process dies the same way. STEP_SLEEP slows
+# every step of a first start (not the numbers) so that a signal surely lands mid-run.
 INJECT = textwrap.dedent('''
     import os, runpy, signal, sys
     from pathlib import Path
     sys.path.insert(0, os.environ["JANUS_ROOT"])
-    rank, restart = os.environ["SLURM_PROCID"], os.environ.get("SLURM_RESTART_COUNT", "0")
-    pids = Path(os.environ["PID_DIR"])
-    pids.mkdir(parents=True, exist_ok=True)
-    (pids / f"rank{rank}.pid").write_text(str(os.getpid()))
-    if rank == os.environ.get("KILL_RANK") and not (pids / "killed").exists():
-        import janus_pretrain.engine.checkpoint as ckpt
-        save = ckpt.atomic_torch_save
+    rank = os.environ["SLURM_PROCID"]
+    marks = Path(os.environ["FAULT_DIR"])
 
-        def dying_save(obj, path):
-            if Path(path).parent.name == os.environ["KILL_TAG"] and Path(path).name.startswith("rank_"):
-                (pids / "killed").write_text(str(path))
-                os.kill(os.getpid(), signal.SIGKILL)
-            return save(obj, path)
-        ckpt.atomic_torch_save = dying_save
+    def die(where):
+        marks.mkdir(parents=True, exist_ok=True)
+        (marks / "killed").write_text(where)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if rank == os.environ.get("KILL_RANK") and not (marks / "killed").exists():
+        if os.environ.get("KILL_TAG"):
+            import janus_pretrain.engine.checkpoint as ckpt
+            save = ckpt.atomic_torch_save
+
+            def dying_save(obj, path):
+                if Path(path).parent.name == os.environ["KILL_TAG"] and Path(path).name.startswith("rank_"):
+                    die(f"saving {path}")
+                return save(obj, path)
+            ckpt.atomic_torch_save = dying_save
+        if os.environ.get("KILL_STEP"):
+            from janus_pretrain.engine.trainer import Trainer
+            forward = Trainer.forward
+
+            def dying_forward(self, batch):
+                if self.step + 1 == int(os.environ["KILL_STEP"]):
+                    die(f"forward of step {self.step + 1}")
+                return forward(self, batch)
+            Trainer.forward = dying_forward
+    if os.environ.get("STEP_SLEEP") and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+        import time
+        from janus_pretrain.engine.trainer import Trainer
+        plain_forward = Trainer.forward
+
+        def slow_forward(self, batch):      # keeps the first start running while a test signals
+            time.sleep(float(os.environ["STEP_SLEEP"]))
+            return plain_forward(self, batch)
+        Trainer.forward = slow_forward
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 ''')
@@ -76,7 +99,7 @@ class Run:
         (root / "inject.py").write_text(INJECT)
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{root / "inject.py"}" "$@"\n')
         wrapper.chmod(0o755)
-        self.env = dict(slurm.env, PYTHON=str(wrapper), PID_DIR=str(root / "pids"),
+        self.env = dict(slurm.env, PYTHON=str(wrapper), FAULT_DIR=str(root / "faults"),
                         JANUS_ROOT=str(REPO), JANUS_SRUN_WAIT="10", PYTHONUNBUFFERED="1", **env)
         self.env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
         self.overrides = [f"data.manifest={shards / 'manifest.json'}", "data.seq_len=256",
@@ -172,7 +195,7 @@ def test_tiny_config_trains_on_two_slurm_tasks(reference):
 
 def test_preempted_job_requeues_resumes_and_matches_uninterrupted_run(slurm, shards, reference,
                                                                      tmp_path):
-    run = Run(slurm, shards, tmp_path)
+    run = Run(slurm, shards, tmp_path, STEP_SLEEP="0.5")
     job = run.submit()
     run.wait_for_step(3)
     # USR1 straight to the ranks (what Slurm does with --signal=USR1@T without "B:")
@@ -182,7 +205,10 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted_run(slurm, sha
     assert info["JobState"] == "COMPLETED", log
     assert info["Restarts"] == "1", log                  # requeued exactly once
     assert "srun exited with 75" in log and "requeueing job" in log
-    assert "preempted (SIGUSR1)" in log and "resumed from" in log
+    stopped = re.search(r"preempted \(SIGUSR1\) after step (\d+)", log)
+    assert stopped and 3 <= int(stopped.group(1)) < STEPS, log
+    tag = f"step_{int(stopped.group(1)):08d}"
+    assert f"resumed from {tmp_path / 'checkpoints' / tag} " in log
     _assert_same_training(run, reference)
 
 
@@ -191,7 +217,7 @@ def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint_and_resume_mat
     dying_tag = f"step_{2 * EVERY:08d}"
     run = Run(slurm, shards, tmp_path, KILL_RANK="1", KILL_TAG=dying_tag)
     info = run.wait(run.submit())
-    assert (tmp_path / "pids" / "killed").is_file(), run.log()
+    assert (tmp_path / "faults" / "killed").read_text().startswith("saving "), run.log()
     assert info["JobState"] == "FAILED" and info["Restarts"] == "0", run.log()  # a crash: no requeue
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / dying_tag).is_dir() and not (ckpts / dying_tag / "COMPLETE").exists()
@@ -203,16 +229,16 @@ def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint_and_resume_mat
 
 
 def test_sigkill_of_a_rank_mid_training_then_resume_matches(slurm, shards, reference, tmp_path):
-    run = Run(slurm, shards, tmp_path)
-    job = run.submit()
-    run.wait_for_step(EVERY + 1)                         # a checkpoint exists, training goes on
-    os.kill(int((tmp_path / "pids" / "rank1.pid").read_text()), signal.SIGKILL)
-    info = run.wait(job)
+    step = 2 * EVERY + 1                                 # between two checkpoints
+    run = Run(slurm, shards, tmp_path, KILL_RANK="1", KILL_STEP=str(step))
+    info = run.wait(run.submit())
+    assert (tmp_path / "faults" / "killed").read_text() == f"forward of step {step}", run.log()
     assert info["JobState"] == "FAILED" and info["Restarts"] == "0", run.log()
-    assert len(run.metrics()) < STEPS
+    assert [m["step"] for m in run.metrics()] == list(range(1, step))
 
     run.wait(run.submit())
-    assert "resumed from" in run.log()
+    ckpts = tmp_path / "checkpoints"
+    assert f"resumed from {ckpts / f'step_{2 * EVERY:08d}'}" in run.log()
     _assert_same_training(run, reference)
 
 
