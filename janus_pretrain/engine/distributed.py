@@ -102,8 +102,12 @@ def init_distributed(ep_size: int, timeout_minutes: int = 30) -> DistContext:
                        edp_rank=groups._get_expert_data_parallel_rank(name), ep_group=ep_group, ep_group_name=name)
 
 
-def shutdown() -> None:
-    """Destroy the process group (a ZeRO-3 run aborted at exit without it)."""
+def shutdown(barrier: bool = True) -> None:
+    """Destroy the process group (a ZeRO-3 run aborted at exit without it).
+
+    barrier=False when this rank leaves on its own (an unexpected error): the others may never
+    reach a barrier."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        if barrier:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

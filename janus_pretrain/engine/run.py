@@ -58,6 +58,7 @@ def run_pretraining(config: RunConfig) -> int:
     from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # imports DeepSpeed: after the checks
 
     ctx = init_distributed(config.parallel.ep_size)
+    agreed_exit = False  # set on paths every rank takes together; only then is a final barrier safe
     try:
         model = build_model(config, ctx)
         stream, valid, species = build_data(config, ctx, plan.micro_batch)
@@ -67,10 +68,12 @@ def run_pretraining(config: RunConfig) -> int:
             print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "
                   f"TensorBoard: tensorboard --logdir {config.logging.dir}; metrics: {trainer.run_dir / 'metrics.jsonl'}",
                   flush=True)
+        agreed_exit = True
         return 0
     except Preempted as exc:
         if main:
             print(str(exc), flush=True)
+        agreed_exit = True
         return PREEMPTED_EXIT_CODE
     except ConfigError as exc:  # e.g. resuming a checkpoint written with another world size
         if main:
@@ -79,6 +82,9 @@ def run_pretraining(config: RunConfig) -> int:
     except TrainingDiverged as exc:
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        agreed_exit = True
         return DIVERGED_EXIT_CODE
     finally:
-        shutdown()
+        # after an unexpected error on one rank, a barrier would wait forever for ranks that are
+        # still inside a collective; exit with the traceback instead and let the launcher stop them
+        shutdown(barrier=agreed_exit)
