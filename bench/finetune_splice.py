@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout on the pooled state")
     parser.add_argument("--rc-conjoin", action="store_true")
     parser.add_argument("--pooling", choices=("mean", "flatten"), default="mean",
                         help="mean: the reference head; flatten: concatenated position states (position-aware)")
@@ -154,7 +155,8 @@ def main() -> int:
                                                             "pretrain_final_ce": losses[-1] if losses else None},
                                     overwrite=True)
     options = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                              rc_conjoin=args.rc_conjoin, seed=args.seed, pooling=args.pooling)
+                              rc_conjoin=args.rc_conjoin, seed=args.seed, pooling=args.pooling,
+                              dropout=args.dropout)
     result = finetune(model_dir, LABELS / "splice_train.tsv", LABELS / "splice_valid.tsv", out / "finetuned",
                       LABELS / "splice_test.tsv", options)
     tuned = result["test"]["accuracy"]
