@@ -1,0 +1,343 @@
+"""Predicted peak memory per GPU (or CPU process) of one training step, with a breakdown.
+
+    python -m janus_pretrain.memory --config configs/1m.yaml [--set k=v ...] [--gpus 8]
+                                    [--device-gb 80] [--backend cuda|reference]
+
+Terms (docs/memory.md lists the assumptions behind each):
+- model states: bf16 parameters and gradients, and under ZeRO-2 the fp32 master weights, fp32
+  gradient partition and two AdamW moments divided over the data-parallel ranks (expert
+  parameters: num_experts / ep_size of them per rank, partitioned over world / ep_size ranks),
+  plus DeepSpeed's reduce bucket;
+- activations kept across the backbone (everything autograd saves, or only the checkpoint
+  inputs under activation checkpointing);
+- the peak inside the largest block recomputed in backward (both streams of a layer, or one
+  fusion sub-block) with the gradients alive at that moment;
+- logits and loss (chunked under model.loss_chunk), the FlexAttention block mask, workspace.
+Each activation width below is the list of tensors autograd keeps, read off the code of the
+model and of the kernels (mamba_ssm selective_scan_fn keeps u, delta, z, B, C, out and its
+chunk-boundary states; flash/Flex attention keep q, k, v, out and the log-sum-exp).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+
+from janus_pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
+from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
+from janus_pretrain.model.block_mask import block_mask_bytes
+
+GIB = 1 << 30
+FP32, BF16, INT64 = 4, 2, 8
+SCAN_SLAB_ELEMENTS = 1 << 24  # janus_pretrain.model.scan._SLAB_ELEMENTS: one fp32 work slab
+SCAN_LIVE_SLABS = 4  # slabs alive at once in the reference scan's backward (measured: ~250 MiB at 64 MiB slabs)
+FUSION_SCORE_BYTES = 8  # reference fusion attention: bytes per (query row, key) of a block (mask, buffers; measured)
+MAMBA_KERNEL_CHUNK = 2048  # mamba_ssm keeps fp32 states (B, Di, L / 2048, 2N) for its backward
+FLEX_BLOCK = 128  # FlexAttention block-mask tile
+CUDA_RESERVED = int(1.5 * GIB)  # CUDA context, cuBLAS/NCCL workspaces: outside the caching allocator
+FRAGMENTATION = 0.05  # caching-allocator slack over the activation peak (CUDA)
+
+
+@dataclass
+class Term:
+    name: str
+    bytes: float
+    note: str = ""
+
+
+@dataclass
+class Estimate:
+    terms: list[Term] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return sum(t.bytes for t in self.terms)
+
+    def add(self, name: str, nbytes: float, note: str = "") -> None:
+        self.terms.append(Term(name, float(nbytes), note))
+
+    def table(self) -> str:
+        width = max(len(t.name) for t in self.terms)
+        rows = [f"  {t.name:<{width}}  {t.bytes / GIB:9.3f} GiB  {t.note}" for t in self.terms]
+        return "\n".join([*rows, f"  {'total':<{width}}  {self.total / GIB:9.3f} GiB"])
+
+
+# ----------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class ParameterCount:
+    total: int  # every parameter of the full model (all experts)
+    expert: int  # parameters inside MoE experts (sharded over expert-parallel ranks)
+
+    @property
+    def dense(self) -> int:
+        return self.total - self.expert
+
+
+def parameter_count(m: ModelConfig) -> ParameterCount:
+    """Exact count of JanusForPretraining(m).parameters(), from the layer map."""
+    d, di, n, r, f = m.d_model, m.d_inner, m.d_state, m.dt_rank_value, m.ffn_dim
+    norm = d
+    swiglu = 3 * d * f
+    attn = 4 * d * d  # qkv + out projections, no bias
+    projections = d * 2 * di + di * d  # Mamba in/out projections
+    mamba_own = di * m.d_conv + di + di * (r + 2 * n) + r * di + di + r + 2 * n + di * n + di
+    total = m.vocab_size * d + d  # embedding, final norm
+    expert = 0
+    for i in range(m.n_layers):
+        mixer_attention = m.is_attention_layer(i)
+        if not mixer_attention and m.tie_mamba_projections:
+            total += projections
+        for _stream in range(2):
+            total += 2 * norm
+            total += attn if mixer_attention else mamba_own + (0 if m.tie_mamba_projections else projections)
+            if m.is_expert_layer(i):
+                total += d * m.num_experts + m.num_experts * swiglu
+                expert += m.num_experts * swiglu
+            else:
+                total += swiglu
+    total += 2 * norm + attn + swiglu  # fusion block
+    total += (swiglu if m.final_mlp else 0) + d * m.vocab_size  # head
+    return ParameterCount(total, expert)
+
+
+def model_state_terms(est: Estimate, config: RunConfig, gpus: int, deepspeed: dict | None = None) -> None:
+    """ZeRO-2 bf16 (or fp32) model states per rank."""
+    counts = parameter_count(config.model)
+    ep = config.parallel.ep_size
+    if gpus % ep:
+        raise ConfigError(f"{config.source}: parallel.ep_size={ep} must divide the number of GPUs ({gpus})")
+    local = counts.dense + counts.expert / ep  # parameters this rank holds
+    owned = counts.dense / gpus + counts.expert / gpus  # partition owned: experts over world/ep ranks
+    half = config.train.precision == "bf16"
+    pbytes = BF16 if half else FP32
+    est.add("parameters", local * pbytes, f"{local / 1e6:.1f} M held per rank ({counts.total / 1e6:.1f} M total)")
+    est.add("parameter gradients", local * pbytes, "full-size, before reduction (upper bound)")
+    zero = (config.deepspeed or {}).get("zero_optimization", {}) if deepspeed is None else deepspeed
+    bucket = float(zero.get("reduce_bucket_size", 5e8))
+    est.add("ZeRO reduce bucket", bucket * pbytes, f"DeepSpeed ipg buffer: reduce_bucket_size {bucket:.3g} elements")
+    master = (FP32 if half else 0) + FP32 + 2 * FP32  # fp32 master copy, fp32 gradient partition, AdamW m, v
+    est.add("optimizer states (ZeRO-2)", owned * master, f"fp32 master/grad + AdamW over {gpus} ranks")
+
+
+# ----------------------------------------------------------------------------- activations
+
+@dataclass(frozen=True)
+class Widths:
+    """Bytes per row that one block keeps for backward, and its backward transient."""
+
+    kept: float
+    transient: float
+
+
+def _act_bytes(backend: str, precision: str) -> int:
+    return BF16 if backend == "cuda" and precision == "bf16" else FP32
+
+
+def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
+    """Pre-norm Mamba mixer of one stream, per row (its input row excluded: the caller keeps it)."""
+    d, di, n, r = m.d_model, m.d_inner, m.d_state, m.dt_rank_value
+    small = (r + 2 * n) + r + 4 * n  # x_proj output, normed dt, normed and transposed B/C
+    if backend == "cuda":
+        # normed input, xz (B, 2Di, L), conv output, dt, scan `out`, gated output (out_proj
+        # input); fp32 rstds and the kernel's chunk-boundary states
+        kept = s * (d + 2 * di + di + di + di + di + small) + FP32 * (4 + 2 * n * di / MAMBA_KERNEL_CHUNK)
+        transient = s * (2 * di + 3 * di)  # dxz, du/ddelta/dz of the scan backward
+    else:
+        # normed input, xz, conv output, silu(u), delta+bias, softplus, y+uD, silu(z), gated output
+        kept = s * (d + 2 * di + 7 * di + small + 4)
+        transient = s * (2 * di + 4 * di)
+    return Widths(kept, transient)
+
+
+def _attention(m: ModelConfig, s: int, backend: str) -> Widths:
+    """Pre-norm causal/fusion multi-head attention over one row (input row excluded)."""
+    d = m.d_model
+    # normed input, qkv, head-merged output copy (out_proj input); kernels also keep out + lse
+    kept = s * (d + 3 * d + d) + FP32 * 1
+    if backend == "cuda":
+        kept += s * d + FP32 * m.n_heads
+    return Widths(kept, s * (3 * d + 2 * d))
+
+
+def _swiglu(m: ModelConfig, s: int, recompute: bool, rows_per_token: int = 1) -> Widths:
+    """Pre-norm SwiGLU (input row excluded): keeps the normed input; its hidden unless recomputed."""
+    d, f = m.d_model, m.ffn_dim
+    kept = s * d + FP32 + (0 if recompute else rows_per_token * s * 4 * f)
+    return Widths(kept, rows_per_token * s * (2 * d + (0 if recompute else 2 * f)))
+
+
+def _moe(m: ModelConfig, s: int, recompute: bool) -> Widths:
+    """Router, dispatch (sorted copies of the top-k rows and their outputs) and experts, per token."""
+    k, e, d = m.top_k, m.num_experts, m.d_model
+    inner = _swiglu(m, s, recompute, rows_per_token=k)
+    # probs (fp32), top-k weights, rows gathered per expert, expert outputs, int64 routing indices
+    kept = inner.kept + FP32 * (e + 2 * k) + s * 2 * k * d + INT64 * 3 * k
+    return Widths(kept, inner.transient + s * 2 * k * d)
+
+
+def _ffn_chunk_transient(m: ModelConfig, s: int, rows: int) -> float:
+    """Bytes of one recomputed FFN chunk: hidden (4F) forward plus its gradients (about 3F)."""
+    chunk = min(m.ffn_chunk or rows, rows)
+    return chunk * s * (7 * m.ffn_dim + 2 * m.d_model)
+
+
+def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool,
+                  sub_block: bool = False) -> Widths:
+    """One stream of layer i; sub_block: only the larger of its two recomputed halves ("block")."""
+    mixer = _attention(m, s, backend) if m.is_attention_layer(i) else _mamba(m, s, backend)
+    ffn = _moe(m, s, recompute_ffn) if m.is_expert_layer(i) else _swiglu(m, s, recompute_ffn)
+    residual = s * m.d_model + FP32  # the mid-layer residual row and rstd, kept by the FFN's norm
+    kept = max(mixer.kept, ffn.kept + FP32) if sub_block else mixer.kept + ffn.kept + residual
+    return Widths(kept, max(mixer.transient, ffn.transient))
+
+
+def _workspace(m: ModelConfig, i: int, tokens: int, s: int, backend: str) -> float:
+    """Work memory of layer i's kernels in backward that autograd does not keep."""
+    if backend == "cuda" or m.is_attention_layer(i):
+        return 0.0  # mamba_ssm / flash recompute in registers and shared memory
+    slab = min(SCAN_SLAB_ELEMENTS, tokens * m.d_state * m.d_inner)
+    return SCAN_LIVE_SLABS * slab * FP32
+
+
+def _fusion_scores(m: ModelConfig, seq_len: int, batch: int, backend: str) -> float:
+    if backend == "cuda":
+        return 0.0  # FlexAttention tiles on chip; its block mask is a separate term
+    keys = 2 * seq_len
+    rows = max(1, min(m.fusion_query_block, FUSION_SCORE_BUDGET // (batch * m.n_heads * keys)))
+    return batch * rows * keys * FUSION_SCORE_BYTES
+
+
+def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, backend: str,
+                     precision: str) -> None:
+    """Activations at the peak of backward: what is still kept plus the costliest phase.
+
+    Backward runs phase by phase (loss chunk, fusion FFN, fusion attention, layers last to
+    first, one stream at a time); after each, autograd frees what that phase owned, so the peak
+    is the maximum over phases of (still kept + what the phase recomputes + its transient).
+    """
+    s = _act_bytes(backend, precision)
+    tokens = batch * seq_len
+    ckpt = m.activation_checkpointing
+    recompute = ckpt != "none"
+    row = s * m.d_model
+    fusion_attn, fusion_ffn = _attention(m, s, backend), _swiglu(m, s, recompute)
+    streams = [_layer_stream(m, i, s, backend, recompute, ckpt == "block") for i in range(m.n_layers)]
+    layer_chunk = _ffn_chunk_transient(m, s, tokens) if recompute else 0.0  # a dense FFN or one expert
+    fusion_chunk = _ffn_chunk_transient(m, s, 2 * tokens) if recompute else 0.0
+    chunk = min(m.loss_chunk or seq_len, seq_len)
+    logits = batch * chunk * m.vocab_size * FP32 * 4  # fp32 logits, log-softmax and their gradients
+    readout = tokens * (2 * row + FP32 + INT64 + 2 * FP32)  # norm input, hidden, rstd, labels, weights
+    if not m.loss_chunk:
+        readout += tokens * (row + m.vocab_size * FP32 * 2)  # head input, logits, log-softmax kept
+
+    # backward visits these phases in this order. Each: (tensors it owns that stay alive from
+    # the forward until its backward ran, tensors its recomputation saves, transient on top)
+    out_grads = 2 * tokens * row  # gradients of the block's outputs (two streams, or 2L rows)
+    saved = (lambda w, rows: 0.0) if recompute else (lambda w, rows: rows * w.kept)
+    redo = (lambda w, rows: rows * w.kept) if recompute else (lambda w, rows: 0.0)
+    per_layer = {"none": 2, "layer": 2, "block": 4}[ckpt]  # checkpoint (or norm) input rows per layer
+    phases = [("head and loss chunk", readout, 0.0, logits)]
+    for name, w, extra in (("fusion FFN (2L rows)", fusion_ffn, fusion_chunk),
+                           ("fusion attention (2L rows)", fusion_attn, _fusion_scores(m, seq_len, batch, backend))):
+        phases.append((name, 2 * tokens * row + saved(w, 2 * tokens), redo(w, 2 * tokens),
+                       2 * tokens * w.transient + extra + out_grads))
+    for i in reversed(range(m.n_layers)):
+        w = streams[i]
+        inside = max(w.transient * tokens + _workspace(m, i, tokens, s, backend), layer_chunk)
+        phases.append((f"layer {i} ({'+'.join(m.layer_map()[i])}, one stream)",
+                       per_layer * tokens * row + 2 * saved(w, tokens), redo(w, tokens), inside + out_grads))
+
+    alive = sum(owned for _, owned, _, _ in phases)  # everything kept when backward starts
+    peak = (-1.0, "", 0.0, 0.0, 0.0)
+    for name, owned, recomputed, transient in phases:
+        total = alive + recomputed + transient
+        if total > peak[0]:
+            peak = (total, name, alive, recomputed, transient)
+        alive -= owned  # freed once this phase's backward ran
+    _, name, kept, recomputed, transient = peak
+    what = "every tensor autograd saves" if ckpt == "none" else "checkpoint inputs, read-out, targets"
+    est.add(f"activations kept ({ckpt} checkpointing)", kept, f"{what}, alive at the peak")
+    est.add(f"peak phase: {name}, recomputed", recomputed, "tensors its recomputation saves")
+    est.add("  its backward transient", transient, "gradients and work buffers of that phase")
+    if backend == "cuda":
+        est.add("Flex block mask", block_mask_bytes(seq_len), "4 int32 (2L/128)^2 index tensors (B = H = 1)")
+
+
+# ----------------------------------------------------------------------------- estimates
+
+def step_estimate(config: RunConfig, seq_len: int, backend: str) -> Estimate:
+    """One forward+backward of one micro batch: parameter gradients and activations (no optimizer).
+
+    This is what bench/memory_scaling.py measures (a model without DeepSpeed)."""
+    est = Estimate()
+    counts = parameter_count(config.model)
+    s = _act_bytes(backend, config.train.precision)
+    est.add("parameter gradients", counts.total * s, "")
+    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision)
+    return est
+
+
+def training_estimate(config: RunConfig, seq_len: int, backend: str = "cuda", gpus: int = 1) -> Estimate:
+    """Peak bytes per rank of a DeepSpeed ZeRO-2 training step at seq_len."""
+    est = Estimate()
+    model_state_terms(est, config, gpus)
+    n_states = len(est.terms)
+    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision)
+    if backend == "cuda":
+        act = sum(t.bytes for t in est.terms[n_states:])
+        est.add("allocator fragmentation", FRAGMENTATION * act, f"{FRAGMENTATION:.0%} of the activation terms")
+        est.add("CUDA context and workspaces", CUDA_RESERVED, "outside torch's allocator")
+    return est
+
+
+def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", gpus: int = 1,
+                multiple: int = 1024) -> int:
+    """Largest multiple of `multiple` whose predicted peak fits in device_bytes (0 if none)."""
+    def fits(length: int) -> bool:
+        return training_estimate(config, length, backend, gpus).total <= device_bytes
+    if not fits(multiple):
+        return 0
+    hi = multiple
+    while fits(hi * 2) and hi < (1 << 34):
+        hi *= 2
+    lo, hi = hi, hi * 2  # fits(lo), not fits(hi)
+    while hi - lo > multiple:
+        mid = (lo + hi) // 2 // multiple * multiple
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m janus_pretrain.memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="run YAML, e.g. configs/1m.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
+    parser.add_argument("--gpus", type=int, default=1, help="data-parallel ranks (ZeRO-2 partitions)")
+    parser.add_argument("--device-gb", type=float, default=80.0, help="memory of one device, in GB (10^9 bytes)")
+    parser.add_argument("--backend", choices=["cuda", "reference"], default="cuda")
+    parser.add_argument("--seq-len", type=int, default=0, help="default: data.seq_len of the config")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        seq_len = args.seq_len or config.data.seq_len
+        est = training_estimate(config, seq_len, args.backend, args.gpus)
+        device = args.device_gb * 1e9
+        longest = max_seq_len(config, device, args.backend, args.gpus)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = config.model
+    print(f"{args.config}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {args.backend}, "
+          f"{config.train.precision}, {args.gpus} GPU(s), ep_size {config.parallel.ep_size}, "
+          f"activation_checkpointing {m.activation_checkpointing}, loss_chunk {m.loss_chunk}, ffn_chunk {m.ffn_chunk}")
+    print(est.table())
+    print(f"predicted peak {est.total / 1e9:.1f} GB of {args.device_gb:.0f} GB "
+          f"({'fits' if est.total <= device else 'does NOT fit'}); "
+          f"longest seq_len that fits: {longest:,} bp")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
