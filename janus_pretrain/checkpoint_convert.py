@@ -25,7 +25,7 @@ training dtype (exported as fp32 and labelled so).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,10 @@ import torch
 from janus_pretrain.config import ModelConfig, model_config_from_dict
 from janus_pretrain.export import check_state_matches, expected_shapes, write_export
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
+
+
+# ModelConfig fields that choose how the model runs, not what it computes: a --config may differ
+RUNTIME_FIELDS = {"kernels", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk"}
 
 
 class ConvertError(ValueError):
@@ -156,9 +160,11 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
         raise ConvertError(f"{meta_path}: tokenizer_version {meta.get('tokenizer_version')!r} differs from this "
                            f"package's {TOKENIZER_VERSION!r}")
     model_config = model_config_from_dict(meta["config"]["model"], str(meta_path))
+    if model_config.kernels == "cuda":  # forced for training; the export must also load on CPU
+        model_config = replace(model_config, kernels="auto")
     if expect_model is not None:
         ours, theirs = vars(expect_model), vars(model_config)
-        diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
+        diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k] and k not in RUNTIME_FIELDS}
         if diff:
             raise ConvertError(f"{folder}: the checkpoint's model config differs from --config: "
                                + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,12 @@ def test_refusals(ep2_run, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConvertError, match="not found"):
         convert_checkpoint(ep2_run / "checkpoints", tag="step_00000999")
+    # how the model runs (kernels, recomputation) may differ from the checkpoint's; what it computes may not
+    trained = model_config_from_dict(json.loads((ep2_run / "checkpoints" / f"step_{STEPS:08d}" / "meta.json")
+                                                .read_text())["config"]["model"])
+    convert_checkpoint(ep2_run / "checkpoints", expect_model=replace(trained, kernels="auto", activation_checkpointing="layer"))
+    with pytest.raises(ConvertError, match="model.num_experts: checkpoint 4 vs config 8"):
+        convert_checkpoint(ep2_run / "checkpoints", expect_model=replace(trained, num_experts=8))
 
 
 def test_incomplete_checkpoint_is_refused(ep2_run, tmp_path):
