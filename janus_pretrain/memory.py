@@ -147,7 +147,9 @@ def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
     else:
         # normed input, xz, conv output, silu(u), delta+bias, softplus, y+uD, silu(z), gated output
         kept = s * (d + 2 * di + 7 * di + small + 4)
-        transient = s * (2 * di + 4 * di)
+        # dxz plus about 6 Di of scan gradients (du, ddelta, dz, dy and the gating's): an isolated
+        # fwd+bwd of the chunked scan rises by 13.4 Di fp32 values per bp, 5 of them kept above
+        transient = s * (2 * di + 6 * di)
     return Widths(kept, transient)
 
 
@@ -183,14 +185,12 @@ def _ffn_chunk_transient(m: ModelConfig, s: int, rows: int) -> float:
     return chunk * s * (7 * m.ffn_dim + 2 * m.d_model)
 
 
-def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool,
-                  sub_block: bool = False) -> Widths:
-    """One stream of layer i; sub_block: only the larger of its two recomputed halves ("block")."""
+def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool) -> tuple[Widths, Widths]:
+    """(mixer, FFN) of one stream of layer i; the FFN part includes the mid-layer residual row."""
     mixer = _attention(m, s, backend) if m.is_attention_layer(i) else _mamba(m, s, backend)
     ffn = _moe(m, s, recompute_ffn) if m.is_expert_layer(i) else _swiglu(m, s, recompute_ffn)
     residual = s * m.d_model + FP32  # the mid-layer residual row and rstd, kept by the FFN's norm
-    kept = max(mixer.kept, ffn.kept + FP32) if sub_block else mixer.kept + ffn.kept + residual
-    return Widths(kept, max(mixer.transient, ffn.transient))
+    return mixer, Widths(ffn.kept + residual, ffn.transient)
 
 
 def _workspace(m: ModelConfig, i: int, tokens: int, s: int, backend: str) -> float:
@@ -223,7 +223,7 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     recompute = ckpt != "none"
     row = s * m.d_model
     fusion_attn, fusion_ffn = _attention(m, s, backend), _swiglu(m, s, recompute)
-    streams = [_layer_stream(m, i, s, backend, recompute, ckpt == "block") for i in range(m.n_layers)]
+    streams = [_layer_stream(m, i, s, backend, recompute) for i in range(m.n_layers)]
     layer_chunk = _ffn_chunk_transient(m, s, tokens) if recompute else 0.0  # a dense FFN or one expert
     fusion_chunk = _ffn_chunk_transient(m, s, 2 * tokens) if recompute else 0.0
     chunk = min(m.loss_chunk or seq_len, seq_len)
@@ -237,18 +237,24 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     out_grads = 2 * tokens * row  # gradients of the block's outputs (two streams, or 2L rows)
     saved = (lambda w, rows: 0.0) if recompute else (lambda w, rows: rows * w.kept)
     redo = (lambda w, rows: rows * w.kept) if recompute else (lambda w, rows: 0.0)
-    per_layer = {"none": 2, "layer": 2, "block": 4}[ckpt]  # checkpoint (or norm) input rows per layer
     phases = [("head and loss chunk", readout, 0.0, logits)]
     for name, w, extra in (("fusion FFN (2L rows)", fusion_ffn, fusion_chunk),
                            ("fusion attention (2L rows)", fusion_attn, _fusion_scores(m, seq_len, batch, backend))):
         phases.append((name, 2 * tokens * row + saved(w, 2 * tokens), redo(w, 2 * tokens),
                        2 * tokens * w.transient + extra + out_grads))
     for i in reversed(range(m.n_layers)):
-        w = streams[i]
-        inside = max(w.transient * tokens + _workspace(m, i, tokens, s, backend), layer_chunk)
-        phases.append((f"layer {i} ({'+'.join(m.layer_map()[i])}, one stream)",
-                       per_layer * tokens * row + 2 * saved(w, tokens), redo(w, tokens), inside + out_grads))
-
+        # a stream's FFN runs its backward first (its mixer's tensors still alive), then the mixer
+        mixer, ffn = streams[i]
+        kinds = "+".join(m.layer_map()[i])
+        stream_kept = mixer.kept + ffn.kept
+        mid = tokens * row if ckpt == "block" else 0.0  # "block" also checkpoints the mid-layer row
+        for stream in (1, 0):  # the backward stream ran last, so its backward comes first
+            phases.append((f"layer {i} ({kinds}) stream {stream} FFN", mid + saved(ffn, tokens),
+                           redo(Widths(ffn.kept if ckpt == "block" else stream_kept, 0), tokens),
+                           max(ffn.transient * tokens, layer_chunk) + out_grads))
+            phases.append((f"layer {i} ({kinds}) stream {stream} mixer", tokens * row + saved(mixer, tokens),
+                           redo(mixer, tokens),
+                           mixer.transient * tokens + _workspace(m, i, tokens, s, backend) + out_grads))
     alive = sum(owned for _, owned, _, _ in phases)  # everything kept when backward starts
     peak = (-1.0, "", 0.0, 0.0, 0.0)
     for name, owned, recomputed, transient in phases:
