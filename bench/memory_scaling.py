@@ -82,6 +82,7 @@ def measure_point(config_path: str, overrides: list[str], seq_len: int, seed: in
         model(ids, labels=ids).loss.backward()
 
     step(WARMUP_LEN)
+    kernels = model.backbone.kernels.get(device).name  # "cuda" only when all kernel packages imported
     model.zero_grad(set_to_none=True)
     if cuda:
         torch.cuda.synchronize()
@@ -98,7 +99,7 @@ def measure_point(config_path: str, overrides: list[str], seq_len: int, seed: in
     else:
         peak = _peak_rss_bytes(reset)
     return {"seq_len": seq_len, "checkpointing": config.model.activation_checkpointing,
-            "backend": "cuda" if cuda else "reference", "dtype": str(dtype).replace("torch.", ""),
+            "backend": kernels, "device": device.type, "dtype": str(dtype).replace("torch.", ""),
             "measured_bytes": peak - before, "seconds": time.perf_counter() - start,
             "how": "cuda max_memory_allocated" if cuda else ("VmHWM after clear_refs" if reset else "ru_maxrss")}
 

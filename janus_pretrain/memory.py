@@ -325,6 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=["cuda", "reference"], default="cuda")
     parser.add_argument("--seq-len", type=int, default=0, help="default: data.seq_len of the config")
     args = parser.parse_args(argv)
+    if args.gpus < 1 or args.device_gb <= 0 or args.seq_len < 0:
+        parser.error("--gpus must be >= 1, --device-gb > 0 and --seq-len >= 0")
     try:
         config = load_config(args.config, args.set)
         seq_len = args.seq_len or config.data.seq_len
