@@ -116,10 +116,10 @@ def main() -> int:
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--pretrain-steps", type=int, default=200)
     parser.add_argument("--pretrain-seq-len", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping")
+    parser.add_argument("--patience", type=int, default=4, help="epochs without validation gain before stopping")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout on the pooled state")
     parser.add_argument("--rc-conjoin", action="store_true")
     parser.add_argument("--pooling", choices=("mean", "flatten"), default="mean",
