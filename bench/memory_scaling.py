@@ -18,8 +18,8 @@ What "measured" is:
   allocated bytes before the step, model in bf16 as DeepSpeed runs it.
 "Predicted" is janus_pretrain.memory's step estimate for the same backend and dtype: parameter
 gradients + the activation peak + workspace (no optimizer states: this bench has no optimizer).
-The fit is bytes = a + b * L by least squares; its per-bp slope b is compared between the
-shorter and the longer half of the lengths (equal slopes = no hidden quadratic term).
+The fit is bytes = a + b * L by least squares, and the slope between consecutive lengths is
+printed: a slope that rises with L would be an L^2 term; constant or falling slopes are not.
 """
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ def report(rows: list[dict]) -> str:
                   for p, q in zip(good, good[1:])]
         lines.append(f"\n{mode}: fit measured = {a / mib:.0f} MiB + {b:.0f} B/bp x L; slope between consecutive "
                      f"lengths: {', '.join(f'{s:.0f}' for s in slopes)} B/bp "
-                     f"(last/first = {slopes[-1] / slopes[0]:.3f}; 1.0 = linear in L)")
+                     f"(last/first = {slopes[-1] / slopes[0]:.3f}: 1 = linear, < 1 = fixed buffers filling up, "
+                     f"> 1 = an L^2 term)")
     return "\n".join(lines)
 
 

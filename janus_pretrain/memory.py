@@ -147,9 +147,7 @@ def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
     else:
         # normed input, xz, conv output, silu(u), delta+bias, softplus, y+uD, silu(z), gated output
         kept = s * (d + 2 * di + 7 * di + small + 4)
-        # dxz plus about 6 Di of scan gradients (du, ddelta, dz, dy and the gating's): an isolated
-        # fwd+bwd of the chunked scan rises by 13.4 Di fp32 values per bp, 5 of them kept above
-        transient = s * (2 * di + 6 * di)
+        transient = s * (2 * di + 4 * di)  # dxz; du, ddelta, dz and dy of the scan backward
     return Widths(kept, transient)
 
 
@@ -180,9 +178,10 @@ def _moe(m: ModelConfig, s: int, recompute: bool) -> Widths:
 
 
 def _ffn_chunk_transient(m: ModelConfig, s: int, rows: int) -> float:
-    """Bytes of one recomputed FFN chunk: hidden (4F) forward plus its gradients (about 3F)."""
+    """Bytes of one recomputed FFN chunk: its four (rows, F) tensors, then in backward two F-wide
+    gradients while the consumed product is already freed (5F), plus input and output gradients."""
     chunk = min(m.ffn_chunk or rows, rows)
-    return chunk * s * (7 * m.ffn_dim + 2 * m.d_model)
+    return chunk * s * (5 * m.ffn_dim + 2 * m.d_model)
 
 
 def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool) -> tuple[Widths, Widths]:
