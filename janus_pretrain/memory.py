@@ -117,7 +117,9 @@ def model_state_terms(est: Estimate, config: RunConfig, gpus: int, deepspeed: di
     zero = (config.deepspeed or {}).get("zero_optimization", {}) if deepspeed is None else deepspeed
     bucket = float(zero.get("reduce_bucket_size", 5e8))
     est.add("ZeRO reduce bucket", bucket * pbytes, f"DeepSpeed ipg buffer: reduce_bucket_size {bucket:.3g} elements")
-    master = (FP32 if half else 0) + FP32 + 2 * FP32  # fp32 master copy, fp32 gradient partition, AdamW m, v
+    # fp32 master copy, fp32 gradient partition, AdamW m and v, and ZeRO-2's contiguous gradient
+    # partition in the model dtype (grads_in_partition)
+    master = (FP32 if half else 0) + FP32 + 2 * FP32 + pbytes
     est.add("optimizer states (ZeRO-2)", owned * master, f"fp32 master/grad + AdamW over {gpus} ranks")
 
 
