@@ -20,7 +20,6 @@ chunk-boundary states; flash/Flex attention keep q, k, v, out and the log-sum-ex
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass, field
 
@@ -34,7 +33,6 @@ SCAN_SLAB_ELEMENTS = 1 << 24  # janus_pretrain.model.scan._SLAB_ELEMENTS: one fp
 SCAN_LIVE_SLABS = 4  # slabs alive at once in the reference scan's backward (measured: ~250 MiB at 64 MiB slabs)
 FUSION_SCORE_BYTES = 8  # reference fusion attention: bytes per (query row, key) of a block (mask, buffers; measured)
 MAMBA_KERNEL_CHUNK = 2048  # mamba_ssm keeps fp32 states (B, Di, L / 2048, 2N) for its backward
-FLEX_BLOCK = 128  # FlexAttention block-mask tile
 CUDA_RESERVED = int(1.5 * GIB)  # CUDA context, cuBLAS/NCCL workspaces: outside the caching allocator
 FRAGMENTATION = 0.05  # caching-allocator slack over the activation peak (CUDA)
 
