@@ -14,8 +14,8 @@ Every row sees at least itself, so no softmax row is empty.
   wrapped in torch.utils.checkpoint (non-reentrant) so backward keeps only q/k/v and recomputes
   one block's scores at a time: memory is bounded by the query block, never by (2L)^2.
 - fusion_attention_flex: torch FlexAttention with a block mask built once per (seq_len, device)
-  for B=None, H=None (not sized by batch or heads). Compiled on CUDA; eager on CPU, where
-  torch supports its forward only (no backward on CPU).
+  for B=None, H=None (not sized by batch or heads), from tile arithmetic (model/block_mask.py).
+  Compiled on CUDA; eager on CPU, where torch supports its forward only (no backward on CPU).
 """
 from __future__ import annotations
 
@@ -90,13 +90,15 @@ def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024):
     return torch.cat(outs, dim=2)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=2)  # one mask is 4 GiB at 1 Mbp: keep the run's length(s) only
 def janus_block_mask(seq_len: int, device: str):
-    """FlexAttention BlockMask for (2L, 2L), shared by every batch element and head; cached."""
-    from torch.nn.attention.flex_attention import create_block_mask
-    n = 2 * seq_len
-    return create_block_mask(janus_mask_mod(seq_len), B=None, H=None, Q_LEN=n, KV_LEN=n,
-                             device=device)
+    """FlexAttention BlockMask for (2L, 2L), shared by every batch element and head; cached.
+
+    Built from tile arithmetic (model/block_mask.py): create_block_mask would first evaluate the
+    mask on the whole (2L, 2L) grid, 4 TiB of booleans at 1 Mbp.
+    """
+    from janus_pretrain.model.block_mask import janus_block_mask_analytic
+    return janus_block_mask_analytic(seq_len, device)
 
 
 @functools.lru_cache(maxsize=1)
