@@ -44,6 +44,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _rank_env(rank: int, nprocs: int, port: str) -> dict[str, str]:
+    """What a launcher gives one rank: torch's rank variables, rendezvous, one thread."""
+    env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nprocs), "LOCAL_RANK": str(rank),
+           "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    return env
+
+
 def start(nprocs: int, spec: dict, out: Path) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "out": str(out)}
@@ -52,10 +61,7 @@ def start(nprocs: int, spec: dict, out: Path) -> list[subprocess.Popen]:
     port = str(_free_port())
     procs = []
     for rank in range(nprocs):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nprocs), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-               "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+        env = _rank_env(rank, nprocs, port)
         log = open(out / f"log_rank{rank}.txt", "w")
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec_path)], env=env, cwd=out,
                                       stdout=log, stderr=subprocess.STDOUT))
@@ -124,10 +130,7 @@ def start_cli(nprocs: int, args: list[str], out: Path) -> list[subprocess.Popen]
     port = str(_free_port())
     procs = []
     for rank in range(nprocs):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nprocs), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-               "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+        env = _rank_env(rank, nprocs, port)
         log = open(out / f"log_rank{rank}.txt", "w")
         procs.append(subprocess.Popen([sys.executable, str(REPO / "launch" / "pretrain.py"), *args], env=env,
                                       cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
