@@ -13,7 +13,6 @@ import torch
 
 from janus_pretrain.model import kernels as kmod
 from janus_pretrain.model.kernels import CudaKernels, Kernels, KernelsUnavailableError, select_kernels
-from janus_pretrain.model.scan import selective_scan_ref
 from kernel_shims import REF, causal_conv1d_fn, flash_attn_func, selective_scan_fn, shim_cuda_kernels
 
 def _grad_check(fn_a, fn_b, inputs, rtol, atol):

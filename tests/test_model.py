@@ -1,7 +1,6 @@
 """Properties of the Janus model: no leak of x[p] into logits[p], equal paths, MoE, sizes."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch

@@ -11,13 +11,13 @@ import argparse
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.data.fasta import file_sha256, scan_fasta
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
 from janus_pretrain.data.sharding import (SPLITS, brace_pattern, check_keys, completed, plan_species,
@@ -77,9 +77,7 @@ def check_output(out: Path, wanted: dict) -> str:
 def claim_output(out: Path, wanted: dict) -> None:
     state = out / ".state" / "args.json"
     state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_name("args.json.tmp")
-    tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
-    os.replace(tmp, state)
+    atomic_write_text(state, json.dumps(wanted, indent=1, sort_keys=True))
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
 
@@ -133,9 +131,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             pool.terminate()
             pool.join()
     manifest = build_manifest(args, argv, wanted, specs, infos, plans, results)
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(out / ".cache", ignore_errors=True)
     return manifest
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.downstream.fasta import FastaError, fetch, open_fasta
 from janus_pretrain.model import JanusModel
 from janus_pretrain.tokenizer import TokenizerError, encode
@@ -84,7 +85,7 @@ def save_npz(embeddings: Embeddings, out_path: str | Path) -> Path:
     for i, s in enumerate(embeddings.states or []):
         arrays[f"states_{i}"] = s
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp = temporary_path(out_path)
     with tmp.open("wb") as handle:  # a file object: numpy would append .npz to a bare name
         np.savez(handle, **arrays)
     os.replace(tmp, out_path)

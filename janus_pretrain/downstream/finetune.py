@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
 from janus_pretrain.downstream.metrics import classification_metrics
@@ -108,9 +109,7 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def save_classifier(model: SequenceClassifier, out_dir: Path, classes: list[str], base: dict,
@@ -118,7 +117,7 @@ def save_classifier(model: SequenceClassifier, out_dir: Path, classes: list[str]
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".classifier.safetensors.tmp"
+    tmp = temporary_path(out_dir / "classifier.safetensors")
     save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, out_dir / "classifier.safetensors")
     _atomic_json(out_dir / "classifier.json", {"classes": classes, "rc_conjoin": model.rc_conjoin,

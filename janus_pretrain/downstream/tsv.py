@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.tokenizer import first_invalid
 
 
@@ -79,7 +80,7 @@ def encode_labels(table: LabelledTable, classes: list[str]) -> list[int]:
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(header)

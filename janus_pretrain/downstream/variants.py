@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.downstream.fasta import FastaError, contig_length, fetch, open_fasta
 from janus_pretrain.tokenizer import BASE_IDS, TokenizerError, encode
 
@@ -174,7 +175,7 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
 def write_scores(rows: list[dict], out_path: str | Path) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp = temporary_path(out_path)
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(COLUMNS)

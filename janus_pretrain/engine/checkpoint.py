@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from janus_pretrain.atomic_io import atomic_write_text, temporary_path
+
 TAG_PATTERN = re.compile(r"^step_(\d{8,})$")
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -66,17 +68,8 @@ def tag_for_step(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temporary_path(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
@@ -119,13 +112,14 @@ class CheckpointDir:
             shutil.rmtree(path)
 
     def mark_complete(self, tag: str, meta: dict) -> None:
-        _atomic_write_text(self.path(tag) / "meta.json", json.dumps(meta, indent=2, sort_keys=True, default=str))
-        _atomic_write_text(self.path(tag) / COMPLETE, tag + "\n")
+        atomic_write_text(self.path(tag) / "meta.json", json.dumps(meta, indent=2, sort_keys=True, default=str),
+                          durable=True)
+        atomic_write_text(self.path(tag) / COMPLETE, tag + "\n", durable=True)
 
     def set_latest(self, tag: str) -> None:
         if not self.is_complete(tag):
             raise RuntimeError(f"refusing to point {self.root / LATEST} at incomplete checkpoint {tag}")
-        _atomic_write_text(self.root / LATEST, tag + "\n")
+        atomic_write_text(self.root / LATEST, tag + "\n", durable=True)
 
     def prune(self, protect: set[str]) -> list[str]:
         """Delete all but the newest `keep` complete checkpoints; never a protected tag or the one

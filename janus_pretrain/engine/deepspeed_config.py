@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.config import ConfigError, RunConfig
 
 
@@ -98,6 +98,4 @@ def write_json(obj: dict, path: str | Path) -> None:
     """Write atomically: a temporary name, then rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 from pathlib import Path
 
 import torch
+
+from janus_pretrain.atomic_io import atomic_write_text
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -47,9 +48,7 @@ class MetricsLogger:
             return
         kept = [line for line in self.metrics_file.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]
-        tmp = self.metrics_file.with_name(f".{self.metrics_file.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics_file)
+        atomic_write_text(self.metrics_file, "".join(line + "\n" for line in kept))
 
     def step(self, record: dict) -> None:
         """Every optimizer step: one line of metrics.jsonl."""

@@ -1,0 +1,26 @@
+"""Atomic file writes: write under a temporary name beside the target, then rename over it.
+
+A reader (or a resumed run) therefore sees the old file or the complete new one, never a
+half-written file (STYLE.md rule 9).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def temporary_path(path: str | Path) -> Path:
+    """Hidden, per-process temporary name in the target's directory (same filesystem: rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def atomic_write_text(path: str | Path, text: str, durable: bool = False) -> None:
+    """Replace `path` with `text` atomically; durable=True also fsyncs before the rename."""
+    tmp = temporary_path(path)
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
