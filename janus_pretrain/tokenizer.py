@@ -31,8 +31,9 @@ for _char, _id in zip("ACGTN", (*BASE_IDS, N_ID)):
     _DECODE[_id] = ord(_char)
 
 # complement on ids: A<->T, C<->G, everything else (N, specials) to itself
-_COMPLEMENT = torch.arange(VOCAB_SIZE)
-_COMPLEMENT[A_ID], _COMPLEMENT[T_ID], _COMPLEMENT[C_ID], _COMPLEMENT[G_ID] = T_ID, A_ID, G_ID, C_ID
+COMPLEMENT_IDS = np.arange(VOCAB_SIZE, dtype=np.int64)
+COMPLEMENT_IDS[[A_ID, T_ID, C_ID, G_ID]] = T_ID, A_ID, G_ID, C_ID
+_COMPLEMENT = torch.from_numpy(COMPLEMENT_IDS)
 
 # ASCII-level normalisation for shards: IUPAC ambiguity codes to N/n, case kept
 _NORMALISE = np.arange(256, dtype=np.uint8)

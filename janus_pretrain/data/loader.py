@@ -24,14 +24,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from janus_pretrain.config import DataConfig
 from janus_pretrain.data.manifest import mixture_weights, read_manifest
 from janus_pretrain.data.samples import Crop, SlotStream
-from janus_pretrain.tokenizer import A_ID, PAD_ID, T_ID, VOCAB_SIZE, encode_numpy, reverse_complement
+from janus_pretrain.tokenizer import A_ID, COMPLEMENT_IDS, PAD_ID, T_ID, encode_numpy
 
 STATE_VERSION = 1
 log = logging.getLogger(__name__)
-
-
-# id-level complement of the tokenizer: reverse_complement of the reversed identity leaves the complement
-_COMPLEMENT = reverse_complement(torch.arange(VOCAB_SIZE).flip(0)).numpy()
 
 
 def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[str, torch.Tensor]:
@@ -46,7 +42,7 @@ def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[
         bases = np.frombuffer(crop.dna, dtype=np.uint8)
         text[row, :bases.size] = bases[::-1] if crop.rc else bases
     ids = encode_numpy(text.reshape(-1)).reshape(text.shape)  # (B, L)
-    ids[flip] = _COMPLEMENT[ids[flip]]  # reversed above, complemented here: the reverse complement
+    ids[flip] = COMPLEMENT_IDS[ids[flip]]  # reversed above, complemented here: the reverse complement
     padding = np.arange(seq_len)[None, :] >= lengths[:, None]  # (B, L)
     ids[padding] = PAD_ID
     is_base = (ids >= A_ID) & (ids <= T_ID)
