@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from janus_pretrain.engine.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "engine_worker.py"
@@ -38,12 +39,6 @@ def small_config(run: Path, **sections) -> dict:
     return copy.deepcopy(config)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank_env(rank: int, nprocs: int, port: str) -> dict[str, str]:
     """What a launcher gives one rank: torch's rank variables, rendezvous, one thread."""
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nprocs), "LOCAL_RANK": str(rank),
@@ -58,7 +53,7 @@ def start(nprocs: int, spec: dict, out: Path) -> list[subprocess.Popen]:
     spec = {**spec, "out": str(out)}
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in range(nprocs):
         env = _rank_env(rank, nprocs, port)
@@ -127,7 +122,7 @@ def run_cli(nprocs: int, args: list[str], out: Path, timeout: float = 600) -> tu
 
 def start_cli(nprocs: int, args: list[str], out: Path) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in range(nprocs):
         env = _rank_env(rank, nprocs, port)

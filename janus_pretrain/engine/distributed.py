@@ -26,7 +26,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (single-machine rendezvous)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -49,7 +50,7 @@ def prepare_environment() -> dict[str, int]:
     env.setdefault("LOCAL_RANK", "0")
     if int(env["WORLD_SIZE"]) == 1:
         env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(_free_port()))
+        env.setdefault("MASTER_PORT", str(free_port()))
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
