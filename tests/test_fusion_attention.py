@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from janus_pretrain.model.fusion_attention import (
-    fusion_attention_flex, fusion_attention_reference, janus_allowed, janus_block_mask)
+from janus_pretrain.model.fusion_attention import fusion_attention_flex, fusion_attention_reference, janus_block_mask
+from janus_pretrain.model.janus_mask import janus_allowed
 
 HEADS, DH = 3, 8
 

@@ -16,7 +16,8 @@ from janus_pretrain.memory import (Estimate, main, max_seq_len, model_state_term
                                    step_estimate, training_estimate)
 from janus_pretrain.model import JanusForPretraining
 from janus_pretrain.model.block_mask import block_mask_bytes, janus_block_mask_analytic
-from janus_pretrain.model.fusion_attention import fusion_attention_reference, janus_mask_mod
+from janus_pretrain.model.fusion_attention import fusion_attention_reference
+from janus_pretrain.model.janus_mask import janus_mask_mod
 from janus_pretrain.model.layers import SwiGLU, _RMSNormFunction
 from model_helpers import tiny_config
 

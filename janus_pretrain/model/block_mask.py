@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from janus_pretrain.model.fusion_attention import janus_allowed, janus_mask_mod
+from janus_pretrain.model.janus_mask import janus_allowed, janus_mask_mod
 
 BLOCK = 128  # FlexAttention's default sparse block size
 ROW_CHUNK = 256  # tile rows classified at once (bounds the argsort transient)

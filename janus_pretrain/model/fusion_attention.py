@@ -25,21 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-
-def janus_allowed(q_idx: torch.Tensor, kv_idx: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Boolean 'row q may read key k' for broadcastable index tensors."""
-    fwd_q, fwd_k = q_idx < seq_len, kv_idx < seq_len
-    return ((fwd_q & fwd_k & (kv_idx <= q_idx))
-            | (fwd_q & ~fwd_k & (kv_idx - seq_len >= q_idx + 2))
-            | (~fwd_q & fwd_k & (kv_idx <= q_idx - seq_len - 2))
-            | (~fwd_q & ~fwd_k & (kv_idx >= q_idx)))
-
-
-def janus_mask_mod(seq_len: int):
-    """FlexAttention mask_mod(b, h, q_idx, kv_idx) for the Janus mask of a length-seq_len input."""
-    def mask_mod(b, h, q_idx, kv_idx):
-        return janus_allowed(q_idx, kv_idx, seq_len)
-    return mask_mod
+from janus_pretrain.model.block_mask import janus_block_mask_analytic
+from janus_pretrain.model.janus_mask import janus_allowed
 
 
 def _check(q, k, v, seq_len):
@@ -97,7 +84,6 @@ def janus_block_mask(seq_len: int, device: str):
     Built from tile arithmetic (model/block_mask.py): create_block_mask would first evaluate the
     mask on the whole (2L, 2L) grid, 4 TiB of booleans at 1 Mbp.
     """
-    from janus_pretrain.model.block_mask import janus_block_mask_analytic
     return janus_block_mask_analytic(seq_len, device)
 
 
