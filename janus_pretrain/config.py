@@ -3,6 +3,14 @@
 Unknown keys and wrong types are errors that name the key and the file. `--set a.b=value`
 overrides only keys that exist. The per-layer map (mixer and FFN type of every layer) is
 computed from period/offset here, checked, and printed at start.
+
+Every check of a config's own values lives here (each section's validate(), called at load):
+messages are "<file>: <section>.<key>=<value> <what is wrong>; <what to do>". Checks that need
+the world size (RunConfig.check_world_size, batch_plan) run at startup, before any heavy work;
+checks of the environment (files exist, directories writable) are in engine/startup.py.
+
+Paths: a relative path written in a YAML file is relative to that file's directory; one given
+on the command line (--set) is relative to the working directory. Both are made absolute at load.
 """
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -71,6 +79,14 @@ class ModelConfig:
     loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
     ffn_chunk: int = 65536  # rows per recomputed FFN/expert chunk when activation_checkpointing is on; 0 = all rows
 
+    # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"kernels", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk", "ffn_chunk"})
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that define the weights and what they compute (everything but RUNTIME_FIELDS)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
+
     @property
     def ffn_dim(self) -> int:
         return self.intermediate_size or 4 * self.d_model
@@ -99,22 +115,25 @@ class ModelConfig:
         experts = f"{self.num_experts} experts, top-{self.top_k}" if any(f == "moe" for _, f in self.layer_map()) else "no MoE"
         return "\n".join([f"Janus layer map (x2 streams, {experts}, then fusion attention):", *rows])
 
-    def validate(self, where: str = "model") -> None:
+    def validate(self, where: str = "<config>") -> None:
         for period, offset, name in ((self.attn_layer_period, self.attn_layer_offset, "attn_layer"),
                                      (self.expert_layer_period, self.expert_layer_offset, "expert_layer")):
             if period < 0 or offset < 0:
-                raise ConfigError(f"{where}.{name}_period/offset must be >= 0 (got {period}/{offset})")
+                raise ConfigError(f"{where}: model.{name}_period/offset must be >= 0 (got {period}/{offset})")
             if period > 0 and offset >= period:
-                raise ConfigError(f"{where}.{name}_offset={offset} must be < {name}_period={period}")
+                raise ConfigError(f"{where}: model.{name}_offset={offset} must be < {name}_period={period}")
         if self.d_model % self.n_heads:
-            raise ConfigError(f"{where}.d_model={self.d_model} must be divisible by {where}.n_heads={self.n_heads}")
-        if any(f == "moe" for _, f in self.layer_map()) and not 1 <= self.top_k <= self.num_experts:
-            raise ConfigError(f"{where}.top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
+            raise ConfigError(f"{where}: model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
+        if self.has_moe() and not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(f"{where}: model.top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
         for key in ("vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand", "scan_chunk", "fusion_query_block"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"{where}.{key} must be positive (got {getattr(self, key)})")
+                raise ConfigError(f"{where}: model.{key} must be positive (got {getattr(self, key)})")
         if self.vocab_size < 12:
-            raise ConfigError(f"{where}.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
+            raise ConfigError(f"{where}: model.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
+
+    def has_moe(self) -> bool:
+        return any(ffn == "moe" for _, ffn in self.layer_map())
 
 
 @dataclass
@@ -143,6 +162,12 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between validations; 0 = only at the end
     max_bad_steps: int = 5  # stop after this many consecutive steps with NaN/inf loss
 
+    def validate(self, where: str) -> None:
+        for key, low in (("steps", 1), ("max_bad_steps", 1), ("micro_batch", 1), ("grad_accum", 0),
+                         ("global_batch_tokens", 0), ("eval_every", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"{where}: train.{key} must be >= {low} (got {getattr(self, key)})")
+
 
 @dataclass
 class OptimizerConfig:
@@ -157,25 +182,57 @@ class ScheduleConfig:
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of train.steps
     min_lr: float = 1.0e-4  # cosine decay floor
 
+    def validate(self, where: str) -> None:
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"{where}: schedule.warmup_fraction must be in [0, 1) (got {self.warmup_fraction})")
+
 
 @dataclass
 class ParallelConfig:
     zero_stage: int = 2  # DeepSpeed ZeRO stage
     ep_size: int = 1  # expert-parallel ranks each MoE layer's experts are sharded over
 
+    def validate(self, where: str, model: ModelConfig) -> None:
+        ep, stage = self.ep_size, self.zero_stage
+        if ep < 1:
+            raise ConfigError(f"{where}: parallel.ep_size must be >= 1 (got {ep})")
+        if stage not in (0, 1, 2, 3):
+            raise ConfigError(f"{where}: parallel.zero_stage must be 0, 1, 2 or 3 (got {stage})")
+        if model.has_moe() and model.num_experts % ep:
+            raise ConfigError(f"{where}: parallel.ep_size={ep} does not divide model.num_experts={model.num_experts}")
+        if ep > 1 and not model.has_moe():
+            raise ConfigError(f"{where}: parallel.ep_size={ep} but the model has no MoE layers "
+                              f"(model.expert_layer_period=0); set parallel.ep_size=1")
+        if model.has_moe() and stage not in (1, 2):
+            # ZeRO-0 does not reduce the expert grad norm across expert-parallel ranks (clipping then
+            # differs from ep_size 1) and ZeRO-3 rejects non-AutoEP MoE layers
+            raise ConfigError(f"{where}: parallel.zero_stage={stage} is not supported with MoE layers; use 1 or 2")
+
 
 @dataclass
 class CheckpointConfig:
-    dir: str = "runs/default/checkpoints"  # DeepSpeed checkpoint directory (relative to the working directory)
+    dir: str = "runs/default/checkpoints"  # DeepSpeed checkpoint directory; the run directory (metrics, config.json) is its parent
     every: int = 100  # optimizer steps between checkpoints; 0 = only at the end
     keep: int = 3  # keep the last K checkpoints
     resume: str = "auto"  # auto: continue from `latest` if present; none: start fresh; or a tag
+
+    def validate(self, where: str) -> None:
+        if self.keep < 1:
+            raise ConfigError(f"{where}: checkpoint.keep must be >= 1 (got {self.keep})")
+        if self.every < 0:
+            raise ConfigError(f"{where}: checkpoint.every must be >= 0 (got {self.every})")
+        if self.resume not in ("auto", "none") and "/" in self.resume:
+            raise ConfigError(f"{where}: checkpoint.resume must be auto, none or a tag name inside checkpoint.dir")
 
 
 @dataclass
 class LoggingConfig:
     dir: str = "runs/default/tensorboard"  # TensorBoard log directory
     every: int = 10  # optimizer steps between log lines and scalars
+
+    def validate(self, where: str) -> None:
+        if self.every < 1:
+            raise ConfigError(f"{where}: logging.every must be >= 1 (got {self.every})")
 
 
 @dataclass
@@ -191,8 +248,62 @@ class RunConfig:
     deepspeed: dict[str, Any] = field(default_factory=dict)  # passed through into the generated DeepSpeed JSON
     source: str = ""  # the YAML file this run was loaded from (set by load_config, not by users)
 
+    # dotted keys holding file-system paths (made absolute at load, see the module docstring)
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.manifest", "checkpoint.dir", "logging.dir")
+
     def validate(self) -> None:
-        self.model.validate()
+        where = self.source or "<config>"
+        self.model.validate(where)
+        self.train.validate(where)
+        self.schedule.validate(where)
+        self.parallel.validate(where, self.model)
+        self.checkpoint.validate(where)
+        self.logging.validate(where)
+
+    def check_world_size(self, world_size: int) -> "BatchPlan":
+        """What depends on the number of ranks: expert parallelism and the batch arithmetic."""
+        where, ep = self.source or "<config>", self.parallel.ep_size
+        if world_size % ep:
+            raise ConfigError(f"{where}: parallel.ep_size={ep} does not divide the world size {world_size} "
+                              f"(ranks); use an ep_size that divides the number of ranks")
+        return batch_plan(self, world_size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch: int  # samples per rank per forward
+    grad_accum: int  # micro batches per optimizer step
+    world_size: int  # data-parallel ranks
+    seq_len: int  # tokens per sample
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.micro_batch * self.grad_accum * self.world_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.samples_per_step * self.seq_len
+
+
+def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
+    """Resolve gradient accumulation from train.global_batch_tokens, or check the two agree."""
+    train, seq_len, where = config.train, config.data.seq_len, config.source or "<config>"
+    per_micro_step = train.micro_batch * seq_len * world_size  # tokens of one micro step on all ranks
+    if train.global_batch_tokens:
+        accum, rest = divmod(train.global_batch_tokens, per_micro_step)
+        if rest or accum < 1:
+            raise ConfigError(
+                f"{where}: train.global_batch_tokens={train.global_batch_tokens} is not a multiple of "
+                f"micro_batch x seq_len x world_size = {train.micro_batch} x {seq_len} x {world_size} = "
+                f"{per_micro_step}; change train.global_batch_tokens, train.micro_batch or the number of ranks")
+        if train.grad_accum and train.grad_accum != accum:
+            raise ConfigError(
+                f"{where}: train.grad_accum={train.grad_accum} disagrees with train.global_batch_tokens="
+                f"{train.global_batch_tokens} (which needs {accum} at micro_batch {train.micro_batch}, seq_len "
+                f"{seq_len}, {world_size} ranks); set one of them to 0")
+    else:
+        accum = train.grad_accum or 1
+    return BatchPlan(train.micro_batch, accum, world_size, seq_len)
 
 
 def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
@@ -275,7 +386,8 @@ def config_from_dict(raw: dict, where: str = "<dict>", overrides: list[str] | tu
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a run YAML (sections model, data, train, ...) with optional `key=value` overrides.
 
-    Relative data.manifest paths are resolved against the YAML file's directory.
+    Relative paths (RunConfig.PATH_KEYS) written in the YAML are resolved against the YAML
+    file's directory, relative ones from overrides or defaults against the working directory.
     """
     path = Path(path)
     if not path.is_file():
@@ -286,9 +398,17 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections (model, data, train, ...)")
+    for dotted in RunConfig.PATH_KEYS:
+        section, key = dotted.split(".")
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            raw[section] = {**raw[section], key: str((path.parent / value).resolve())}
     config = config_from_dict(raw, str(path), overrides)
-    if config.data.manifest and not Path(config.data.manifest).is_absolute():
-        config.data.manifest = str((path.parent / config.data.manifest).resolve())
+    for dotted in RunConfig.PATH_KEYS:
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value and not Path(value).is_absolute():
+            setattr(getattr(config, section), key, str(Path(value).resolve()))
     return config
 
 
@@ -299,5 +419,5 @@ def to_dict(config: Any) -> dict:
 
 def model_config_from_dict(raw: dict, where: str = "<dict>") -> ModelConfig:
     config = _build(ModelConfig, raw, "model", where)
-    config.validate()
+    config.validate(where)
     return config

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="run YAML whose model section the checkpoint must match")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
     args = parser.parse_args(argv)
-    from janus_pretrain.checkpoint_convert import ConvertError, convert_to_export
+    from janus_pretrain.checkpoint.convert import ConvertError, convert_to_export
     from janus_pretrain.config import ConfigError, load_config
     from janus_pretrain.export import ExportError
 

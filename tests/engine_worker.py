@@ -4,7 +4,7 @@
 
 SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
        "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds}
-Runs the real Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
+Runs launch/pretrain.py's own build order (run_pretraining) with a test Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
 pure function of the global sample index, so 1 rank x 2 accumulation and 2 ranks x 1 see the same
 samples per optimizer step. At the end each rank writes out/weights_rank<R>.pt (its fp32 module
 parameters) and out/result_rank<R>.json; the exit code is the one launch/pretrain.py would use.
@@ -21,11 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from janus_pretrain.config import config_from_dict  # noqa: E402
-from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown  # noqa: E402
-from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: E402
-from janus_pretrain.engine.run import DIVERGED_EXIT_CODE, build_data, build_model  # noqa: E402
-from janus_pretrain.engine.startup import startup_checks  # noqa: E402
-from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # noqa: E402
+from janus_pretrain.engine.run import build_data, run_pretraining  # noqa: E402
+from janus_pretrain.engine.trainer import Trainer  # noqa: E402
 
 
 class SyntheticStream:
@@ -79,37 +76,27 @@ def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     config = config_from_dict(spec["config"], where=spec_path)
-    ranks = prepare_environment()
-    plan = startup_checks(config, ranks["world_size"], check_data_files=spec.get("data") == "real")
-    ctx = init_distributed(config.parallel.ep_size)
-    code = 0
-    try:
-        model = build_model(config, ctx)
-        if spec.get("data") == "real":
-            stream, valid, species = build_data(config, ctx, plan.micro_batch)
-        else:
-            stream = SyntheticStream(config.data.seq_len, plan.micro_batch, ctx.rank, ctx.world_size, config.train.seed)
-            valid, species = None, []
-        nan = spec.get("nan", {})
-        trainer = TestTrainer(config, ctx, plan, model, stream, valid, species, nan_steps=nan.get("steps", ()),
-                              nan_rank=nan.get("rank"), preempt_at=spec.get("preempt_at"),
-                              step_sleep=spec.get("step_sleep", 0.0))
-        try:
-            trainer.train()
-        except Preempted as exc:
-            print(exc, flush=True)
-            code = PREEMPTED_EXIT_CODE
-        except TrainingDiverged as exc:
-            print(f"error: {exc}", flush=True)
-            code = DIVERGED_EXIT_CODE
+    real = spec.get("data") == "real"
+    nan = spec.get("nan", {})
+
+    def synthetic(config, ctx, micro_batch):
+        return SyntheticStream(config.data.seq_len, micro_batch, ctx.rank, ctx.world_size, config.train.seed), None, []
+
+    class Configured(TestTrainer):
+        def __init__(self, *args):
+            super().__init__(*args, nan_steps=nan.get("steps", ()), nan_rank=nan.get("rank"),
+                             preempt_at=spec.get("preempt_at"), step_sleep=spec.get("step_sleep", 0.0))
+
+    def collect(trainer, code):
+        rank = trainer.ctx.rank
         weights = {n: p.detach().float().cpu().clone() for n, p in trainer.engine.module.named_parameters()}
-        torch.save(weights, out / f"weights_rank{ctx.rank}.pt")
-        (out / f"result_rank{ctx.rank}.json").write_text(json.dumps(
-            {"step": trainer.step, "bad_steps": trainer.bad_steps, "ep_rank": ctx.ep_rank, "code": code,
+        torch.save(weights, out / f"weights_rank{rank}.pt")
+        (out / f"result_rank{rank}.json").write_text(json.dumps(
+            {"step": trainer.step, "bad_steps": trainer.bad_steps, "ep_rank": trainer.ctx.ep_rank, "code": code,
              "resumed_tag": trainer.resumed_tag}))
-    finally:
-        shutdown()
-    return code
+
+    return run_pretraining(config, data=build_data if real else synthetic, trainer_class=Configured,
+                           check_data_files=real, on_exit=collect)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import pytest
 
 from janus_pretrain.config import load_config
 from janus_pretrain.data.genomes import read_genomes
-from janus_pretrain.engine.deepspeed_config import batch_plan, deepspeed_config
+from janus_pretrain.config import batch_plan
+from janus_pretrain.engine.deepspeed_config import deepspeed_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUNS = sorted(CONFIGS.glob("*.yaml"))

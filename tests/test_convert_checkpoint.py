@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from engine_launch import REPO, logs, merged_weights, run, small_config
-from janus_pretrain.checkpoint_convert import ConvertError, convert_checkpoint
+from janus_pretrain.checkpoint.convert import ConvertError, convert_checkpoint
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.export import load_pretrained
 from janus_pretrain.model import JanusForPretraining

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from janus_pretrain.engine.checkpoint import CheckpointDir, tag_for_step
+from janus_pretrain.checkpoint.convert import ConvertError, resolve_tag
+from janus_pretrain.checkpoint.layout import MODEL_STATES, CheckpointDir, rank_file, tag_for_step
 
 
 def _save(ckpts: CheckpointDir, step: int, complete: bool = True) -> str:
@@ -14,8 +15,8 @@ def _save(ckpts: CheckpointDir, step: int, complete: bool = True) -> str:
     tag = tag_for_step(step)
     folder = ckpts.path(tag)
     folder.mkdir(parents=True)
-    (folder / "mp_rank_00_model_states.pt").write_bytes(b"x")
-    (folder / "rank_0.pt").write_bytes(b"x")
+    (folder / MODEL_STATES).write_bytes(b"x")
+    (folder / rank_file(0)).write_bytes(b"x")
     if complete:
         ckpts.mark_complete(tag, {"step": step})
         ckpts.set_latest(tag)
@@ -33,7 +34,7 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_as_latest(tmp_pat
     _save(ckpts, 20, complete=False)  # kill -9 during the save of step 20
     assert (tmp_path / "latest").read_text().strip() == good
     assert ckpts.latest() == good
-    ckpts.remove_incomplete(tag_for_step(20))  # what the next save of that tag does first
+    ckpts.discard(tag_for_step(20))  # what the next save of that tag does first (training_state.save)
     assert not ckpts.path(tag_for_step(20)).exists()
     assert ckpts.path(good).is_dir()
 
@@ -83,3 +84,20 @@ def test_prune_removes_dead_saves_older_than_the_newest_complete_but_not_newer_o
     _save(ckpts, 30, complete=False)  # may be a save in progress: leave it
     ckpts.prune(protect=set())
     assert ckpts.tags() == [tag_for_step(20), tag_for_step(30)]
+
+
+def test_the_converter_resolves_latest_exactly_as_resume_does(tmp_path):
+    """One rule for 'latest': a stale pointer (or none) falls back to the newest complete tag,
+    for the converter as for the trainer; an incomplete tag is refused by name."""
+    ckpts = CheckpointDir(tmp_path / "checkpoints", keep=5)
+    _save(ckpts, 10)
+    _save(ckpts, 20)
+    incomplete = _save(ckpts, 30, complete=False)
+    (ckpts.root / "latest").write_text("step_00000099\n")
+    assert resolve_tag(tmp_path).name == ckpts.latest() == tag_for_step(20)  # run dir holding checkpoints/
+    (ckpts.root / "latest").unlink()
+    assert resolve_tag(ckpts.root).name == ckpts.latest() == tag_for_step(20)
+    with pytest.raises(ConvertError, match="incomplete"):
+        resolve_tag(ckpts.root, incomplete)
+    with pytest.raises(ConvertError, match="not found"):
+        resolve_tag(ckpts.root, "step_00000040")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine_launch import logs, metrics, run, small_config
-from janus_pretrain.engine.checkpoint import tag_for_step
+from janus_pretrain.checkpoint.layout import tag_for_step
 from janus_pretrain.engine.run import DIVERGED_EXIT_CODE
 
 

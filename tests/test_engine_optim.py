@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from janus_pretrain.config import ConfigError, ModelConfig, OptimizerConfig, RunConfig, ScheduleConfig
-from janus_pretrain.engine.deepspeed_config import batch_plan, deepspeed_config
+from janus_pretrain.config import batch_plan
+from janus_pretrain.engine.deepspeed_config import deepspeed_config
 from janus_pretrain.engine.optim import build_optimizer, lr_factor, parameter_groups
 from janus_pretrain.model import JanusForPretraining
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine_launch import logs, merged_weights, metrics, run, small_config, start, wait
-from janus_pretrain.engine.checkpoint import CheckpointDir, tag_for_step
+from janus_pretrain.checkpoint.layout import CheckpointDir, tag_for_step
 from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE
 
 STEPS = 8
@@ -86,7 +86,7 @@ def test_final_line_reports_last_step_and_loss(straight):
 
 
 def _fp32_from_zero_partitions(folder: Path, world_size: int) -> dict:
-    """The recipe in janus_pretrain/engine/checkpoint.py's docstring, followed literally."""
+    """The recipe in janus_pretrain/checkpoint/layout.py's docstring, followed literally."""
     pieces: dict[tuple, dict[int, torch.Tensor]] = {}  # (group index, ep_rank or None) -> {partition_id: flat}
     layouts = {}
     for rank in range(world_size):

@@ -49,7 +49,7 @@ INJECT = textwrap.dedent('''
 
     if rank == os.environ.get("KILL_RANK") and not (marks / "killed").exists():
         if os.environ.get("KILL_TAG"):
-            import janus_pretrain.engine.checkpoint as ckpt
+            import janus_pretrain.checkpoint.training_state as ckpt
             save = ckpt.atomic_torch_save
 
             def dying_save(obj, path):

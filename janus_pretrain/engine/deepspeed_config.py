@@ -1,4 +1,4 @@
-"""Batch arithmetic and the DeepSpeed JSON, derived from the run config (never kept beside it).
+"""The DeepSpeed JSON, derived from the run config and its batch plan (never kept beside it).
 
 The JSON is written next to the checkpoints (<run dir>/deepspeed_config.json) so a run documents
 exactly what DeepSpeed was told. `deepspeed:` in the YAML is merged in last, but may not change a
@@ -8,52 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.config import ConfigError, RunConfig
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    micro_batch: int  # samples per rank per forward
-    grad_accum: int  # micro batches per optimizer step
-    world_size: int  # data-parallel ranks
-    seq_len: int  # tokens per sample
-
-    @property
-    def samples_per_step(self) -> int:
-        return self.micro_batch * self.grad_accum * self.world_size
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.samples_per_step * self.seq_len
-
-
-def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
-    """Resolve gradient accumulation from train.global_batch_tokens, or check the two agree."""
-    train, seq_len, where = config.train, config.data.seq_len, config.source or "config"
-    if train.micro_batch < 1:
-        raise ConfigError(f"{where}: train.micro_batch must be >= 1 (got {train.micro_batch})")
-    if train.grad_accum < 0 or train.global_batch_tokens < 0:
-        raise ConfigError(f"{where}: train.grad_accum and train.global_batch_tokens must be >= 0")
-    per_micro_step = train.micro_batch * seq_len * world_size  # tokens of one micro step on all ranks
-    if train.global_batch_tokens:
-        accum, rest = divmod(train.global_batch_tokens, per_micro_step)
-        if rest or accum < 1:
-            raise ConfigError(
-                f"{where}: train.global_batch_tokens={train.global_batch_tokens} is not a multiple of "
-                f"micro_batch x seq_len x world_size = {train.micro_batch} x {seq_len} x {world_size} = "
-                f"{per_micro_step}; change train.global_batch_tokens, train.micro_batch or the number of ranks")
-        if train.grad_accum and train.grad_accum != accum:
-            raise ConfigError(
-                f"{where}: train.grad_accum={train.grad_accum} disagrees with train.global_batch_tokens="
-                f"{train.global_batch_tokens} (which needs {accum} at micro_batch {train.micro_batch}, seq_len "
-                f"{seq_len}, {world_size} ranks); set one of them to 0")
-    else:
-        accum = train.grad_accum or 1
-    return BatchPlan(train.micro_batch, accum, world_size, seq_len)
+from janus_pretrain.config import BatchPlan, ConfigError, RunConfig
 
 
 def _merge(base: dict, extra: dict, path: str, where: str) -> dict:

@@ -4,20 +4,25 @@
 2. startup checks (config, batch arithmetic, manifest, checkpoint dir): one clear message each;
 3. process group + expert groups (the CPU shm op build happens here);
 4. model (same seed on every rank), data streams, Trainer; train.
+
+Tests inject their own data stream and Trainer subclass through run_pretraining's arguments,
+so they run exactly this build order.
 """
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import torch
 
+from janus_pretrain.checkpoint.layout import CheckpointError
 from janus_pretrain.config import ConfigError, RunConfig
 from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
 from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionFlag
 from janus_pretrain.engine.startup import startup_checks
 
 DIVERGED_EXIT_CODE = 3  # stopped after train.max_bad_steps consecutive NaN/inf steps
-CONFIG_EXIT_CODE = 2  # a startup check failed
+CONFIG_EXIT_CODE = 2  # a startup check failed, or the checkpoint to resume does not fit the run
 
 
 def build_model(config: RunConfig, ctx) -> torch.nn.Module:
@@ -39,13 +44,18 @@ def build_data(config: RunConfig, ctx, micro_batch: int):
     return stream, valid, list(stream.species_names)
 
 
-def run_pretraining(config: RunConfig) -> int:
-    """Train; returns the process exit code (0, 75 preempted, 2 bad config, 3 diverged)."""
+def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_class=None,
+                    check_data_files: bool = True, on_exit: Callable | None = None) -> int:
+    """Train; returns the process exit code (0, 75 preempted, 2 bad config, 3 diverged).
+
+    data(config, ctx, micro_batch) -> (stream, valid factory or None, species names);
+    trainer_class: a Trainer subclass (tests inject failures); on_exit(trainer, code) runs on
+    every rank after training ended in one of those codes (tests collect weights there)."""
     preemption = PreemptionFlag().install()  # early: a signal during the slow startup must not kill us
     ranks = prepare_environment()
     main = ranks["rank"] == 0
     try:
-        plan = startup_checks(config, ranks["world_size"])
+        plan = startup_checks(config, ranks["world_size"], check_data_files=check_data_files)
     except ConfigError as exc:
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -59,31 +69,34 @@ def run_pretraining(config: RunConfig) -> int:
 
     ctx = init_distributed(config.parallel.ep_size)
     agreed_exit = False  # set on paths every rank takes together; only then is a final barrier safe
+    trainer = None
     try:
         model = build_model(config, ctx)
-        stream, valid, species = build_data(config, ctx, plan.micro_batch)
-        trainer = Trainer(config, ctx, plan, model, stream, valid, species, preemption)
-        trainer.train()
-        if main:
-            print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "
-                  f"TensorBoard: tensorboard --logdir {config.logging.dir}; metrics: {trainer.run_dir / 'metrics.jsonl'}",
-                  flush=True)
+        stream, valid, species = data(config, ctx, plan.micro_batch)
+        trainer = (trainer_class or Trainer)(config, ctx, plan, model, stream, valid, species, preemption)
+        try:
+            trainer.train()
+            code = 0
+            if main:
+                print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "
+                      f"TensorBoard: tensorboard --logdir {config.logging.dir}; "
+                      f"metrics: {trainer.run_dir / 'metrics.jsonl'}", flush=True)
+        except Preempted as exc:
+            if main:
+                print(str(exc), flush=True)
+            code = PREEMPTED_EXIT_CODE
+        except TrainingDiverged as exc:
+            if main:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+            code = DIVERGED_EXIT_CODE
         agreed_exit = True
-        return 0
-    except Preempted as exc:
-        if main:
-            print(str(exc), flush=True)
-        agreed_exit = True
-        return PREEMPTED_EXIT_CODE
-    except ConfigError as exc:  # e.g. resuming a checkpoint written with another world size
+        if on_exit is not None:
+            on_exit(trainer, code)
+        return code
+    except (ConfigError, CheckpointError) as exc:  # e.g. resuming a checkpoint written with another world size
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return CONFIG_EXIT_CODE
-    except TrainingDiverged as exc:
-        if main:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        agreed_exit = True
-        return DIVERGED_EXIT_CODE
     finally:
         # after an unexpected error on one rank, a barrier would wait forever for ranks that are
         # still inside a collective; exit with the traceback instead and let the launcher stop them

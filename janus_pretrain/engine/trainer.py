@@ -11,20 +11,18 @@ still consumes its data and its step number, but no update is applied and the lr
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import deepspeed
 import torch
 import torch.distributed as dist
 
-from janus_pretrain.config import ConfigError, RunConfig, to_dict
-from janus_pretrain.engine import checkpoint as ckpt
-from janus_pretrain.engine.deepspeed_config import BatchPlan, deepspeed_config, write_json
+from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
+from janus_pretrain.config import BatchPlan, RunConfig, to_dict
+from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
 from janus_pretrain.engine.metrics import MetricsLogger, peak_memory_gb
 from janus_pretrain.engine.moe_bridge import attach_moe_markers
@@ -45,6 +43,35 @@ class TrainResult:
     tokens_seen: int  # tokens consumed on all ranks
     bad_steps: int  # steps skipped for NaN/inf over the whole run
     tag: str | None  # last checkpoint written or resumed from
+
+
+@dataclass
+class StepResult:
+    """One optimizer step, as every rank agrees on it after the step's all-reduce."""
+    loss: float  # mean total loss over ranks and micro batches (NaN when skipped)
+    ce_loss: float  # mean cross-entropy part (finite ranks' sum only when skipped)
+    aux_loss: float  # mean MoE load-balancing part (likewise)
+    lr: float  # the lr this step's update used
+    grad_norm: float  # global gradient norm DeepSpeed measured (NaN if unknown)
+    skipped: bool  # a NaN/inf loss or gradient on some rank: no update was applied
+    preempt: bool  # some rank received the preemption signal
+    time_s: float  # wall time of the step on this rank
+
+
+@dataclass
+class Progress:
+    """Counters that survive a restart (recorded in meta.json)."""
+    step: int = 0  # optimizer steps attempted
+    tokens_seen: int = 0  # tokens consumed on all ranks
+    bad_steps: int = 0  # steps skipped for NaN/inf over the whole run
+    last_loss: float = float("nan")  # global mean loss of the last good step
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in asdict(self):
+            setattr(self, key, state[key])
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -76,22 +103,91 @@ class Trainer:
         scheduler = build_scheduler(config.train.steps, config.schedule, config.optimizer.lr)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config, dist_init_required=False)
-        self.ckpt = ckpt.CheckpointDir(config.checkpoint.dir, config.checkpoint.keep)
         self.run_dir = run_dir(config)
         self.log = MetricsLogger(config.logging.dir, self.run_dir / "metrics.jsonl", ctx.is_main, config.train.steps)
+        self.checkpoints = TrainingCheckpointer(config.checkpoint.dir, config.checkpoint.keep, ctx, self.log.message)
         self.preemption = preemption or PreemptionFlag()
-        self.step, self.tokens_seen, self.bad_steps, self.last_tag = 0, 0, 0, None
-        self.last_loss = float("nan")  # global mean loss of the last good step
-        self.resumed_tag: str | None = None
+        self.progress = Progress()
         self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
                                for i, m in enumerate(self.moe_layers)}
         if ctx.is_main:
             write_json(to_dict(config), self.run_dir / "config.json")
             write_json(self.ds_config, self.run_dir / "deepspeed_config.json")
 
+    # counters, read by tests and the launcher
+    step = property(lambda self: self.progress.step)
+    tokens_seen = property(lambda self: self.progress.tokens_seen)
+    bad_steps = property(lambda self: self.progress.bad_steps)
+    last_loss = property(lambda self: self.progress.last_loss)
+    resumed_tag = property(lambda self: self.checkpoints.resumed_tag)
+    last_tag = property(lambda self: self.checkpoints.last_tag)
+
     @staticmethod
     def _layer_key(i: int, layer) -> str:
         return getattr(layer, "layer_name", f"moe{i}")
+
+    # ---- the loop ----
+    def train(self) -> TrainResult:
+        cfg = self.config
+        self.preemption.install()
+        self.resume()
+        batches = iter(self.train_stream)
+        consecutive_bad = 0
+        interval = [time.perf_counter(), 0]  # start time, tokens since the last log
+        try:
+            while self.step < cfg.train.steps:
+                result = self.train_step(batches)
+                consecutive_bad = self._record(result, consecutive_bad)
+                interval[1] += self.plan.tokens_per_step
+                if self.step % cfg.logging.every == 0 or self.step == cfg.train.steps:
+                    self._log(interval[1], time.perf_counter() - interval[0], result)
+                    interval = [time.perf_counter(), 0]
+                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
+                    self._validate()
+                if result.preempt:
+                    tag = self.save()
+                    raise Preempted(self.step, tag, self.preemption.signal_name or "another rank's signal")
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
+                    self.save()
+            self._validate()
+            self.save()
+        finally:
+            self.preemption.uninstall()
+            self.log.close()
+            if hasattr(self.train_stream, "close"):
+                self.train_stream.close()  # stop data-loader workers
+        if self.ctx.is_main:
+            print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
+        return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
+
+    def train_step(self, batches) -> StepResult:
+        """grad_accum micro batches and one optimizer step; every rank returns the same result."""
+        engine, accum = self.engine, self.plan.grad_accum
+        start = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss, ce, aux summed
+        skipped_before = engine.skipped_steps
+        lr = engine.get_lr()[0]  # the lr this step's update uses
+        for _ in range(accum):
+            out = self.forward(next(batches))
+            engine.backward(out.loss)
+            engine.step()
+            sums += torch.stack([t.detach().double() if t is not None else sums.new_zeros(())
+                                 for t in (out.loss, out.ce_loss, out.aux_loss)])  # no host sync
+            for i, layer in enumerate(self.moe_layers):
+                self._expert_counts[self._layer_key(i, layer)] += layer.expert_counts
+        local = sums.cpu().tolist()
+        nonfinite = 0.0 if all(math.isfinite(v) for v in local) else 1.0
+        loss, ce, aux, nonfinite, skipped, preempt = self._all_reduce(
+            [*(v if math.isfinite(v) else 0.0 for v in local), nonfinite,
+             float(engine.skipped_steps > skipped_before), float(self.preemption.requested)])
+        if nonfinite > 0 and skipped == 0:
+            raise RuntimeError("a NaN/inf loss did not make DeepSpeed skip the step; the update was applied")
+        n = accum * self.ctx.world_size
+        bad = nonfinite > 0 or skipped > 0
+        gnorm = engine.get_global_grad_norm()
+        return StepResult(loss=float("nan") if bad else loss / n, ce_loss=ce / n, aux_loss=aux / n, lr=lr,
+                          grad_norm=float(gnorm) if gnorm is not None else float("nan"),
+                          skipped=bad, preempt=preempt > 0, time_s=time.perf_counter() - start)
 
     # ---- one micro batch; tests override this to inject failures ----
     def forward(self, batch: dict):
@@ -99,85 +195,31 @@ class Trainer:
         weight = batch["loss_weight"].to(self.ctx.device)  # (B, L)
         return self.engine(ids, labels=ids, loss_weight=weight)
 
-    # ---- checkpoints ----
-    def _meta(self) -> dict:
-        return {"config": to_dict(self.config), "step": self.step, "tokens_seen": self.tokens_seen,
-                "tokenizer_version": TOKENIZER_VERSION, "vocab": vocabulary(),
-                "world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
-                "zero_stage": self.config.parallel.zero_stage, "precision": self.config.train.precision,
-                "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum,
-                "bad_steps": self.bad_steps, "last_loss": self.last_loss}
+    def _record(self, result: StepResult, consecutive_bad: int) -> int:
+        """Advance the counters, write the step's metrics line, stop on a NaN streak."""
+        progress = self.progress
+        progress.step += 1
+        progress.tokens_seen += self.plan.tokens_per_step
+        if result.skipped:
+            progress.bad_steps += 1
+            consecutive_bad += 1
+            self.log.message(f"step {progress.step}: NaN/inf loss, step skipped (no update); "
+                             f"{consecutive_bad} in a row, {progress.bad_steps} in total")
+        else:
+            consecutive_bad, progress.last_loss = 0, result.loss
+        self.log.step({"step": progress.step, "loss": result.loss,
+                       "ce_loss": None if result.skipped else result.ce_loss,
+                       "aux_loss": None if result.skipped else result.aux_loss, "lr": result.lr,
+                       "grad_norm": result.grad_norm if math.isfinite(result.grad_norm) else None,
+                       "tokens_seen": progress.tokens_seen, "skipped": result.skipped})
+        limit = self.config.train.max_bad_steps
+        if consecutive_bad >= limit:
+            raise TrainingDiverged(
+                f"stopping at step {progress.step}: {consecutive_bad} consecutive steps with NaN/inf loss "
+                f"(train.max_bad_steps={limit}); last checkpoint: {self.last_tag or 'none'}; "
+                f"lower optimizer.lr or raise train.grad_clip, then resume")
+        return consecutive_bad
 
-    def save(self) -> str:
-        tag = ckpt.tag_for_step(self.step)
-        if tag == self.resumed_tag and self.ckpt.is_complete(tag):
-            return tag  # nothing happened since we loaded it: never rewrite the checkpoint in use
-        dist.barrier()
-        if self.ctx.is_main:
-            if self.ckpt.path(tag).exists():  # a dead save or another run's tag: start clean
-                shutil.rmtree(self.ckpt.path(tag))
-        dist.barrier()
-        meta = self._meta()
-        self.engine.save_checkpoint(str(self.ckpt.root), tag, client_state={"janus_meta": meta}, save_latest=False)
-        folder = self.ckpt.path(tag)
-        module = self.engine.module
-        if self.ctx.edp_rank == 0:
-            expert_names = set(ckpt.expert_param_names(module))
-            experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if n in expert_names}
-            if experts:
-                ckpt.atomic_torch_save(experts, folder / f"experts_ep{self.ctx.ep_rank}.pt")
-        zero_file = Path(self.engine._get_zero_ckpt_name(str(self.ckpt.root), tag)).name \
-            if self.config.parallel.zero_stage > 0 else None
-        ckpt.atomic_torch_save({"data": self.train_stream.state_dict(), "rng": ckpt.rng_state(),
-                                "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank, "edp_rank": self.ctx.edp_rank,
-                                "zero_file": zero_file, "zero_layout": ckpt.zero_layout(self.engine, module)},
-                               folder / f"rank_{self.ctx.rank}.pt")
-        dist.barrier()  # every rank's files are on disk
-        if self.ctx.is_main:
-            self.ckpt.mark_complete(tag, meta)
-            self.ckpt.set_latest(tag)
-            deleted = self.ckpt.prune(protect={t for t in (tag, self.resumed_tag) if t})
-            self.log.message(f"checkpoint: saved {folder}" + (f" (removed {', '.join(deleted)})" if deleted else ""))
-        dist.barrier()
-        self.last_tag = tag
-        return tag
-
-    def resume(self) -> None:
-        """checkpoint.resume: auto = latest complete checkpoint if any; none; or a tag."""
-        choice = self.config.checkpoint.resume
-        tag = None
-        if choice == "auto":
-            tag = self.ckpt.latest()
-        elif choice != "none":
-            if not self.ckpt.is_complete(choice):
-                raise ConfigError(f"--resume {choice}: no complete checkpoint {self.ckpt.path(choice)} "
-                                  f"(complete ones: {', '.join(t for t in self.ckpt.tags() if self.ckpt.is_complete(t)) or 'none'})")
-            tag = choice
-        shared = [tag]
-        dist.broadcast_object_list(shared, src=0)  # every rank resumes from rank 0's choice
-        tag = shared[0]
-        if tag is None:
-            self.log.truncate_after(0)
-            return
-        folder = self.ckpt.path(tag)
-        meta = json.loads((folder / "meta.json").read_text())
-        for key, now in (("world_size", self.ctx.world_size), ("ep_size", self.ctx.ep_size),
-                         ("zero_stage", self.config.parallel.zero_stage)):
-            if meta[key] != now:
-                raise ConfigError(f"checkpoint {folder} was written with {key}={meta[key]}, this run has {now}; "
-                                  f"resume with the same setting or start fresh with --resume none")
-        self.engine.load_checkpoint(str(self.ckpt.root), tag,
-                                    custom_load_fn=ckpt.merge_expert_state(folder, self.ctx.ep_rank))
-        own = torch.load(folder / f"rank_{self.ctx.rank}.pt", map_location="cpu", weights_only=False)
-        self.train_stream.load_state_dict(own["data"])
-        ckpt.set_rng_state(own["rng"])
-        self.step, self.tokens_seen, self.bad_steps = meta["step"], meta["tokens_seen"], meta["bad_steps"]
-        self.last_loss = meta["last_loss"]
-        self.resumed_tag = self.last_tag = tag
-        self.log.truncate_after(self.step)
-        self.log.message(f"resumed from {folder} at step {self.step} ({self.tokens_seen} tokens seen)")
-
-    # ---- the loop ----
     def _all_reduce(self, values: list[float]) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.ctx.device)  # NCCL needs CUDA tensors
         dist.all_reduce(tensor)
@@ -193,7 +235,7 @@ class Trainer:
             self.log.message(f"validation at step {self.step}: loss {results['valid/all/loss']:.4f} "
                              f"accuracy {results['valid/all/accuracy']:.4f}")
 
-    def _log(self, interval_tokens: int, interval_time: float, step_time: float, loss, ce, aux, lr, gnorm) -> None:
+    def _log(self, interval_tokens: int, interval_time: float, result: StepResult) -> None:
         counts = {}
         if self._expert_counts:
             stacked = torch.stack(list(self._expert_counts.values()))
@@ -201,86 +243,35 @@ class Trainer:
             counts = dict(zip(self._expert_counts, stacked.cpu()))
             for value in self._expert_counts.values():
                 value.zero_()
-        values = {"train/loss": loss, "train/ce_loss": ce, "train/aux_loss": aux, "train/lr": lr,
-                  "train/grad_norm": gnorm, "perf/tokens_per_s": interval_tokens / max(interval_time, 1e-9),
-                  "perf/bp_per_s": interval_tokens / max(interval_time, 1e-9), "perf/step_time_s": step_time,
+        rate = interval_tokens / max(interval_time, 1e-9)
+        values = {"train/loss": result.loss, "train/ce_loss": result.ce_loss, "train/aux_loss": result.aux_loss,
+                  "train/lr": result.lr, "train/grad_norm": result.grad_norm, "perf/tokens_per_s": rate,
+                  "perf/bp_per_s": rate, "perf/step_time_s": result.time_s,
                   "perf/peak_memory_gb": peak_memory_gb(self.ctx.device)}
         self.log.scalars(self.step, values)
         self.log.experts(self.step, counts)
         self.log.progress(self.step, values)
 
-    def train(self) -> TrainResult:
-        cfg, engine, accum = self.config, self.engine, self.plan.grad_accum
-        self.preemption.install()
-        self.resume()
-        batches = iter(self.train_stream)
-        consecutive_bad = 0
-        interval_start, interval_tokens = time.perf_counter(), 0
-        try:
-            while self.step < cfg.train.steps:
-                step_start = time.perf_counter()
-                sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss, ce, aux summed
-                skipped_before = engine.skipped_steps
-                lr = engine.get_lr()[0]  # the lr this step's update uses
-                for _ in range(accum):
-                    out = self.forward(next(batches))
-                    engine.backward(out.loss)
-                    engine.step()
-                    sums += torch.stack([t.detach().double() if t is not None else sums.new_zeros(())
-                                         for t in (out.loss, out.ce_loss, out.aux_loss)])  # no host sync
-                    for i, layer in enumerate(self.moe_layers):
-                        self._expert_counts[self._layer_key(i, layer)] += layer.expert_counts
-                skipped = engine.skipped_steps > skipped_before
-                local = sums.cpu().tolist()
-                nonfinite = 0.0 if all(math.isfinite(v) for v in local) else 1.0
-                reduced = self._all_reduce([*(v if math.isfinite(v) else 0.0 for v in local), nonfinite,
-                                            float(skipped), float(self.preemption.requested)])
-                n = accum * self.ctx.world_size
-                loss, ce, aux = (reduced[0] / n, reduced[1] / n, reduced[2] / n)
-                bad = reduced[3] > 0 or reduced[4] > 0
-                if bad and reduced[4] == 0:
-                    raise RuntimeError("a NaN/inf loss did not make DeepSpeed skip the step; the update was applied")
-                self.step += 1
-                self.tokens_seen += self.plan.tokens_per_step
-                interval_tokens += self.plan.tokens_per_step
-                step_time = time.perf_counter() - step_start
-                gnorm = engine.get_global_grad_norm()
-                gnorm = float(gnorm) if gnorm is not None else float("nan")
-                if bad:
-                    loss = float("nan")
-                    self.bad_steps += 1
-                    consecutive_bad += 1
-                    self.log.message(f"step {self.step}: NaN/inf loss, step skipped (no update); "
-                                     f"{consecutive_bad} in a row, {self.bad_steps} in total")
-                else:
-                    consecutive_bad, self.last_loss = 0, loss
-                self.log.step({"step": self.step, "loss": loss, "ce_loss": ce if not bad else None,
-                               "aux_loss": aux if not bad else None, "lr": lr,
-                               "grad_norm": gnorm if math.isfinite(gnorm) else None,
-                               "tokens_seen": self.tokens_seen, "skipped": bad})
-                if consecutive_bad >= cfg.train.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"stopping at step {self.step}: {consecutive_bad} consecutive steps with NaN/inf loss "
-                        f"(train.max_bad_steps={cfg.train.max_bad_steps}); last checkpoint: {self.last_tag or 'none'}; "
-                        f"lower optimizer.lr or raise train.grad_clip, then resume")
-                if self.step % cfg.logging.every == 0 or self.step == cfg.train.steps:
-                    self._log(interval_tokens, time.perf_counter() - interval_start, step_time,
-                              loss, ce, aux, lr, gnorm)
-                    interval_start, interval_tokens = time.perf_counter(), 0
-                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
-                    self._validate()
-                if reduced[5] > 0:
-                    tag = self.save()
-                    raise Preempted(self.step, tag, self.preemption.signal_name or "another rank's signal")
-                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
-                    self.save()
-            self._validate()
-            self.save()
-        finally:
-            self.preemption.uninstall()
-            self.log.close()
-            if hasattr(self.train_stream, "close"):
-                self.train_stream.close()  # stop data-loader workers
-        if self.ctx.is_main:
-            print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
-        return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
+    # ---- checkpoints (checkpoint/training_state.py owns the files) ----
+    def _meta(self) -> dict:
+        return {"config": to_dict(self.config), **self.progress.state_dict(),
+                "tokenizer_version": TOKENIZER_VERSION, "vocab": vocabulary(),
+                "world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
+                "zero_stage": self.config.parallel.zero_stage, "precision": self.config.train.precision,
+                "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum}
+
+    def save(self) -> str:
+        return self.checkpoints.save(self.engine, self.step, self._meta(), {"data": self.train_stream.state_dict()})
+
+    def resume(self) -> None:
+        """checkpoint.resume: auto = latest complete checkpoint if any; none; or a tag."""
+        layout = {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
+                  "zero_stage": self.config.parallel.zero_stage}
+        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, layout)
+        if restored is None:
+            self.log.truncate_after(0)
+            return
+        self.train_stream.load_state_dict(restored.components["data"])
+        self.progress.load_state_dict(restored.meta)
+        self.log.truncate_after(self.step)
+        self.log.message(f"resumed from {restored.folder} at step {self.step} ({self.tokens_seen} tokens seen)")

@@ -1,6 +1,7 @@
-"""Checkpoints: DeepSpeed's files plus ours, made visible through an atomic `latest` pointer.
+"""The on-disk layout of `checkpoint.dir`: every file name is a constant here, used by the trainer
+(checkpoint/training_state.py) and the converter (checkpoint/convert.py) alike.
 
-Layout of `checkpoint.dir` (the export converter reads it; keep this docstring in sync):
+DeepSpeed's files plus ours, made visible through an atomic `latest` pointer:
 
     latest                          text: tag of the newest COMPLETE checkpoint; written to a
                                     temporary name and renamed, only after every rank finished
@@ -38,48 +39,65 @@ the ranks sharing one ep_rank; each ep_rank gives its own experts), and split th
 'params' order by the shapes. DeepSpeed saves the partitions with the padding already stripped,
 so the concatenation has exactly sum(numel) elements ('padding' is informational).
 tests/test_engine_resume.py::test_zero_partitions_and_layout_rebuild_every_named_weight does
-exactly this and compares with the live weights.
+exactly this and compares with the live weights (checkpoint/convert.py does it for exports).
 
 Crash safety: DeepSpeed writes its files straight to their final names, so a save is only made
 visible by `latest` after COMPLETE exists. A kill -9 during a save leaves an incomplete tag
-directory that `latest` never points to; the next save of that tag removes it. keep-last-K never
+directory that `latest` never points to; the next save of that tag discards it first. keep-last-K never
 deletes the tag `latest` points to nor the one this run resumed from.
 """
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from janus_pretrain.atomic_io import atomic_write_text, temporary_path
+from janus_pretrain.atomic_io import atomic_write_text
 
 TAG_PATTERN = re.compile(r"^step_(\d{8,})$")
-COMPLETE = "COMPLETE"
-LATEST = "latest"
+LATEST = "latest"  # pointer file: tag of the newest complete checkpoint
+COMPLETE = "COMPLETE"  # marker: every rank's files of this tag are on disk
+META = "meta.json"  # run config, counters, layout (world size, ep size, ZeRO stage)
+MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's module state (rank 0)
+
+
+def rank_file(rank: int) -> str:
+    """Our per-rank state: data stream, RNG, ZeRO partition layout."""
+    return f"rank_{rank}.pt"
+
+
+def experts_file(ep_rank: int) -> str:
+    """The expert weights one expert-parallel rank holds (global expert ids in the names)."""
+    return f"experts_ep{ep_rank}.pt"
+
+
+EXPERTS_GLOB = "experts_ep*.pt"
 
 
 def tag_for_step(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = temporary_path(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
 class CheckpointDir:
     """File-level bookkeeping of checkpoint.dir: which tags exist, which are complete, `latest`."""
 
-    def __init__(self, directory: str | Path, keep: int):
+    def __init__(self, directory: str | Path, keep: int = 1):
         self.root = Path(directory)
         self.keep = keep
+
+    @classmethod
+    def find(cls, path: str | Path) -> "CheckpointDir":
+        """A checkpoint.dir given either itself or the run directory holding checkpoints/."""
+        path = Path(path)
+        nested = path / "checkpoints"
+        if nested.is_dir() and not (path / LATEST).exists() and not any(TAG_PATTERN.match(p.name) for p in path.iterdir()):
+            return cls(nested)
+        return cls(path)
 
     def path(self, tag: str) -> Path:
         return self.root / tag
@@ -94,6 +112,9 @@ class CheckpointDir:
         found = [p.name for p in self.root.iterdir() if p.is_dir() and TAG_PATTERN.match(p.name)]
         return sorted(found, key=lambda t: int(TAG_PATTERN.match(t).group(1)))
 
+    def complete_tags(self) -> list[str]:
+        return [t for t in self.tags() if self.is_complete(t)]
+
     def latest(self) -> str | None:
         """The tag to resume from: `latest` if it names a complete checkpoint, else the newest
         complete one (a crash between COMPLETE and the pointer update), else None."""
@@ -102,17 +123,37 @@ class CheckpointDir:
             tag = pointer.read_text().strip()
             if tag and self.is_complete(tag):
                 return tag
-        complete = [t for t in self.tags() if self.is_complete(t)]
+        complete = self.complete_tags()
         return complete[-1] if complete else None
 
-    def remove_incomplete(self, tag: str) -> None:
-        """Clear leftovers of a save that died half-way, before saving that tag again."""
+    def resolve(self, tag: str = "latest") -> Path:
+        """The folder of a complete checkpoint: 'latest' (as latest()) or an explicit tag."""
+        if tag == "latest":
+            found = self.latest()
+            if found is None:
+                raise CheckpointError(f"{self.root}: no complete checkpoint (tags here: {self.tags() or 'none'})")
+            tag = found
+        folder = self.path(tag)
+        if not folder.is_dir():
+            raise CheckpointError(f"checkpoint tag {tag!r} not found under {self.root} "
+                                  f"(complete ones: {', '.join(self.complete_tags()) or 'none'})")
+        if not self.is_complete(tag):
+            raise CheckpointError(f"{folder} is incomplete (no {COMPLETE} marker: the save was interrupted); "
+                                  f"use an earlier tag (complete ones: {', '.join(self.complete_tags()) or 'none'})")
+        return folder
+
+    def discard(self, tag: str) -> None:
+        """Remove whatever a tag directory holds before saving that tag again: leftovers of a
+        save that died half-way, or another run's checkpoint of the same step."""
         path = self.path(tag)
-        if path.exists() and not self.is_complete(tag):
+        if path.exists():
             shutil.rmtree(path)
 
+    def read_meta(self, tag: str) -> dict:
+        return json.loads((self.path(tag) / META).read_text())
+
     def mark_complete(self, tag: str, meta: dict) -> None:
-        atomic_write_text(self.path(tag) / "meta.json", json.dumps(meta, indent=2, sort_keys=True, default=str),
+        atomic_write_text(self.path(tag) / META, json.dumps(meta, indent=2, sort_keys=True, default=str),
                           durable=True)
         atomic_write_text(self.path(tag) / COMPLETE, tag + "\n", durable=True)
 
@@ -129,7 +170,7 @@ class CheckpointDir:
         latest = self.latest()
         if latest:
             keep_tags.add(latest)
-        complete = [t for t in self.tags() if self.is_complete(t)]
+        complete = self.complete_tags()
         keep_tags.update(complete[-self.keep:])
         newest_complete = int(TAG_PATTERN.match(complete[-1]).group(1)) if complete else -1
         deleted = []
@@ -140,62 +181,3 @@ class CheckpointDir:
             shutil.rmtree(self.path(tag), ignore_errors=True)
             deleted.append(tag)
         return deleted
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def expert_param_names(module: torch.nn.Module) -> list[str]:
-    from deepspeed.moe.utils import is_moe_param
-
-    return [name for name, p in module.named_parameters() if is_moe_param(p)]
-
-
-def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
-    """Per optimizer param group: how ZeRO-1/2 flattened and partitioned it on this rank."""
-    optimizer = engine.optimizer
-    if not hasattr(optimizer, "bit16_groups"):  # ZeRO-0: plain optimizer, weights are in 'module'
-        return []
-    names = {id(p): n for n, p in module.named_parameters()}
-    layout = []
-    for i, params in enumerate(optimizer.bit16_groups):
-        group = optimizer.optimizer.param_groups[i]
-        layout.append({
-            "name": group.get("name", str(i)),
-            "kind": "moe" if group.get("moe", False) else "dense",
-            "decay_kind": group.get("decay_kind", ""),
-            "params": [[names[id(p)], list(p.shape)] for p in params],
-            "partition_id": torch.distributed.get_rank(group=optimizer.real_dp_process_group[i]),
-            "partition_count": int(optimizer.partition_count[i]),
-            "partition_numel": int(optimizer.single_partition_of_fp32_groups[i].numel()),
-            "padding": int(optimizer.groups_padding[i]),
-        })
-    return layout
-
-
-def merge_expert_state(ckpt_dir: Path, ep_rank: int):
-    """custom_load_fn for engine.load_checkpoint: DeepSpeed hands us rank 0's module state dict
-    (rank 0's experts only); replace its expert entries by this EP rank's own expert file, then
-    load strictly so a missing or extra tensor is an error, not silence."""
-    def load(src: dict, dst: torch.nn.Module) -> None:
-        own = set(expert_param_names(dst))
-        state = {k: v for k, v in src.items() if k not in own and ".experts." not in k}
-        experts_file = ckpt_dir / f"experts_ep{ep_rank}.pt"
-        if own:
-            if not experts_file.is_file():
-                raise FileNotFoundError(f"checkpoint {ckpt_dir} has no {experts_file.name} for expert-parallel rank {ep_rank}")
-            state.update(torch.load(experts_file, map_location="cpu", weights_only=True))
-        dst.load_state_dict(state, strict=True)
-    return load

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO-2 (+ expert parallelism) checkpoint -> fp32 named weights -> export directory.
 
 DeepSpeed's own zero_to_fp32 fails on MoE checkpoints, so the fp32 master weights are rebuilt
-here from the files documented in janus_pretrain/engine/checkpoint.py:
+here from the files documented in janus_pretrain/checkpoint/layout.py:
 
   rank_<R>.pt 'zero_layout'  per optimizer param group of rank R: kind (dense | moe), the
                              ordered [name, shape] list, partition_id / partition_count in the
@@ -31,20 +31,15 @@ from typing import Any
 
 import torch
 
+from janus_pretrain.checkpoint.layout import (EXPERTS_GLOB, META, MODEL_STATES, CheckpointDir, CheckpointError,
+                                              rank_file)
 from janus_pretrain.config import ModelConfig, model_config_from_dict
 from janus_pretrain.export import check_state_matches, expected_shapes, write_export
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
 
-# ModelConfig fields that choose how the model runs, not what it computes: a --config may differ
-RUNTIME_FIELDS = {"kernels", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk"}
-
-
-class ConvertError(ValueError):
+class ConvertError(CheckpointError):
     """A checkpoint that cannot be converted; the message names the file and what is wrong."""
-
-
-MODEL_STATES = "mp_rank_00_model_states.pt"
 
 
 @dataclass
@@ -57,21 +52,12 @@ class Converted:
 
 
 def resolve_tag(run_dir: Path, tag: str = "latest") -> Path:
-    """The tag directory of `run_dir` (a checkpoint.dir, or a run dir holding checkpoints/)."""
-    root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() and not (run_dir / "latest").exists() else run_dir
-    if tag == "latest":
-        pointer = root / "latest"
-        if not pointer.is_file():
-            raise ConvertError(f"{root}: no 'latest' file; pass --tag (tags here: "
-                               f"{sorted(p.name for p in root.glob('step_*'))})")
-        tag = pointer.read_text().strip()
-    folder = root / tag
-    if not folder.is_dir():
-        raise ConvertError(f"checkpoint tag {tag!r} not found under {root}")
-    if not (folder / "COMPLETE").is_file():
-        raise ConvertError(f"{folder} is incomplete (no COMPLETE marker: the save was interrupted); "
-                           f"convert an earlier tag")
-    return folder
+    """The tag directory of `run_dir` (a checkpoint.dir, or a run dir holding checkpoints/);
+    'latest' means what a resume would pick (the pointer, else the newest complete tag)."""
+    try:
+        return CheckpointDir.find(run_dir).resolve(tag)
+    except CheckpointError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def _load(path: Path) -> Any:
@@ -145,14 +131,14 @@ def _training_copies(folder: Path, model_states: dict) -> dict[str, torch.Tensor
     """Training-dtype weights saved beside the optimizer state: DeepSpeed's 'module' (rank 0)
     overlaid with every expert file (experts of all ep ranks)."""
     copies = dict(model_states["module"])
-    for path in sorted(folder.glob("experts_ep*.pt")):
+    for path in sorted(folder.glob(EXPERTS_GLOB)):
         copies.update(torch.load(path, map_location="cpu", weights_only=True))
     return copies
 
 
 def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: ModelConfig | None = None) -> Converted:
     folder = resolve_tag(Path(run_dir), tag)
-    meta_path = folder / "meta.json"
+    meta_path = folder / META
     if not meta_path.is_file():
         raise ConvertError(f"{folder}: meta.json missing; not a janus-pretrain checkpoint")
     meta = json.loads(meta_path.read_text())
@@ -163,15 +149,15 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
     if model_config.kernels == "cuda":  # forced for training; the export must also load on CPU
         model_config = replace(model_config, kernels="auto")
     if expect_model is not None:
-        ours, theirs = vars(expect_model), vars(model_config)
-        diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k] and k not in RUNTIME_FIELDS}
+        ours, theirs = expect_model.architecture(), model_config.architecture()
+        diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
         if diff:
             raise ConvertError(f"{folder}: the checkpoint's model config differs from --config: "
                                + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()))
     world = int(meta["world_size"])
     ranks = {}
     for rank in range(world):
-        info = _load(folder / f"rank_{rank}.pt")
+        info = _load(folder / rank_file(rank))
         ranks[rank] = {k: info.get(k) for k in ("ep_rank", "edp_rank", "zero_file", "zero_layout")}
     model_states = _load(folder / MODEL_STATES)
     ds_zero = (model_states.get("ds_config") or {}).get("zero_optimization", {})
