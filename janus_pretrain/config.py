@@ -215,6 +215,8 @@ class CheckpointConfig:
     every: int = 100  # optimizer steps between checkpoints; 0 = only at the end
     keep: int = 3  # keep the last K checkpoints
     resume: str = "auto"  # auto: continue from `latest` if present; none: start fresh; or a tag
+    verify: bool = True  # check every file's sha256 (recorded at save) before resuming from it
+    trust_pickles: bool = False  # skip the scan that refuses pickles referencing code we never write
 
     def validate(self, where: str) -> None:
         if self.keep < 1:

@@ -89,13 +89,15 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def merged_weights(out: Path, nprocs: int):
-    """Full named fp32 weights: dense from rank 0, every expert from the rank that holds it."""
+def merged_weights(out: Path, nprocs: int, step: int | None = None):
+    """Full named fp32 weights (at the end, or after `step` with weights_every_step): dense from
+    rank 0, every expert from the rank that holds it."""
     import torch
 
     merged = {}
     for rank in range(nprocs):
-        for name, value in torch.load(out / f"weights_rank{rank}.pt", weights_only=True).items():
+        name = f"weights_rank{rank}.pt" if step is None else f"weights_step{step}_rank{rank}.pt"
+        for name, value in torch.load(out / name, weights_only=True).items():
             merged.setdefault(name, value)
     return merged
 

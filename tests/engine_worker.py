@@ -3,7 +3,8 @@
     python tests/engine_worker.py SPEC.json
 
 SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
-       "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds}
+       "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds,
+       "weights_every_step": bool (out/weights_step<S>_rank<R>.pt after every step)}
 Runs launch/pretrain.py's own build order (run_pretraining) with a test Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
 pure function of the global sample index, so 1 rank x 2 accumulation and 2 ranks x 1 see the same
 samples per optimizer step. At the end each rank writes out/weights_rank<R>.pt (its fp32 module
@@ -56,10 +57,19 @@ class SyntheticStream:
 class TestTrainer(Trainer):
     """Injects NaN losses and a preemption request at chosen steps."""
 
-    def __init__(self, *args, nan_steps=(), nan_rank=None, preempt_at=None, step_sleep=0.0, **kwargs):
+    def __init__(self, *args, nan_steps=(), nan_rank=None, preempt_at=None, step_sleep=0.0, weights_dir=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.nan_steps, self.nan_rank, self.preempt_at = set(nan_steps), nan_rank, preempt_at
         self.step_sleep = step_sleep  # slows steps down so a test can signal mid-run
+        self.weights_dir = weights_dir  # where to dump this rank's weights after every step, if set
+
+    def train_step(self, batches):
+        result = super().train_step(batches)
+        if self.weights_dir is not None:
+            weights = {n: p.detach().float().cpu().clone() for n, p in self.engine.module.named_parameters()}
+            torch.save(weights, Path(self.weights_dir) / f"weights_step{self.step + 1}_rank{self.ctx.rank}.pt")
+        return result
 
     def forward(self, batch):
         out = super().forward(batch)
@@ -85,7 +95,8 @@ def main(spec_path: str) -> int:
     class Configured(TestTrainer):
         def __init__(self, *args):
             super().__init__(*args, nan_steps=nan.get("steps", ()), nan_rank=nan.get("rank"),
-                             preempt_at=spec.get("preempt_at"), step_sleep=spec.get("step_sleep", 0.0))
+                             preempt_at=spec.get("preempt_at"), step_sleep=spec.get("step_sleep", 0.0),
+                             weights_dir=out if spec.get("weights_every_step") else None)
 
     def collect(trainer, code):
         rank = trainer.ctx.rank

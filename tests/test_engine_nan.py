@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_launch import logs, metrics, run, small_config
+from engine_launch import logs, merged_weights, metrics, run, small_config
 from janus_pretrain.checkpoint.layout import tag_for_step
 from janus_pretrain.engine.run import DIVERGED_EXIT_CODE
-
-
-def _saved_weights(folder) -> dict:
-    """Module weights of a checkpoint: rank 0's dense part + both expert-parallel expert files."""
-    state = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
-    weights = {k: v for k, v in state.items() if ".experts." not in k}
-    for ep_rank in (0, 1):
-        weights.update(torch.load(folder / f"experts_ep{ep_rank}.pt", weights_only=True))
-    return weights
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +15,7 @@ def nan_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("nan")
     config = small_config(out, train={"steps": 8, "max_bad_steps": 3}, parallel={"ep_size": 2},
                           checkpoint={"every": 1, "keep": 10})
-    codes = run(2, {"config": config, "nan": {"steps": [2, 4, 5, 6, 7], "rank": 1}}, out)
+    codes = run(2, {"config": config, "nan": {"steps": [2, 4, 5, 6, 7], "rank": 1}, "weights_every_step": True}, out)
     return out, codes
 
 
@@ -41,10 +32,18 @@ def test_bad_steps_are_skipped_counted_and_stop_the_run(nan_run):
 
 def test_skipped_step_leaves_every_weight_unchanged_on_every_rank(nan_run):
     out, _ = nan_run
-    before = _saved_weights(out / "checkpoints" / tag_for_step(1))
-    after_bad = _saved_weights(out / "checkpoints" / tag_for_step(2))
-    after_good = _saved_weights(out / "checkpoints" / tag_for_step(3))
+    before, after_bad, after_good = (merged_weights(out, 2, step) for step in (1, 2, 3))
     assert any(".experts.3." in k for k in before)
     for key in before:
         assert torch.equal(before[key], after_bad[key]), key
     assert any(not torch.equal(after_bad[k], after_good[k]) for k in before)  # the next good step did update
+
+
+def test_no_checkpoint_is_written_inside_a_streak_of_bad_steps(nan_run):
+    """checkpoint.every=1: steps 1 and 3 were good and saved; 2, 4, 5 were inside NaN streaks."""
+    out, _ = nan_run
+    folder = out / "checkpoints"
+    saved = sorted(p.name for p in folder.glob("step_*"))
+    assert saved == [tag_for_step(1), tag_for_step(3)], saved
+    assert (folder / "latest").read_text().strip() == tag_for_step(3)
+    assert "not saving at step 4, inside a streak of 1 NaN/inf steps" in (out / "log_rank0.txt").read_text()

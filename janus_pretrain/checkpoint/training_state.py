@@ -4,10 +4,16 @@ What one save holds (file names: checkpoint/layout.py): DeepSpeed's engine state
 optimizer partitions, lr scheduler), every expert-parallel rank's experts, and per rank the
 state of the components that must survive a restart, each given as a state_dict(): the data
 stream, the RNGs and the ZeRO partition layout the converter needs. meta.json describes the run
-(config, counters, layout) and is written last, with COMPLETE, by rank 0.
+(config, counters, layout, the sha256 of every file) and is written last, with COMPLETE, by rank 0.
+
+Trust (checkpoint/integrity.py): a save is refused when any parameter or optimizer state is not
+finite; a resume verifies each rank's files against the recorded digests and scans every pickle
+before DeepSpeed unpickles it, and with `resume: auto` falls back to the newest checkpoint that
+verifies, saying which file was damaged.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 from dataclasses import dataclass
@@ -19,7 +25,10 @@ import torch
 import torch.distributed as dist
 
 from janus_pretrain.atomic_io import temporary_path
-from janus_pretrain.checkpoint.layout import CheckpointDir, CheckpointError, experts_file, rank_file, tag_for_step
+from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, file_digest, nonfinite_names,
+                                                 training_tensors, verify_digests)
+from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
+                                              tag_for_step)
 
 # meta.json keys that must equal the resuming run's (resharding is not supported)
 LAYOUT_KEYS = ("world_size", "ep_size", "zero_stage")
@@ -31,8 +40,18 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointWriteError(CheckpointError):
+    """A save that could not be written (disk full, quota, permissions); the previous one is intact."""
+
+
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """torch, numpy and python RNG states as tensors and plain values (loads with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -40,8 +59,13 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n, py = state["numpy"], state["python"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    np.random.set_state(n)  # earlier versions saved numpy's own tuple
+    if isinstance(py, dict):
+        py = (py["version"], tuple(py["internal"]), py["gauss_next"])
+    random.setstate(py)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -85,7 +109,7 @@ def merge_expert_state(ckpt_dir: Path, ep_rank: int):
         if own:
             if not path.is_file():
                 raise FileNotFoundError(f"checkpoint {ckpt_dir} has no {path.name} for expert-parallel rank {ep_rank}")
-            state.update(torch.load(path, map_location="cpu", weights_only=True))
+            state.update(_load_ours(path))
         dst.load_state_dict(state, strict=True)
     return load
 
@@ -106,39 +130,53 @@ class TrainingCheckpointer:
     Tags are tag_for_step(step); `latest` moves only after every rank's files are on disk.
     """
 
-    def __init__(self, directory: str | Path, keep: int, ctx, message: Callable[[str], None] = print):
+    def __init__(self, directory: str | Path, keep: int, ctx, message: Callable[[str], None] = print,
+                 trust_pickles: bool = False, verify: bool = True):
         self.dir = CheckpointDir(directory, keep)
         self.ctx = ctx
+        self.trust_pickles = trust_pickles  # skip the pickle scan (checkpoints from a trusted source only)
+        self.check_digests = verify  # compare files with the sha256 recorded at save (checkpoint.verify)
         self.message = message
         self.resumed_tag: str | None = None  # never pruned, never rewritten
         self.last_tag: str | None = None  # newest tag written or resumed from
 
-    def save(self, engine, step: int, meta: dict, components: dict) -> str:
+    def save(self, engine, step: int, meta: dict, components: dict) -> str | None:
         """Write tag_for_step(step): engine state, experts, this rank's `components` (name ->
-        state dict) and RNG; rank 0 then writes meta.json + COMPLETE, moves `latest`, prunes."""
+        state dict) and RNG; rank 0 then writes meta.json (with every file's digest) + COMPLETE,
+        moves `latest`, prunes. Returns None (and writes nothing) when some parameter or
+        optimizer state is not finite on any rank."""
         tag = tag_for_step(step)
         if tag == self.resumed_tag and self.dir.is_complete(tag):
             return tag  # nothing happened since we loaded it: never rewrite the checkpoint in use
+        bad = nonfinite_names(training_tensors(engine))
+        if self._any_rank(bool(bad)):
+            if bad:
+                print(f"checkpoint: REFUSED to save {tag}: rank {self.ctx.rank} holds non-finite values in "
+                      f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; {self.last_tag or 'no checkpoint'} "
+                      f"stays the latest", flush=True)
+            return None
         dist.barrier()
         if self.ctx.is_main:
             self.dir.discard(tag)  # a dead save or another run's tag: start clean
         dist.barrier()
-        engine.save_checkpoint(str(self.dir.root), tag, client_state={"janus_meta": meta}, save_latest=False)
         folder = self.dir.path(tag)
-        module = engine.module
-        if self.ctx.edp_rank == 0:
-            expert_names = set(expert_param_names(module))
-            experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if n in expert_names}
-            if experts:
-                atomic_torch_save(experts, folder / experts_file(self.ctx.ep_rank))
-        zero_file = Path(engine._get_zero_ckpt_name(str(self.dir.root), tag)).name \
-            if meta["zero_stage"] > 0 else None
-        own = {**components, "rng": rng_state(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
-               "edp_rank": self.ctx.edp_rank, "zero_file": zero_file, "zero_layout": zero_layout(engine, module)}
-        atomic_torch_save(own, folder / rank_file(self.ctx.rank))
-        dist.barrier()  # every rank's files are on disk
+        try:
+            written = self._write_files(engine, tag, folder, meta, components)
+            failure = None
+        except OSError as exc:
+            written, failure = {}, exc
+        if self._any_rank(failure is not None):
+            if self.ctx.is_main:
+                self.dir.discard(tag)
+            where = f"rank {self.ctx.rank}: {failure.strerror or failure}" if failure else "another rank failed"
+            hint = "free space or choose another checkpoint.dir" if failure is not None and failure.errno in (
+                errno.ENOSPC, errno.EDQUOT) else "check checkpoint.dir"
+            raise CheckpointWriteError(f"could not write checkpoint {folder} ({where}); {hint}; the last complete "
+                                       f"checkpoint, {self.last_tag or 'none'}, is intact")
+        digests = [None] * dist.get_world_size()
+        dist.all_gather_object(digests, written)  # every rank's {file name: sha256}
         if self.ctx.is_main:
-            self.dir.mark_complete(tag, meta)
+            self.dir.mark_complete(tag, {**meta, "files": {k: v for d in digests for k, v in d.items()}})
             self.dir.set_latest(tag)
             deleted = self.dir.prune(protect={t for t in (tag, self.resumed_tag) if t})
             self.message(f"checkpoint: saved {folder}" + (f" (removed {', '.join(deleted)})" if deleted else ""))
@@ -146,25 +184,96 @@ class TrainingCheckpointer:
         self.last_tag = tag
         return tag
 
-    def choose(self, choice: str) -> str | None:
-        """checkpoint.resume: auto = latest complete checkpoint if any; none; or a tag. Rank 0
-        decides and every rank follows, so all resume the same tag."""
-        tag = None
-        if choice == "auto":
-            tag = self.dir.latest()
-        elif choice != "none":
-            if not self.dir.is_complete(choice):
-                raise CheckpointError(
-                    f"--resume {choice}: no complete checkpoint {self.dir.path(choice)} "
-                    f"(complete ones: {', '.join(self.dir.complete_tags()) or 'none'})")
-            tag = choice
-        shared = [tag]
-        dist.broadcast_object_list(shared, src=0)
-        return shared[0]
+    def _write_files(self, engine, tag: str, folder: Path, meta: dict, components: dict) -> dict[str, str]:
+        """This rank's share of a save; returns {file name: sha256} of what it wrote."""
+        engine.save_checkpoint(str(self.dir.root), tag, client_state={"janus_meta": meta}, save_latest=False)
+        module = engine.module
+        mine = [MODEL_STATES] if self.ctx.is_main else []
+        if self.ctx.edp_rank == 0:
+            expert_names = set(expert_param_names(module))
+            experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if n in expert_names}
+            if experts:
+                atomic_torch_save(experts, folder / experts_file(self.ctx.ep_rank))
+                mine.append(experts_file(self.ctx.ep_rank))
+        zero_file = Path(engine._get_zero_ckpt_name(str(self.dir.root), tag)).name \
+            if meta["zero_stage"] > 0 else None
+        own = {**components, "rng": rng_state(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
+               "edp_rank": self.ctx.edp_rank, "zero_file": zero_file, "zero_layout": zero_layout(engine, module)}
+        atomic_torch_save(own, folder / rank_file(self.ctx.rank))
+        mine += [rank_file(self.ctx.rank)] + ([zero_file] if zero_file else [])
+        return {name: file_digest(folder / name) for name in mine}
 
-    def load(self, engine, choice: str, layout: dict) -> Restored | None:
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on some rank (the ranks decide together)."""
+        tensor = torch.tensor([float(flag)], device=self.ctx.device)
+        dist.all_reduce(tensor)
+        return bool(tensor.item() > 0)
+
+    def verify(self, tag: str) -> str | None:
+        """This rank's problem with `tag` (digest mismatch, missing file, unsafe pickle), or None.
+        Checks exactly the files this rank reads on resume: DeepSpeed's module state, its own
+        state, its ZeRO partition and the experts its ep_rank holds."""
+        folder = self.dir.path(tag)
+        try:
+            meta = self.dir.read_meta(tag)
+            recorded = meta.get("files") if self.check_digests else None  # None: not checked (scan only)
+            names = [MODEL_STATES, rank_file(self.ctx.rank)]
+            if recorded is not None:
+                verify_digests(folder, recorded, names)
+            check_pickle_safe(folder / rank_file(self.ctx.rank), trust=self.trust_pickles)
+            own = _load_ours(folder / rank_file(self.ctx.rank))
+            extra = [own["zero_file"]] if own.get("zero_file") else []
+            experts = experts_file(self.ctx.ep_rank)
+            if (recorded is not None and experts in recorded) or (recorded is None and (folder / experts).exists()):
+                extra.append(experts)
+            if recorded is not None:
+                verify_digests(folder, recorded, extra)
+            for name in [MODEL_STATES, *extra]:
+                check_pickle_safe(folder / name, trust=self.trust_pickles)
+        except (IntegrityError, OSError, ValueError, KeyError) as exc:
+            return f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+        return None
+
+    def choose(self, choice: str) -> str | None:
+        """checkpoint.resume: auto = the newest complete checkpoint that verifies on every rank
+        (falling back past damaged ones, loudly); none; or a tag, which must verify. Rank 0
+        proposes, every rank verifies its own files, all follow the same decision."""
+        if choice == "none":
+            return None
+        if choice == "auto":
+            latest = self.dir.latest()
+            candidates = [latest] + [t for t in reversed(self.dir.complete_tags()) if t != latest] if latest else []
+        elif not self.dir.is_complete(choice):
+            raise CheckpointError(
+                f"--resume {choice}: no complete checkpoint {self.dir.path(choice)} "
+                f"(complete ones: {', '.join(self.dir.complete_tags()) or 'none'})")
+        else:
+            candidates = [choice]
+        shared = [candidates]
+        dist.broadcast_object_list(shared, src=0)  # rank 0's view of the directory decides
+        for tag in shared[0]:
+            problem = self.verify(tag)
+            problems = [None] * dist.get_world_size()
+            dist.all_gather_object(problems, problem)
+            found = [p for p in problems if p]
+            if not found:
+                if tag != shared[0][0]:
+                    self.message(f"checkpoint: RESUMING FROM {tag}, the newest checkpoint that verifies")
+                return tag
+            self.message(f"checkpoint: {self.dir.path(tag)} is DAMAGED and will not be used: {found[0]}"
+                         + (f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""))
+            if choice != "auto":
+                raise CheckpointError(f"--resume {choice}: {found[0]}; resume from another tag or with --resume auto")
+        if shared[0]:
+            raise CheckpointError(f"no checkpoint in {self.dir.root} verifies (see the messages above); "
+                                  f"start fresh with --resume none or restore the files")
+        return None
+
+    def load(self, engine, choice: str, layout: dict, check_meta=None) -> Restored | None:
         """Restore the engine and RNG from the chosen checkpoint; None when starting fresh.
-        layout: this run's world_size, ep_size and zero_stage, which must equal the checkpoint's."""
+        layout: this run's world_size, ep_size and zero_stage, which must equal the checkpoint's;
+        check_meta(folder, meta): raises CheckpointError when the run cannot continue from it
+        (called before any tensor is loaded)."""
         tag = self.choose(choice)
         if tag is None:
             return None
@@ -174,8 +283,23 @@ class TrainingCheckpointer:
             if meta[key] != layout[key]:
                 raise CheckpointError(f"checkpoint {folder} was written with {key}={meta[key]}, this run has "
                                       f"{layout[key]}; resume with the same setting or start fresh with --resume none")
+        if check_meta is not None:
+            check_meta(folder, meta)
         engine.load_checkpoint(str(self.dir.root), tag, custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
-        own = torch.load(folder / rank_file(self.ctx.rank), map_location="cpu", weights_only=False)
+        own = _load_ours(folder / rank_file(self.ctx.rank))
         set_rng_state(own["rng"])
         self.resumed_tag = self.last_tag = tag
         return Restored(tag, folder, meta, own)
+
+
+def _load_ours(path: Path) -> dict:
+    """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
+    (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
+    numpy RNG state as an array)."""
+    try:
+        with torch.serialization.safe_globals([np.core.multiarray._reconstruct, np.ndarray, np.dtype,
+                                               type(np.dtype(np.uint32))]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IntegrityError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
+            from None

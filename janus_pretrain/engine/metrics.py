@@ -39,12 +39,19 @@ class MetricsLogger:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(tensorboard_dir)
+            # opened in truncate_after, once the resumed step is known (see there)
+            self._open_writer = lambda purge_step: SummaryWriter(tensorboard_dir, purge_step=purge_step)
             metrics_file.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
-        """Keep only the steps <= `step` (a resumed run re-does the ones after its checkpoint)."""
-        if not self.enabled or not self.metrics_file.is_file():
+        """Keep only the steps <= `step` (a resumed run re-does the ones after its checkpoint):
+        in metrics.jsonl, and in TensorBoard through its purge_step, which hides the events of
+        steps > `step` that a killed run had already written."""
+        if not self.enabled:
+            return
+        if self.writer is None:
+            self.writer = self._open_writer(step + 1 if step > 0 else None)
+        if not self.metrics_file.is_file():
             return
         kept = [line for line in self.metrics_file.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]

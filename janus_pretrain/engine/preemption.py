@@ -57,7 +57,9 @@ class PreemptionFlag:
 class Preempted(Exception):
     """Raised after the preemption checkpoint was written; the entry point exits with code 75."""
 
-    def __init__(self, step: int, tag: str, reason: str):
-        super().__init__(f"preempted ({reason}) after step {step}; checkpoint '{tag}' saved, "
+    def __init__(self, step: int, tag: str | None, reason: str, saved: bool = True):
+        what = f"checkpoint '{tag}' saved" if saved else \
+            f"no checkpoint saved (non-finite state); resume continues from '{tag or 'the start'}'"
+        super().__init__(f"preempted ({reason}) after step {step}; {what}, "
                          f"exit code {PREEMPTED_EXIT_CODE} (requeue and rerun with --resume auto)")
         self.step, self.tag, self.reason = step, tag, reason

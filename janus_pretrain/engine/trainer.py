@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
+from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, load_data_state
 from janus_pretrain.config import BatchPlan, RunConfig, to_dict
 from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
@@ -105,9 +106,12 @@ class Trainer:
                                                     config=self.ds_config, dist_init_required=False)
         self.run_dir = run_dir(config)
         self.log = MetricsLogger(config.logging.dir, self.run_dir / "metrics.jsonl", ctx.is_main, config.train.steps)
-        self.checkpoints = TrainingCheckpointer(config.checkpoint.dir, config.checkpoint.keep, ctx, self.log.message)
+        self.checkpoints = TrainingCheckpointer(config.checkpoint.dir, config.checkpoint.keep, ctx, self.log.message,
+                                                trust_pickles=config.checkpoint.trust_pickles,
+                                                verify=config.checkpoint.verify)
         self.preemption = preemption or PreemptionFlag()
         self.progress = Progress()
+        self.consecutive_bad = 0  # current streak of NaN/inf steps: no checkpoint is written during one
         self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
                                for i, m in enumerate(self.moe_layers)}
         if ctx.is_main:
@@ -132,12 +136,11 @@ class Trainer:
         self.preemption.install()
         self.resume()
         batches = iter(self.train_stream)
-        consecutive_bad = 0
         interval = [time.perf_counter(), 0]  # start time, tokens since the last log
         try:
             while self.step < cfg.train.steps:
                 result = self.train_step(batches)
-                consecutive_bad = self._record(result, consecutive_bad)
+                self._record(result)
                 interval[1] += self.plan.tokens_per_step
                 if self.step % cfg.logging.every == 0 or self.step == cfg.train.steps:
                     self._log(interval[1], time.perf_counter() - interval[0], result)
@@ -146,7 +149,8 @@ class Trainer:
                     self._validate()
                 if result.preempt:
                     tag = self.save()
-                    raise Preempted(self.step, tag, self.preemption.signal_name or "another rank's signal")
+                    raise Preempted(self.step, tag or self.last_tag, self.preemption.signal_name
+                                    or "another rank's signal", saved=tag is not None)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
                     self.save()
             self._validate()
@@ -195,30 +199,30 @@ class Trainer:
         weight = batch["loss_weight"].to(self.ctx.device)  # (B, L)
         return self.engine(ids, labels=ids, loss_weight=weight)
 
-    def _record(self, result: StepResult, consecutive_bad: int) -> int:
+    def _record(self, result: StepResult) -> None:
         """Advance the counters, write the step's metrics line, stop on a NaN streak."""
         progress = self.progress
         progress.step += 1
         progress.tokens_seen += self.plan.tokens_per_step
         if result.skipped:
             progress.bad_steps += 1
-            consecutive_bad += 1
+            self.consecutive_bad += 1
             self.log.message(f"step {progress.step}: NaN/inf loss, step skipped (no update); "
-                             f"{consecutive_bad} in a row, {progress.bad_steps} in total")
+                             f"{self.consecutive_bad} in a row, {progress.bad_steps} in total")
         else:
-            consecutive_bad, progress.last_loss = 0, result.loss
+            self.consecutive_bad, progress.last_loss = 0, result.loss
         self.log.step({"step": progress.step, "loss": result.loss,
                        "ce_loss": None if result.skipped else result.ce_loss,
                        "aux_loss": None if result.skipped else result.aux_loss, "lr": result.lr,
                        "grad_norm": result.grad_norm if math.isfinite(result.grad_norm) else None,
                        "tokens_seen": progress.tokens_seen, "skipped": result.skipped})
         limit = self.config.train.max_bad_steps
-        if consecutive_bad >= limit:
+        if self.consecutive_bad >= limit:
             raise TrainingDiverged(
-                f"stopping at step {progress.step}: {consecutive_bad} consecutive steps with NaN/inf loss "
+                f"stopping at step {progress.step}: {self.consecutive_bad} consecutive steps with NaN/inf loss "
                 f"(train.max_bad_steps={limit}); last checkpoint: {self.last_tag or 'none'}; "
-                f"lower optimizer.lr or raise train.grad_clip, then resume")
-        return consecutive_bad
+                f"lower optimizer.lr or raise train.grad_clip, then resume (the run config's optimizer and "
+                f"schedule settings replace the checkpoint's)")
 
     def _all_reduce(self, values: list[float]) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.ctx.device)  # NCCL needs CUDA tensors
@@ -260,18 +264,30 @@ class Trainer:
                 "zero_stage": self.config.parallel.zero_stage, "precision": self.config.train.precision,
                 "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum}
 
-    def save(self) -> str:
+    def save(self) -> str | None:
+        """Checkpoint now, unless this is a streak of NaN/inf steps or some state is not finite
+        (then the last good checkpoint stays `latest`); returns the tag written or None."""
+        if self.consecutive_bad:
+            self.log.message(f"checkpoint: not saving at step {self.step}, inside a streak of {self.consecutive_bad} "
+                             f"NaN/inf steps; {self.last_tag or 'no checkpoint'} stays the latest")
+            return None
         return self.checkpoints.save(self.engine, self.step, self._meta(), {"data": self.train_stream.state_dict()})
 
     def resume(self) -> None:
-        """checkpoint.resume: auto = latest complete checkpoint if any; none; or a tag."""
+        """checkpoint.resume: auto = the newest complete checkpoint that verifies; none; or a tag.
+        The checkpoint gives the weights, optimizer moments, counters, data position and RNG;
+        the run config gives the optimizer hyper-parameters and the schedule (resume.py)."""
         layout = {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
                   "zero_stage": self.config.parallel.zero_stage}
-        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, layout)
+        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, layout,
+                                         check_meta=lambda folder, meta: check_architecture(folder, meta, self.config))
         if restored is None:
             self.log.truncate_after(0)
             return
-        self.train_stream.load_state_dict(restored.components["data"])
+        load_data_state(self.train_stream, restored, self.config)
         self.progress.load_state_dict(restored.meta)
+        changed = apply_run_hyperparameters(self.engine, restored.meta, self.config)
         self.log.truncate_after(self.step)
         self.log.message(f"resumed from {restored.folder} at step {self.step} ({self.tokens_seen} tokens seen)")
+        if changed:
+            self.log.message("changed since checkpoint (the run config applies from this step): " + "; ".join(changed))

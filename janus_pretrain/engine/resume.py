@@ -1,0 +1,74 @@
+"""What a resumed run takes from its checkpoint and what from its own run config.
+
+The checkpoint is the truth for the state: weights, optimizer moments, counters, data position,
+RNG. The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
+weight decay), the schedule (warm-up, min lr, total steps) and clipping apply from the resumed
+step on, and what changed is logged. The architecture and the data section cannot change
+(the weights and the data position would not mean the same): one clear error listing the keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from janus_pretrain.checkpoint.layout import CheckpointError
+from janus_pretrain.config import ModelConfig, RunConfig, model_config_from_dict, to_dict
+
+# run-config keys whose change takes effect on resume
+SETTINGS = {"optimizer": ("lr", "betas", "eps", "weight_decay"), "schedule": ("warmup_fraction", "min_lr"),
+            "train": ("steps", "grad_clip")}
+
+
+def _diff(old: dict, new: dict, prefix: str) -> list[str]:
+    return [f"{prefix}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def check_architecture(folder: Path, meta: dict, config: RunConfig) -> None:
+    """The checkpoint's model must be the run's model, runtime knobs aside."""
+    saved = meta.get("config", {}).get("model", {})
+    try:
+        theirs = model_config_from_dict(saved, str(folder / "meta.json")).architecture()
+    except ValueError:  # a field this version does not know: compare the raw values
+        theirs = {k: v for k, v in saved.items() if k not in ModelConfig.RUNTIME_FIELDS}
+    changed = _diff(theirs, config.model.architecture(), "model")
+    if changed:
+        raise CheckpointError(f"checkpoint {folder} holds another model than {config.source or 'the run config'}: "
+                              f"{'; '.join(changed)}; resume with the checkpoint's model section, or start a new "
+                              f"run (--resume none or another checkpoint.dir)")
+
+
+def load_data_state(stream, restored, config: RunConfig) -> None:
+    """Continue the data stream exactly, or say which data keys changed and what to do."""
+    try:
+        stream.load_state_dict(restored.components["data"])
+    except ValueError as exc:
+        changed = _diff(restored.meta.get("config", {}).get("data", {}), to_dict(config.data), "data")
+        raise CheckpointError(f"checkpoint {restored.folder}: the data stream cannot continue exactly "
+                              f"({str(exc).splitlines()[0]})"
+                              + (f"; changed: {'; '.join(changed)}" if changed else "")
+                              + "; resume with the checkpoint's data section and world size, or start a new run "
+                                "(--resume none)") from None
+
+
+def apply_run_hyperparameters(engine, meta: dict, config: RunConfig) -> list[str]:
+    """Put the run config's optimizer settings and peak lr into the resumed optimizer and lr
+    schedule (the schedule's shape already comes from the run config); returns what changed."""
+    saved = meta.get("config", {})
+    changed = []
+    for section, keys in SETTINGS.items():
+        now = to_dict(getattr(config, section))
+        changed += _diff({k: saved.get(section, {}).get(k) for k in keys}, {k: now[k] for k in keys}, section)
+    if not changed:
+        return []  # leave the restored state untouched: bit-identical continuation
+    opt = config.optimizer
+    scheduler = engine.lr_scheduler
+    for group in scheduler.optimizer.param_groups:
+        group["betas"] = tuple(opt.betas)
+        group["eps"] = opt.eps
+        group["weight_decay"] = opt.weight_decay if group.get("decay_kind", "decay") == "decay" else 0.0
+    scheduler.base_lrs = [opt.lr for _ in scheduler.base_lrs]
+    lrs = [base * factor(scheduler.last_epoch) for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
+    return changed
