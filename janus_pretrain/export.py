@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from janus_pretrain.config import ModelConfig, model_config_from_dict, to_dict
+from janus_pretrain.digests import file_digest
 from janus_pretrain.model import JanusForPretraining, JanusModel
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
@@ -106,6 +107,7 @@ def write_export(state: dict[str, torch.Tensor], model_config: ModelConfig, out_
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "export_format": EXPORT_FORMAT})
+        config["weights_sha256"] = file_digest(tmp / WEIGHTS_NAME)  # checked by load_pretrained
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_NAME).write_text(_model_card(model_config, tensors, run, weights_dtype))
         if out_dir.exists():
@@ -144,8 +146,10 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
 
 
 def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
-                    kernels: str | None = None) -> JanusForPretraining:
-    """JanusForPretraining from an export directory, in eval mode; `kernels` overrides model.kernels."""
+                    kernels: str | None = None, verify: bool = True) -> JanusForPretraining:
+    """JanusForPretraining from an export directory, in eval mode; `kernels` overrides model.kernels;
+    verify: compare model.safetensors with the sha256 in config.json (exports made before digests
+    existed have none and load unverified)."""
     from safetensors.torch import load_file
 
     export_dir = Path(export_dir)
@@ -157,7 +161,14 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
     weights = export_dir / WEIGHTS_NAME
     if not weights.is_file():
         raise ExportError(f"{weights} missing: the export is incomplete")
-    state = load_file(str(weights), device=str(device))
+    if verify and config.get("weights_sha256") and file_digest(weights) != config["weights_sha256"]:
+        raise ExportError(f"{weights}: sha256 differs from the one in {CONFIG_NAME}: the weights were damaged or "
+                          f"replaced after export; export again (launch/convert_checkpoint.py)")
+    try:
+        state = load_file(str(weights), device=str(device))  # safetensors: no pickle, no code
+    except Exception as exc:
+        raise ExportError(f"{weights}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); export "
+                          f"again") from None
     model = JanusForPretraining(model_config).to(device)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -167,6 +178,6 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
 
 
 def load_backbone(export_dir: str | Path, device: str | torch.device = "cpu",
-                  kernels: str | None = None) -> JanusModel:
+                  kernels: str | None = None, verify: bool = True) -> JanusModel:
     """The backbone only ((B, L) ids -> (B, L, D) states), for finetuning and embeddings."""
-    return load_pretrained(export_dir, device, kernels).backbone
+    return load_pretrained(export_dir, device, kernels, verify).backbone

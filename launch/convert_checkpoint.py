@@ -9,7 +9,10 @@ and ep_size: the fp32 master weights are rebuilt from the ZeRO-2 optimizer parti
 rank (expert groups from the ranks of each expert-parallel rank), checked against the saved
 training-dtype weights, and written as EXPORT_DIR/{config.json, model.safetensors, README.md}.
 Load with janus_pretrain.export.load_pretrained(EXPORT_DIR); DeepSpeed is not needed for that.
---config refuses a checkpoint whose model section differs from the YAML's.
+--config refuses a checkpoint whose model section differs from the YAML's. Every file is checked
+against the sha256 recorded at save (--no-verify skips it), and no pickle that references code
+janus-pretrain never writes is loaded (--trust-checkpoint lifts that, for checkpoints whose author
+you trust: unpickling can run arbitrary code).
 Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
@@ -28,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="export directory to create")
     parser.add_argument("--config", default=None, help="run YAML whose model section the checkpoint must match")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the sha256 check of the checkpoint's files")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load pickles that reference code this framework never writes (trusted authors only)")
     args = parser.parse_args(argv)
     from janus_pretrain.checkpoint.convert import ConvertError, convert_to_export
     from janus_pretrain.config import ConfigError, load_config
@@ -35,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         expect = load_config(args.config).model if args.config else None
-        converted = convert_to_export(args.checkpoint, args.out, args.tag, expect, args.overwrite)
+        converted = convert_to_export(args.checkpoint, args.out, args.tag, expect, args.overwrite,
+                                      verify=args.verify, trust=args.trust_checkpoint)
     except (ConvertError, ConfigError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

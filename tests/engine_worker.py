@@ -4,7 +4,10 @@
 
 SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
        "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds,
-       "weights_every_step": bool (out/weights_step<S>_rank<R>.pt after every step)}
+       "weights_every_step": bool (out/weights_step<S>_rank<R>.pt after every step),
+       "faults": {"poison_at": S (a NaN into one weight after step S, every rank),
+                  "die_at": S (SIGKILL every rank in the forward of step S),
+                  "enospc_at": S (rank 1's save at step S fails: no space left on device)}}
 Runs launch/pretrain.py's own build order (run_pretraining) with a test Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
 pure function of the global sample index, so 1 rank x 2 accumulation and 2 ranks x 1 see the same
 samples per optimizer step. At the end each rank writes out/weights_rank<R>.pt (its fp32 module
@@ -13,6 +16,8 @@ parameters) and out/result_rank<R>.json; the exit code is the one launch/pretrai
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -58,8 +63,9 @@ class TestTrainer(Trainer):
     """Injects NaN losses and a preemption request at chosen steps."""
 
     def __init__(self, *args, nan_steps=(), nan_rank=None, preempt_at=None, step_sleep=0.0, weights_dir=None,
-                 **kwargs):
+                 faults=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.faults = faults or {}
         self.nan_steps, self.nan_rank, self.preempt_at = set(nan_steps), nan_rank, preempt_at
         self.step_sleep = step_sleep  # slows steps down so a test can signal mid-run
         self.weights_dir = weights_dir  # where to dump this rank's weights after every step, if set
@@ -69,12 +75,33 @@ class TestTrainer(Trainer):
         if self.weights_dir is not None:
             weights = {n: p.detach().float().cpu().clone() for n, p in self.engine.module.named_parameters()}
             torch.save(weights, Path(self.weights_dir) / f"weights_step{self.step + 1}_rank{self.ctx.rank}.pt")
+        if self.faults.get("poison_at") == self.step + 1:
+            with torch.no_grad():
+                next(self.engine.module.parameters()).fill_(float("nan"))
         return result
+
+    def save(self):
+        if self.faults.get("enospc_at") != self.step or self.ctx.rank != 1:
+            return super().save()
+        import errno
+
+        import janus_pretrain.checkpoint.training_state as state
+        plain = state.atomic_torch_save
+
+        def full_disk(obj, path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        state.atomic_torch_save = full_disk
+        try:
+            return super().save()
+        finally:
+            state.atomic_torch_save = plain
 
     def forward(self, batch):
         out = super().forward(batch)
         time.sleep(self.step_sleep)
         upcoming = self.step + 1
+        if self.faults.get("die_at") == upcoming:
+            os.kill(os.getpid(), signal.SIGKILL)
         if upcoming in self.nan_steps and self.nan_rank in (None, self.ctx.rank):
             out.loss = out.loss * float("nan")
         if self.preempt_at == upcoming and self.ctx.rank == 0:  # only rank 0: the others must follow
@@ -96,7 +123,8 @@ def main(spec_path: str) -> int:
         def __init__(self, *args):
             super().__init__(*args, nan_steps=nan.get("steps", ()), nan_rank=nan.get("rank"),
                              preempt_at=spec.get("preempt_at"), step_sleep=spec.get("step_sleep", 0.0),
-                             weights_dir=out if spec.get("weights_every_step") else None)
+                             weights_dir=out if spec.get("weights_every_step") else None,
+                             faults=spec.get("faults"))
 
     def collect(trainer, code):
         rank = trainer.ctx.rank

@@ -129,8 +129,10 @@ def test_corrupted_partition_is_detected(ep2_run, tmp_path):
     with torch.no_grad():
         blob["optimizer_state_dict"]["single_partition_of_fp32_groups"][0][5] += 1.0
     torch.save(blob, zero_file)
+    with pytest.raises(ConvertError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt: sha256 mismatch"):
+        convert_checkpoint(copy)  # first line of defence: the digest recorded at save
     with pytest.raises(ConvertError, match="disagree with the saved training weights"):
-        convert_checkpoint(copy)
+        convert_checkpoint(copy, verify=False)  # second: the rebuilt weights against the training copies
 
 
 def test_ep1_and_ep2_exports_are_identical(ep2_run, tmp_path):

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from janus_pretrain.checkpoint.integrity import IntegrityError, check_pickle_safe, verify_digests
 from janus_pretrain.checkpoint.layout import (EXPERTS_GLOB, META, MODEL_STATES, CheckpointDir, CheckpointError,
                                               rank_file)
 from janus_pretrain.config import ModelConfig, model_config_from_dict
@@ -60,11 +61,20 @@ def resolve_tag(run_dir: Path, tag: str = "latest") -> Path:
         raise ConvertError(str(exc)) from None
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, trust: bool = False) -> Any:
+    """A checkpoint file, after the pickle scan (checkpoint/integrity.py): DeepSpeed's files need
+    full pickle, but only for the few classes on ALLOWED_GLOBALS; anything else is refused
+    before a byte is unpickled, unless the caller trusts the checkpoint's author (--trust-checkpoint)."""
     if not path.is_file():
         raise ConvertError(f"checkpoint file missing: {path}")
-    # DeepSpeed pickles its own objects (loss scaler, fragment addresses): trusted local files
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        check_pickle_safe(path, trust=trust)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except IntegrityError as exc:
+        raise ConvertError(str(exc)) from None
+    except Exception as exc:  # a damaged archive that passed no digest check (old checkpoint, --no-verify)
+        raise ConvertError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); the file is "
+                           f"damaged: convert another tag") from None
 
 
 def _split_flat(flat: torch.Tensor, params: list, paddings: list[int] | None, where: str) -> dict[str, torch.Tensor]:
@@ -81,13 +91,13 @@ def _split_flat(flat: torch.Tensor, params: list, paddings: list[int] | None, wh
     return out
 
 
-def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str]) -> dict[str, torch.Tensor]:
+def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trust: bool) -> dict[str, torch.Tensor]:
     """Reassemble every optimizer param group from the per-rank fp32 partitions."""
     partitions: dict[tuple, dict[int, torch.Tensor]] = {}  # (group index, kind, ep_rank) -> {partition_id: flat}
     layouts: dict[tuple, dict] = {}
     paddings: dict[tuple, list[int]] = {}
     for rank, info in sorted(ranks.items()):
-        optim = _load(folder / info["zero_file"])["optimizer_state_dict"]
+        optim = _load(folder / info["zero_file"], trust)["optimizer_state_dict"]
         flats = [t.detach() for t in optim["single_partition_of_fp32_groups"]]  # saved as leaves needing grad
         if len(flats) != len(info["zero_layout"]):
             raise ConvertError(f"{folder / info['zero_file']}: {len(flats)} param groups, rank_{rank}.pt describes "
@@ -127,21 +137,36 @@ def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str]) -> d
     return state
 
 
-def _training_copies(folder: Path, model_states: dict) -> dict[str, torch.Tensor]:
+def _training_copies(folder: Path, model_states: dict, trust: bool) -> dict[str, torch.Tensor]:
     """Training-dtype weights saved beside the optimizer state: DeepSpeed's 'module' (rank 0)
     overlaid with every expert file (experts of all ep ranks)."""
     copies = dict(model_states["module"])
     for path in sorted(folder.glob(EXPERTS_GLOB)):
-        copies.update(torch.load(path, map_location="cpu", weights_only=True))
+        copies.update(_load(path, trust))
     return copies
 
 
-def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: ModelConfig | None = None) -> Converted:
+def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: ModelConfig | None = None,
+                       verify: bool = True, trust: bool = False) -> Converted:
+    """verify: compare every file with the sha256 its meta.json records; trust: skip the pickle
+    scan (only for checkpoints from an author you trust)."""
     folder = resolve_tag(Path(run_dir), tag)
     meta_path = folder / META
     if not meta_path.is_file():
         raise ConvertError(f"{folder}: meta.json missing; not a janus-pretrain checkpoint")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise ConvertError(f"{meta_path}: not valid JSON ({exc}); the checkpoint is damaged: convert another tag") from None
+    checks: list[str] = []
+    if verify and "files" in meta:
+        try:
+            verify_digests(folder, meta["files"])
+        except IntegrityError as exc:
+            raise ConvertError(f"{exc}; convert another tag") from None
+        checks.append(f"{len(meta['files'])} files match the sha256 digests recorded at save")
+    elif verify:
+        checks.append("no digests recorded (checkpoint written before they existed): files not verified")
     if meta.get("tokenizer_version") != TOKENIZER_VERSION:
         raise ConvertError(f"{meta_path}: tokenizer_version {meta.get('tokenizer_version')!r} differs from this "
                            f"package's {TOKENIZER_VERSION!r}")
@@ -157,17 +182,16 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
     world = int(meta["world_size"])
     ranks = {}
     for rank in range(world):
-        info = _load(folder / rank_file(rank))
+        info = _load(folder / rank_file(rank), trust)
         ranks[rank] = {k: info.get(k) for k in ("ep_rank", "edp_rank", "zero_file", "zero_layout")}
-    model_states = _load(folder / MODEL_STATES)
+    model_states = _load(folder / MODEL_STATES, trust)
     ds_zero = (model_states.get("ds_config") or {}).get("zero_optimization", {})
     if ds_zero.get("round_robin_gradients"):
         raise ConvertError(f"{folder}: round_robin_gradients reorders ZeRO's flat groups; not supported")
-    checks: list[str] = []
-    copies = _training_copies(folder, model_states)
+    copies = _training_copies(folder, model_states, trust)
     train_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(meta.get("precision"), torch.float32)
     if int(meta.get("zero_stage", 0)) > 0 and all(r["zero_layout"] for r in ranks.values()):
-        state = _zero2_weights(folder, ranks, checks)
+        state = _zero2_weights(folder, ranks, checks, trust)
         note = "fp32 master weights (ZeRO optimizer partitions)"
     else:
         state = {k: v for k, v in copies.items()}
@@ -212,10 +236,11 @@ def data_summary(data: dict) -> dict:
 
 
 def convert_to_export(run_dir: str | Path, out_dir: str | Path, tag: str = "latest",
-                      expect_model: ModelConfig | None = None, overwrite: bool = False) -> Converted:
+                      expect_model: ModelConfig | None = None, overwrite: bool = False, verify: bool = True,
+                      trust: bool = False) -> Converted:
     if Path(out_dir).exists() and not overwrite:  # before reading gigabytes of optimizer state
         raise ConvertError(f"output directory {out_dir} already exists; pass --overwrite to replace it")
-    converted = convert_checkpoint(run_dir, tag, expect_model)
+    converted = convert_checkpoint(run_dir, tag, expect_model, verify=verify, trust=trust)
     write_export(converted.state, converted.model_config, out_dir, converted.run, overwrite,
                  weights_dtype="float32")
     return converted

@@ -12,14 +12,12 @@
 """
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
 import torch
 
-DIGEST = "sha256"
-_CHUNK = 8 << 20
+from janus_pretrain.digests import DIGEST, file_digest
 
 # every global DeepSpeed's ZeRO-1/2 files reference beyond torch's own safe set (listed from fp32
 # and bf16 checkpoints of deepspeed 0.19, tests/test_checkpoint_integrity.py); none runs code
@@ -36,15 +34,6 @@ ALLOWED_GLOBALS = frozenset({
 
 class IntegrityError(ValueError):
     """A file that fails verification; the message names it and what to do."""
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, streamed (about 1 GB/s per core: a 1m.yaml checkpoint is about 0.5 GB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_digests(folder: Path, expected: dict[str, str], names: list[str] | None = None) -> None:

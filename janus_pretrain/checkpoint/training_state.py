@@ -25,8 +25,9 @@ import torch
 import torch.distributed as dist
 
 from janus_pretrain.atomic_io import temporary_path
-from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, file_digest, nonfinite_names,
-                                                 training_tensors, verify_digests)
+from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, nonfinite_names, training_tensors,
+                                                 verify_digests)
+from janus_pretrain.digests import file_digest
 from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
                                               tag_for_step)
 
@@ -165,14 +166,18 @@ class TrainingCheckpointer:
             failure = None
         except OSError as exc:
             written, failure = {}, exc
-        if self._any_rank(failure is not None):
+        failures = [None] * dist.get_world_size()
+        mine = None if failure is None else (f"rank {self.ctx.rank}: {failure.strerror or failure}",
+                                             failure.errno in (errno.ENOSPC, errno.EDQUOT))
+        dist.all_gather_object(failures, mine)  # every rank learns the cause, so rank 0's line names it
+        found = [f for f in failures if f]
+        if found:
             if self.ctx.is_main:
                 self.dir.discard(tag)
-            where = f"rank {self.ctx.rank}: {failure.strerror or failure}" if failure else "another rank failed"
-            hint = "free space or choose another checkpoint.dir" if failure is not None and failure.errno in (
-                errno.ENOSPC, errno.EDQUOT) else "check checkpoint.dir"
-            raise CheckpointWriteError(f"could not write checkpoint {folder} ({where}); {hint}; the last complete "
-                                       f"checkpoint, {self.last_tag or 'none'}, is intact")
+            hint = "free space or choose another checkpoint.dir" if any(full for _, full in found) \
+                else "check checkpoint.dir"
+            raise CheckpointWriteError(f"could not write checkpoint {folder} ({found[0][0]}); {hint}; the last "
+                                       f"complete checkpoint, {self.last_tag or 'none'}, is intact")
         digests = [None] * dist.get_world_size()
         dist.all_gather_object(digests, written)  # every rank's {file name: sha256}
         if self.ctx.is_main:
@@ -292,12 +297,17 @@ class TrainingCheckpointer:
         return Restored(tag, folder, meta, own)
 
 
+def _numpy_reconstruct():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    return core.multiarray._reconstruct
+
+
 def _load_ours(path: Path) -> dict:
     """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
     (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
     numpy RNG state as an array)."""
     try:
-        with torch.serialization.safe_globals([np.core.multiarray._reconstruct, np.ndarray, np.dtype,
+        with torch.serialization.safe_globals([_numpy_reconstruct(), np.ndarray, np.dtype,
                                                type(np.dtype(np.uint32))]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

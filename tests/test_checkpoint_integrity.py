@@ -1,0 +1,197 @@
+"""Nothing poisoned: damaged checkpoints are never resumed from (resume=auto falls back to the newest
+one that verifies), planted pickles never run, non-finite state is never saved, a full disk is one
+line, and changed optimizer settings apply on resume while a changed model is refused."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine_launch import logs, metrics, run, small_config
+from janus_pretrain.checkpoint.convert import ConvertError, convert_checkpoint
+from janus_pretrain.checkpoint.integrity import ALLOWED_GLOBALS, unsafe_globals
+from janus_pretrain.checkpoint.layout import MODEL_STATES, rank_file, tag_for_step
+from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
+from janus_pretrain.config import ScheduleConfig
+from janus_pretrain.digests import file_digest
+from janus_pretrain.engine.optim import lr_factor
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE
+from janus_pretrain.engine.run import CONFIG_EXIT_CODE, DIVERGED_EXIT_CODE
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """2 ranks, ep 2, ZeRO-2: checkpoints at steps 2 and 4 (bf16 to cover its pickled classes too)."""
+    out = tmp_path_factory.mktemp("saved")
+    config = small_config(out, train={"steps": STEPS}, parallel={"ep_size": 2},
+                          checkpoint={"every": 2, "keep": 5})
+    assert run(2, {"config": config}, out) == [0, 0], logs(out)
+    return out
+
+
+def _copy_run(saved: Path, dest: Path) -> Path:
+    shutil.copytree(saved / "checkpoints", dest / "checkpoints")
+    return dest
+
+
+def _flip_bytes(path: Path, offset_fraction: float = 0.6) -> None:
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * offset_fraction)
+    data[at:at + 8] = bytes(b ^ 0xFF for b in data[at:at + 8])
+    path.write_bytes(bytes(data))
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a marker file (what an attacker would do, harmlessly)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def _plant(path: Path, marker: Path) -> None:
+    """Replace a checkpoint file by one carrying the payload, and fix its digest in meta.json
+    (an attacker who can write the file can write meta.json too)."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob["payload"] = _Payload(marker)
+    torch.save(blob, path)
+    meta_path = path.parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"][path.name] = file_digest(path)
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_every_file_has_a_recorded_digest_and_only_allowed_globals(saved):
+    folder = saved / "checkpoints" / tag_for_step(STEPS)
+    meta = json.loads((folder / "meta.json").read_text())
+    on_disk = {p.name for p in folder.glob("*.pt")}
+    assert set(meta["files"]) == on_disk and len(on_disk) == 7  # model states, 2 zero, 2 rank, 2 experts
+    for name, digest in meta["files"].items():
+        assert file_digest(folder / name) == digest
+        assert unsafe_globals(folder / name) == [], name
+    # our own files need no allow-listed global at all: they load with weights_only=True
+    for name in (rank_file(0), "experts_ep1.pt"):
+        torch.load(folder / name, weights_only=True)
+    assert "builtins.exec" not in ALLOWED_GLOBALS
+
+
+def test_damaged_latest_checkpoint_is_skipped_and_the_run_continues_finite(saved, tmp_path):
+    out = _copy_run(saved, tmp_path)
+    _flip_bytes(out / "checkpoints" / tag_for_step(STEPS) / "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    config = small_config(out, train={"steps": STEPS + 2}, parallel={"ep_size": 2},
+                          checkpoint={"every": 2, "keep": 5})
+    assert run(2, {"config": config}, out) == [0, 0], logs(out)
+    log = (out / "log_rank0.txt").read_text()
+    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt: sha256 mismatch" in log and "DAMAGED" in log
+    assert f"RESUMING FROM {tag_for_step(2)}" in log
+    assert f"resumed from {out / 'checkpoints' / tag_for_step(2)} at step 2" in log
+    resumed = [m for m in metrics(out) if m["step"] > 2]
+    assert [m["step"] for m in resumed] == [3, 4, 5, 6]
+    assert all(math.isfinite(m["loss"]) and not m["skipped"] for m in resumed)
+
+
+def test_explicit_resume_of_a_damaged_tag_is_one_line_error(saved, tmp_path):
+    out = _copy_run(saved, tmp_path)
+    _flip_bytes(out / "checkpoints" / tag_for_step(STEPS) / "experts_ep0.pt")
+    config = small_config(out, train={"steps": STEPS + 2}, parallel={"ep_size": 2},
+                          checkpoint={"every": 2, "resume": tag_for_step(STEPS)})
+    assert run(2, {"config": config}, out) == [CONFIG_EXIT_CODE] * 2, logs(out)
+    errors = [line for line in (out / "log_rank0.txt").read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "experts_ep0.pt: sha256 mismatch" in errors[0]
+
+
+@pytest.mark.parametrize("victim", [rank_file(1), MODEL_STATES])
+def test_a_planted_pickle_payload_never_runs(saved, tmp_path, victim):
+    out = _copy_run(saved, tmp_path)
+    folder = out / "checkpoints" / tag_for_step(STEPS)
+    marker = tmp_path / "pwned"
+    _plant(folder / victim, marker)
+    with pytest.raises(ConvertError, match="refusing to unpickle: it references builtins.exec"):
+        convert_checkpoint(out / "checkpoints")
+    # resume: the rank that reads the file refuses it before DeepSpeed or torch unpickles it
+    rank = 1 if victim == rank_file(1) else 0
+    ctx = SimpleNamespace(rank=rank, ep_rank=rank, is_main=rank == 0)
+    problem = TrainingCheckpointer(out / "checkpoints", 5, ctx).verify(tag_for_step(STEPS))
+    assert problem and "refusing to unpickle" in problem or "cannot be loaded safely" in problem
+    config = small_config(out, train={"steps": STEPS + 1}, parallel={"ep_size": 2},
+                          checkpoint={"resume": tag_for_step(STEPS)})
+    assert run(2, {"config": config}, out) == [CONFIG_EXIT_CODE] * 2, logs(out)
+    assert not marker.exists()
+    # and with --trust-checkpoint the converter would run it: the scan is what stands in the way
+    try:
+        convert_checkpoint(out / "checkpoints", trust=True)
+    except ConvertError:
+        pass
+    assert marker.exists()
+
+
+def test_changed_lr_applies_from_the_resumed_step_and_is_logged(tmp_path):
+    config = small_config(tmp_path, train={"steps": 6}, optimizer={"lr": 3.0e-3}, checkpoint={"every": 0})
+    assert run(2, {"config": config, "preempt_at": 3}, tmp_path) == [PREEMPTED_EXIT_CODE] * 2, logs(tmp_path)
+    config = small_config(tmp_path, train={"steps": 6}, optimizer={"lr": 1.5e-3, "weight_decay": 0.05})
+    assert run(2, {"config": config}, tmp_path) == [0, 0], logs(tmp_path)
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert "changed since checkpoint" in log and "optimizer.lr: 0.003 -> 0.0015" in log
+    assert "optimizer.weight_decay: 0.1 -> 0.05" in log
+    lrs = {m["step"]: m["lr"] for m in metrics(tmp_path)}
+    schedule = ScheduleConfig()
+    assert lrs[3] == pytest.approx(3.0e-3 * lr_factor(2, 6, schedule, 3.0e-3))  # before the stop
+    for step in (4, 5, 6):  # step s uses the lr of schedule position s - 1, with the new peak
+        assert lrs[step] == pytest.approx(1.5e-3 * lr_factor(step - 1, 6, schedule, 1.5e-3), rel=1e-9)
+
+
+def test_changed_model_on_resume_is_one_line_listing_the_keys(saved, tmp_path):
+    out = _copy_run(saved, tmp_path)
+    config = small_config(out, train={"steps": STEPS + 1}, parallel={"ep_size": 2})
+    config["model"].update(intermediate_size=48, d_state=8, scan_chunk=8)  # scan_chunk: runtime only
+    assert run(2, {"config": config}, out) == [CONFIG_EXIT_CODE] * 2, logs(out)
+    errors = [line for line in (out / "log_rank0.txt").read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "model.d_state: 4 -> 8" in errors[0] and "model.intermediate_size: 32 -> 48" in errors[0]
+    assert "scan_chunk" not in errors[0]
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    config = small_config(tmp_path, train={"steps": 8, "max_bad_steps": 2}, parallel={"ep_size": 2},
+                          checkpoint={"every": 1, "keep": 10})
+    codes = run(2, {"config": config, "faults": {"poison_at": 2}}, tmp_path)
+    assert codes == [DIVERGED_EXIT_CODE] * 2, logs(tmp_path)
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert f"REFUSED to save {tag_for_step(2)}" in log
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.glob("step_*")) == [tag_for_step(1)]
+    assert (folder / "latest").read_text().strip() == tag_for_step(1)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    config = small_config(tmp_path, train={"steps": 4}, parallel={"ep_size": 2}, checkpoint={"every": 1})
+    codes = run(2, {"config": config, "faults": {"enospc_at": 2}}, tmp_path)
+    assert codes == [CONFIG_EXIT_CODE] * 2, logs(tmp_path)
+    errors = [line for line in (tmp_path / "log_rank0.txt").read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "free space" in errors[0]
+    assert f"{tag_for_step(1)}, is intact" in errors[0]
+    folder = tmp_path / "checkpoints"
+    assert (folder / "latest").read_text().strip() == tag_for_step(1)
+    assert not (folder / tag_for_step(2)).exists()
+
+
+def test_tensorboard_keeps_one_history_after_a_kill_and_resume(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = small_config(tmp_path, train={"steps": 6}, checkpoint={"every": 2})
+    assert run(2, {"config": config, "faults": {"die_at": 4}}, tmp_path) != [0, 0]  # killed in step 4
+    assert run(2, {"config": config}, tmp_path) == [0, 0], logs(tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 3 (written, then redone after resuming at 2) once
+    assert [m["step"] for m in metrics(tmp_path)] == steps
