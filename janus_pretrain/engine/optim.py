@@ -49,10 +49,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in split if g["params"]]
 
 
-def group_kind(group: dict) -> str:
-    return "moe" if group.get("moe", False) else "dense"
-
-
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, config.weight_decay)
     for group in groups:  # DeepSpeed passes unknown keys through; torch ignores them
