@@ -20,13 +20,11 @@ from tqdm import tqdm
 from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.data.fasta import file_sha256, scan_fasta
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
-from janus_pretrain.data.sharding import (SPLITS, brace_pattern, check_keys, completed, plan_species,
-                                          write_shard)
+from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
+from janus_pretrain.data.sharding import brace_pattern, check_keys, completed, plan_species, write_shard
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = "janus-shards-v1"
 
 
 def check_args(args: argparse.Namespace) -> None:
