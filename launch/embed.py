@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from janus_pretrain.downstream.embedding import embed_fasta, save_npz
-    from janus_pretrain.downstream.fasta import FastaError
+    from janus_pretrain.downstream.indexed_fasta import FastaError
     from janus_pretrain.export import ExportError, load_backbone
 
     if args.window < 1:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--on-ref-mismatch", choices=("report", "error"), default="report")
     args = parser.parse_args(argv)
-    from janus_pretrain.downstream.fasta import FastaError
+    from janus_pretrain.downstream.indexed_fasta import FastaError
     from janus_pretrain.downstream.variants import VariantError, read_variants, score_variants, write_scores
     from janus_pretrain.export import ExportError, load_pretrained
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.data.fasta import file_sha256, scan_fasta
+from janus_pretrain.data.fasta_cache import file_sha256, scan_fasta
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
 from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
 from janus_pretrain.data.sharding import brace_pattern, check_keys, completed, plan_species, write_shard

@@ -20,7 +20,7 @@ import numpy as np
 import webdataset as wds
 
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
-from janus_pretrain.data.fasta import FastaInfo, WindowReader
+from janus_pretrain.data.fasta_cache import FastaInfo, WindowReader
 from janus_pretrain.data.genomes import DataPrepError, SpeciesSpec
 from janus_pretrain.data.manifest import SPLITS
 from janus_pretrain.tokenizer import normalise_bases, soft_mask

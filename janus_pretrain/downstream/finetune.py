@@ -19,7 +19,7 @@ import torch
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
-from janus_pretrain.downstream.metrics import classification_metrics
+from janus_pretrain.downstream.classification_metrics import classification_metrics
 from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv
 from janus_pretrain.export import ExportError, load_backbone, read_export_config
 from janus_pretrain.lr_schedule import warmup_cosine

@@ -21,7 +21,7 @@ import torch
 
 from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.compression import is_gzip
-from janus_pretrain.downstream.fasta import FastaError, contig_length, fetch, open_fasta
+from janus_pretrain.downstream.indexed_fasta import FastaError, contig_length, fetch, open_fasta
 from janus_pretrain.tokenizer import BASE_IDS, TokenizerError, encode
 
 BASE_INDEX = dict(zip("ACGT", BASE_IDS))
