@@ -19,10 +19,10 @@ chunk-boundary states; flash/Flex attention keep q, k, v, out and the log-sum-ex
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 
+from janus_pretrain import cli
 from janus_pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
 from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
 from janus_pretrain.model.block_mask import block_mask_bytes
@@ -315,8 +315,7 @@ def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", g
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m janus_pretrain.memory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__, prog="python -m janus_pretrain.memory")
     parser.add_argument("--config", required=True, help="run YAML, e.g. configs/1m.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
     parser.add_argument("--gpus", type=int, default=1, help="data-parallel ranks (ZeRO-2 partitions)")
@@ -333,8 +332,7 @@ def main(argv=None) -> int:
         device = args.device_gb * 1e9
         longest = max_seq_len(config, device, args.backend, args.gpus)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     m = config.model
     print(f"{args.config}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {args.backend}, "
           f"{config.train.precision}, {args.gpus} GPU(s), ep_size {config.parallel.ep_size}, "

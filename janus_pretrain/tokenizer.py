@@ -16,6 +16,7 @@ A_ID, C_ID, G_ID, T_ID, N_ID = 7, 8, 9, 10, 11
 VOCAB_SIZE = 16  # padded for tensor-core friendly embedding shapes
 BASE_IDS = (A_ID, C_ID, G_ID, T_ID)
 IUPAC_AMBIGUOUS = "RYSWKMBDHVUN"  # U is not DNA; treated as unknown base like the other codes
+NUCLEOTIDE_CODES = "ACGT" + IUPAC_AMBIGUOUS  # every letter accepted in sequences, in either case
 
 _INVALID = -1
 _ENCODE = np.full(256, _INVALID, dtype=np.int64)
@@ -35,11 +36,10 @@ COMPLEMENT_IDS = np.arange(VOCAB_SIZE, dtype=np.int64)
 COMPLEMENT_IDS[[A_ID, T_ID, C_ID, G_ID]] = T_ID, A_ID, G_ID, C_ID
 _COMPLEMENT = torch.from_numpy(COMPLEMENT_IDS)
 
-# ASCII-level normalisation for shards: IUPAC ambiguity codes to N/n, case kept
-_NORMALISE = np.arange(256, dtype=np.uint8)
-for _char in IUPAC_AMBIGUOUS:
-    _NORMALISE[ord(_char)] = ord("N")
-    _NORMALISE[ord(_char.lower())] = ord("n")
+# ASCII-level normalisation for shards: IUPAC ambiguity codes to N/n, case kept; a bytes.translate
+# table because shard writing runs it over every base of a genome
+_NORMALISE = bytes.maketrans((IUPAC_AMBIGUOUS + IUPAC_AMBIGUOUS.lower()).encode(),
+                             b"N" * len(IUPAC_AMBIGUOUS) + b"n" * len(IUPAC_AMBIGUOUS))
 
 
 class TokenizerError(ValueError):
@@ -98,7 +98,7 @@ def reverse_complement(ids: torch.Tensor) -> torch.Tensor:
 
 def normalise_bases(raw: bytes | np.ndarray) -> bytes:
     """Map IUPAC ambiguity codes to N (n when lower case), keep case; for shard writing."""
-    return _NORMALISE[_as_bytes(raw)].tobytes()
+    return (raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)).translate(_NORMALISE)
 
 
 def soft_mask(raw: bytes | np.ndarray) -> np.ndarray:

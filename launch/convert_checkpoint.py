@@ -17,15 +17,16 @@ Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
+
+from janus_pretrain import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory of the run")
     parser.add_argument("--tag", default="latest", help="checkpoint tag, e.g. step_00000100 (default: latest)")
     parser.add_argument("--out", required=True, help="export directory to create")
@@ -45,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         converted = convert_to_export(args.checkpoint, args.out, args.tag, expect, args.overwrite,
                                       verify=args.verify, trust=args.trust_checkpoint)
     except (ConvertError, ConfigError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     run = converted.run
     print(f"exported {run['checkpoint']}/{run['tag']} (step {run['step']}, {run['tokens_seen']} tokens seen, "
           f"{run['dp_world_size']} ranks, ep_size {run['ep_size']}) to {args.out}")

@@ -11,15 +11,16 @@ Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
+
+from janus_pretrain import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--model", required=True, help="export directory")
     parser.add_argument("--fasta", required=True)
     parser.add_argument("--out", required=True, help="output .npz")
@@ -29,20 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from janus_pretrain.downstream.embedding import embed_fasta, save_npz
-    from janus_pretrain.downstream.fasta import FastaError
+    from janus_pretrain.downstream.indexed_fasta import FastaError
     from janus_pretrain.export import ExportError, load_backbone
 
     if args.window < 1:
-        print("error: --window must be >= 1", file=sys.stderr)
-        return 2
+        return cli.fail("--window must be >= 1")
     try:
         backbone = load_backbone(args.model, args.device)
         embeddings = embed_fasta(backbone, args.fasta, args.window, args.per_position, args.batch_size, args.device,
                                  progress=lambda name, n: print(f"embedded {name} ({n:,} bp)", file=sys.stderr))
         save_npz(embeddings, args.out)
     except (FastaError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     print(f"wrote {args.out}: {len(embeddings.names)} records, D={embeddings.mean.shape[1]}")
     return 0
 

@@ -11,18 +11,18 @@ Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
 
+from janus_pretrain import cli  # noqa: E402
 from janus_pretrain.downstream.finetune import FinetuneOptions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--model", required=True, help="export directory (launch/convert_checkpoint.py)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--valid", required=True)
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         finetune(args.model, args.train, args.valid, args.out, args.test, options)
     except (TableError, ExportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     return 0
 
 

@@ -12,15 +12,16 @@ outside a contig are errors. Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
+
+from janus_pretrain import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--model", required=True, help="export directory")
     parser.add_argument("--fasta", required=True, help="reference FASTA (plain or bgzip)")
     parser.add_argument("--variants", required=True, help="VCF or TSV chrom, pos, ref, alt")
@@ -30,13 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--on-ref-mismatch", choices=("report", "error"), default="report")
     args = parser.parse_args(argv)
-    from janus_pretrain.downstream.fasta import FastaError
+    from janus_pretrain.downstream.indexed_fasta import FastaError
     from janus_pretrain.downstream.variants import VariantError, read_variants, score_variants, write_scores
     from janus_pretrain.export import ExportError, load_pretrained
 
     if args.window < 3:
-        print("error: --window must be >= 3", file=sys.stderr)
-        return 2
+        return cli.fail("--window must be >= 3")
     try:
         variants = read_variants(args.variants)
         model = load_pretrained(args.model, args.device)
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.on_ref_mismatch)
         write_scores(rows, args.out)
     except (VariantError, FastaError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     counts: dict[str, int] = {}
     for row in rows:
         status = row["status"].split(":")[0]

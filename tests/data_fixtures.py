@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from janus_pretrain.compression import compression_of_bytes
 from janus_pretrain.data.prepare import main as shard_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def write_fasta(path: Path, records: list[tuple[str, str]], width: int = 60, new
 def read_genome(path: Path) -> dict[str, str]:
     """Contig name -> sequence of a (gzipped) FASTA, by the simplest possible parser."""
     raw = Path(path).read_bytes()
-    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode().replace("\r", "")
+    text = (gzip.decompress(raw) if compression_of_bytes(raw) != "plain" else raw).decode().replace("\r", "")
     genome, name = {}, None
     for line in text.split("\n"):
         if line.startswith(">"):

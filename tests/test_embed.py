@@ -13,7 +13,7 @@ import torch
 
 from downstream_helpers import random_dna, small_export, small_model, write_fasta
 from janus_pretrain.downstream.embedding import embed_fasta, embed_ids, window_starts
-from janus_pretrain.downstream.fasta import FastaError
+from janus_pretrain.downstream.indexed_fasta import FastaError
 from janus_pretrain.tokenizer import encode
 
 REPO = Path(__file__).resolve().parents[1]

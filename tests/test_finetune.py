@@ -18,7 +18,7 @@ from downstream_helpers import random_dna, small_export, small_model
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, predict_logits
 from janus_pretrain.downstream.finetune import FinetuneOptions, load_classifier, save_classifier
-from janus_pretrain.downstream.metrics import auroc, matthews_corrcoef
+from janus_pretrain.downstream.classification_metrics import auroc, matthews_corrcoef
 from janus_pretrain.downstream.tsv import TableError, encode_labels, read_labelled_tsv, stratified_split
 from janus_pretrain.export import read_export_config, save_pretrained
 from janus_pretrain.model import JanusForPretraining

@@ -74,8 +74,10 @@ def test_checkpointing_and_chunking_lower_the_predicted_peak(repo_root):
     def peak(*overrides):
         return training_estimate(load_config(repo_root / "configs/1m.yaml", list(overrides)), 1 << 18).total
     assert peak("model.activation_checkpointing=layer") < peak("model.activation_checkpointing=none")
-    assert peak("model.loss_chunk=4096") <= peak("model.loss_chunk=0")  # logits are freed before the layers peak
-    assert peak("model.ffn_chunk=4096") <= peak("model.ffn_chunk=0")
+    # not strict: the logits are freed before the layers peak, so loss chunking may not show in the peak
+    assert peak("model.loss_chunk=4096") <= peak("model.loss_chunk=0")
+    # strict: under checkpointing the peak phase is a recomputed FFN, whose hidden rows the chunk bounds
+    assert peak("model.ffn_chunk=4096") < peak("model.ffn_chunk=0")
     assert base.model.activation_checkpointing == "layer"
 
 

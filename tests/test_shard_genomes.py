@@ -225,8 +225,8 @@ def test_bundled_genomes_shard_with_every_species(bundled_manifest):
 
 
 def test_line_numbers_hold_across_read_chunks(tmp_path, capsys, monkeypatch):
-    from janus_pretrain.data import fasta
-    monkeypatch.setattr(fasta, "CHUNK_BYTES", 97)  # headers and lines split over many reads
+    from janus_pretrain.data import fasta_cache
+    monkeypatch.setattr(fasta_cache, "CHUNK_BYTES", 97)  # headers and lines split over many reads
     genomes, window, expect = _bad(tmp_path, "star")
     assert shard(genomes, tmp_path / "out", window) != 0
     err = capsys.readouterr().err

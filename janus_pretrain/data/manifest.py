@@ -6,6 +6,7 @@ from pathlib import Path
 
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
+# written by data/prepare.py and checked here: the one definition of the on-disk format
 MANIFEST_FORMAT = "janus-shards-v1"
 SPLITS = ("train", "valid", "test")
 

@@ -17,16 +17,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from janus_pretrain import cli
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.data.fasta import file_sha256, scan_fasta
+from janus_pretrain.data.fasta_cache import file_sha256, scan_fasta
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
-from janus_pretrain.data.sharding import (SPLITS, brace_pattern, check_keys, completed, plan_species,
-                                          write_shard)
+from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
+from janus_pretrain.data.sharding import brace_pattern, check_keys, completed, plan_species, write_shard
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = "janus-shards-v1"
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -174,7 +173,7 @@ def build_manifest(args, argv, wanted, specs, infos, plans, results) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Shard genome FASTA files of many species into WebDataset tar shards.")
+    p = cli.parser("Shard genome FASTA files of many species into WebDataset tar shards.")
     p.add_argument("--genomes", required=True, help="GENOMES.yaml listing species, FASTA paths, weights, held-out contigs")
     p.add_argument("--out", required=True, help="output directory (new or empty, or an earlier run with the same arguments)")
     p.add_argument("--window-bp", type=int, required=True, help="window length of each sample")
@@ -190,13 +189,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cli.log_to_stderr()
     args = parser().parse_args(argv)
     try:
         manifest = run(args, ["data_prep/shard_genomes.py", *argv])
     except DataPrepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail(exc)
     for split, total in manifest["splits"].items():
         log.info("%s: %d samples, %.3f Mbp", split, total["samples"], total["bp"] / 1e6)
     return 0

@@ -19,17 +19,14 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from janus_pretrain.data.fasta import FastaInfo, WindowReader
+from janus_pretrain.atomic_io import atomic_write_text, temporary_path
+from janus_pretrain.data.fasta_cache import FastaInfo, WindowReader
 from janus_pretrain.data.genomes import DataPrepError, SpeciesSpec
-from janus_pretrain.tokenizer import IUPAC_AMBIGUOUS
-
-# same mapping as tokenizer.normalise_bases (tested equal), as a bytes.translate table for speed
-_NORMALISE = bytes.maketrans((IUPAC_AMBIGUOUS + IUPAC_AMBIGUOUS.lower()).encode(),
-                             b"N" * len(IUPAC_AMBIGUOUS) + b"n" * len(IUPAC_AMBIGUOUS))
+from janus_pretrain.data.manifest import SPLITS
+from janus_pretrain.tokenizer import normalise_bases, soft_mask
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 SAMPLE_OVERHEAD_BYTES = 1536  # tar headers of .dna and .json plus the padded json member
 
 
@@ -152,18 +149,18 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
     """Write one shard (temporary name, then rename); returns its counts."""
     reader = _READERS.get(plan.cache) or _READERS.setdefault(plan.cache, WindowReader(plan.cache))
     final = Path(out_dir) / plan.name
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    tmp = temporary_path(final)
     samples, bp, dropped_n = 0, 0, 0
     # mtime 0 and fixed owner names make reruns byte-identical; values are bytes already (no encoder)
     with open(tmp, "wb") as handle, \
             wds.TarWriter(handle, mtime=0, user="janus", group="janus", encoder=False) as writer:
         for w in plan.windows:
-            dna = reader.fetch(w.contig, w.start, w.end).translate(_NORMALISE)
+            dna = normalise_bases(reader.fetch(w.contig, w.start, w.end))
             n_frac = (dna.count(b"N") + dna.count(b"n")) / len(dna)
             if n_frac > plan.max_n_frac:
                 dropped_n += 1
                 continue
-            soft = np.count_nonzero(np.frombuffer(dna, dtype=np.uint8) >= ord("a")) / len(dna)
+            soft = np.count_nonzero(soft_mask(dna)) / len(dna)
             meta = {"species": plan.species, "contig": w.contig, "start": w.start, "end": w.end,
                     "n_frac": round(n_frac, 6), "softmasked_frac": round(soft, 6),
                     "source": plan.source, "source_sha256": plan.sha256}
@@ -174,9 +171,8 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
     stats = {"path": plan.name, "samples": samples, "bp": bp, "dropped_n_frac": dropped_n}
     part = parts_path(out_dir, plan)
     part.parent.mkdir(parents=True, exist_ok=True)
-    tmp_part = part.with_name(part.name + f".tmp{os.getpid()}")
-    tmp_part.write_text(json.dumps(stats, sort_keys=True))
-    os.replace(tmp_part, part)  # counts land before the shard, so a shard in place always has its counts
+    # counts land before the shard, so a shard in place always has its counts
+    atomic_write_text(part, json.dumps(stats, sort_keys=True))
     os.replace(tmp, final)
     return stats
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from janus_pretrain.atomic_io import temporary_path
-from janus_pretrain.downstream.fasta import FastaError, fetch, open_fasta
+from janus_pretrain.downstream.indexed_fasta import FastaError, fetch, open_fasta
 from janus_pretrain.model import JanusModel
 from janus_pretrain.tokenizer import TokenizerError, encode
 

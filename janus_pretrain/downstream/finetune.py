@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,9 +19,10 @@ import torch
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
-from janus_pretrain.downstream.metrics import classification_metrics
+from janus_pretrain.downstream.classification_metrics import classification_metrics
 from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv
 from janus_pretrain.export import ExportError, load_backbone, read_export_config
+from janus_pretrain.lr_schedule import warmup_cosine
 from janus_pretrain.model import JanusModel
 
 
@@ -45,15 +45,6 @@ class FinetuneOptions:
     label_column: str = "label"
 
 
-def _lr_lambda(total: int, warmup: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(total - warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return factor
-
-
 def _better(candidate: dict, best: dict | None) -> bool:
     if best is None:
         return True
@@ -70,7 +61,8 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     per_epoch = len(length_batches([len(x) for x in train_ids], options.batch_size))
     total = options.max_steps or options.epochs * per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, int(options.warmup_fraction * total))))
+    warmup = max(1, int(options.warmup_fraction * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
     eval_every = options.eval_every or per_epoch
     targets = torch.tensor(train_y)
     aux_coef = model.backbone.config.router_aux_loss_coef

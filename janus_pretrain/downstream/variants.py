@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from janus_pretrain.atomic_io import temporary_path
-from janus_pretrain.downstream.fasta import FastaError, contig_length, fetch, open_fasta
+from janus_pretrain.compression import is_gzip
+from janus_pretrain.downstream.indexed_fasta import FastaError, contig_length, fetch, open_fasta
 from janus_pretrain.tokenizer import BASE_IDS, TokenizerError, encode
 
 BASE_INDEX = dict(zip("ACGT", BASE_IDS))
@@ -41,9 +42,7 @@ class Variant:
 
 
 def _open_text(path: Path):
-    with path.open("rb") as handle:
-        gzipped = handle.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gzipped else path.open()
+    return gzip.open(path, "rt") if is_gzip(path) else path.open()
 
 
 def read_variants(path: str | Path) -> list[Variant]:

@@ -11,13 +11,12 @@ DeepSpeed silently picks FusedAdam, which JIT-compiles for minutes on a CPU mach
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_groups_for_optimizer
 from torch import nn
 
 from janus_pretrain.config import OptimizerConfig, ScheduleConfig
+from janus_pretrain.lr_schedule import warmup_cosine
 
 
 def no_weight_decay(param: torch.Tensor) -> bool:
@@ -49,10 +48,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in split if g["params"]]
 
 
-def group_kind(group: dict) -> str:
-    return "moe" if group.get("moe", False) else "dense"
-
-
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, config.weight_decay)
     for group in groups:  # DeepSpeed passes unknown keys through; torch ignores them
@@ -65,11 +60,8 @@ def lr_factor(step: int, total_steps: int, schedule: ScheduleConfig, peak_lr: fl
     """Multiplier of the peak lr before optimizer step `step` (0-based): linear warm-up over
     warmup_fraction * total_steps, then cosine from the peak down to schedule.min_lr."""
     warmup = max(1, round(schedule.warmup_fraction * total_steps)) if schedule.warmup_fraction > 0 else 0
-    if step < warmup:
-        return (step + 1) / warmup
     floor = min(schedule.min_lr / peak_lr, 1.0) if peak_lr > 0 else 0.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warmup_cosine(step, total_steps, warmup, floor)
 
 
 def build_scheduler(total_steps: int, schedule: ScheduleConfig, peak_lr: float):

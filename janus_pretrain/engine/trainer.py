@@ -25,11 +25,11 @@ from janus_pretrain.engine.resume import apply_run_hyperparameters, check_archit
 from janus_pretrain.config import BatchPlan, RunConfig, to_dict
 from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
-from janus_pretrain.engine.metrics import MetricsLogger, peak_memory_gb
+from janus_pretrain.engine.metrics_log import MetricsLogger, peak_memory_gb
 from janus_pretrain.engine.moe_bridge import attach_moe_markers
 from janus_pretrain.engine.optim import build_optimizer, build_scheduler
 from janus_pretrain.engine.preemption import Preempted, PreemptionFlag
-from janus_pretrain.engine.validation import evaluate
+from janus_pretrain.engine.evaluate_loss import evaluate
 from janus_pretrain.tokenizer import BASE_IDS, N_ID, TOKENIZER_VERSION
 
 

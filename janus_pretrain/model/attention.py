@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from janus_pretrain.model.layers import KernelSlot, init_linear
+from janus_pretrain.model.kernels import KernelSlot
+from janus_pretrain.model.layers import init_linear
 
 # score elements of one reference fusion-attention query block (fp32: 256 MiB): the block's
 # rows shrink as 2L grows so the transient stays constant instead of growing with L

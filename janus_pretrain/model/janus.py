@@ -20,7 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
-from janus_pretrain.model.layers import KernelSlot, RMSNorm, SwiGLU, init_linear
+from janus_pretrain.model.kernels import KernelSlot
+from janus_pretrain.model.layers import RMSNorm, SwiGLU, init_linear
 from janus_pretrain.model.loss import janus_loss
 from janus_pretrain.model.mamba import MambaMixer, mamba_projections
 from janus_pretrain.model.moe import MoEFeedForward
@@ -135,7 +136,7 @@ class JanusModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.kernels = KernelSlot(config.kernels)
+        self.kernels = KernelSlot(config.kernels, config.scan_chunk, config.fusion_query_block)
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         nn.init.normal_(self.embedding.weight, std=config.initializer_range)
         self.embedding.weight._no_weight_decay = True

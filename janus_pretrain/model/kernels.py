@@ -203,3 +203,24 @@ def select_kernels(preference: str = "auto", device: torch.device | str = "cpu",
         _logged.add(key)
         log.info("kernels: %s (%s)", kernels.name, kernels.reason)
     return kernels
+
+
+class KernelSlot:
+    """Holds the kernel backend chosen for a model; resolved once, on the device of the first input.
+
+    Modules keep a reference to one shared slot (not a submodule, so no state_dict entries), which
+    is why the fast and reference paths share parameters and state_dict keys. The chunk sizes are
+    the model config's, so the chosen kernel set's defaults are the ones the model runs with.
+    """
+
+    def __init__(self, preference: str, scan_chunk: int = 64, fusion_query_block: int = 1024):
+        self.preference = preference
+        self.scan_chunk, self.fusion_query_block = scan_chunk, fusion_query_block
+        self._kernels = {}
+
+    def get(self, device: torch.device) -> Kernels:
+        key = device.type
+        if key not in self._kernels:
+            self._kernels[key] = select_kernels(self.preference, device, self.scan_chunk,
+                                                self.fusion_query_block)
+        return self._kernels[key]

@@ -85,22 +85,3 @@ class SwiGLU(nn.Module):
         out = torch.cat(parts) if len(parts) != 1 else parts[0]
         return out.view(*x.shape[:-1], out.shape[-1])
 
-
-class KernelSlot:
-    """Holds the kernel backend chosen for a model; resolved once, on the device of the first input.
-
-    Modules keep a reference to one shared slot (not a submodule, so no state_dict entries), which
-    is why the fast and reference paths share parameters and state_dict keys.
-    """
-
-    def __init__(self, preference: str):
-        self.preference = preference
-        self._kernels = {}
-
-    def get(self, device: torch.device):
-        from janus_pretrain.model.kernels import select_kernels
-
-        key = device.type
-        if key not in self._kernels:
-            self._kernels[key] = select_kernels(self.preference, device)
-        return self._kernels[key]

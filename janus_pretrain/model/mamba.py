@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from janus_pretrain.config import ModelConfig
-from janus_pretrain.model.layers import KernelSlot, RMSNorm, init_linear
+from janus_pretrain.model.kernels import KernelSlot
+from janus_pretrain.model.layers import RMSNorm, init_linear
 
 
 def mamba_projections(config: ModelConfig) -> tuple[nn.Linear, nn.Linear]:

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pyfaidx
 
+from janus_pretrain.compression import is_gzip
+
 
 class FastaError(ValueError):
     """A FASTA file or a region of it that cannot be read; names the file and contig."""
-
-
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
 
 
 def open_fasta(path: str | Path) -> pyfaidx.Fasta:
@@ -24,7 +21,7 @@ def open_fasta(path: str | Path) -> pyfaidx.Fasta:
     path = Path(path)
     if not path.is_file():
         raise FastaError(f"FASTA file not found: {path}")
-    if _is_gzip(path):
+    if is_gzip(path):
         try:
             return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
         except Exception as exc:  # plain gzip, or BGZF without Biopython

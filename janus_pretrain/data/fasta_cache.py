@@ -22,12 +22,15 @@ import numpy as np
 import pyfaidx
 from tqdm import tqdm
 
+from janus_pretrain.atomic_io import atomic_write_text, temporary_path
+from janus_pretrain.compression import compression_of_file
 from janus_pretrain.data.genomes import DataPrepError
+from janus_pretrain.tokenizer import NUCLEOTIDE_CODES
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 16 << 20
-_ALLOWED_BYTES = ("ACGTNRYSWKMBDHVU" + "ACGTNRYSWKMBDHVU".lower() + "\r\n").encode()  # IUPAC, either case
+_ALLOWED_BYTES = (NUCLEOTIDE_CODES + NUCLEOTIDE_CODES.lower() + "\r\n").encode()  # CRLF accepted
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[np.frombuffer(_ALLOWED_BYTES, dtype=np.uint8)] = True
 _CHECK = bytes(ord("A") if ok else ord("!") for ok in _ALLOWED)  # translate table: not allowed -> '!'
@@ -49,14 +52,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def compression_of(path: Path) -> str:
-    with open(path, "rb") as handle:
-        head = handle.read(18)
-    if not head:
+    if path.stat().st_size == 0:
         raise DataPrepError(f"{path}: empty file (expected a FASTA genome)")
-    if head[:2] != b"\x1f\x8b":
-        return "plain"
-    # BGZF: gzip with the FEXTRA flag and a 'BC' subfield (SAM/BAM spec, section 4.1)
-    return "bgzip" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+    return compression_of_file(path)
 
 
 class _Scanner:
@@ -185,7 +183,7 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
         return FastaInfo(**{**info, "contigs": [tuple(c) for c in info["contigs"]]})
     how = "read as plain text" if compression == "plain" else f"{compression}: streamed through gzip"
     log.info("%s: %s, checked and copied to %s for pyfaidx indexed access", path, how, cache)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    tmp = temporary_path(cache)
     with open(tmp, "wb") as out:
         scanner = _Scanner(path, out)
         saw_any = False
@@ -208,15 +206,11 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
         tmp.unlink()
         raise DataPrepError(f"{path}: every contig is empty; nothing to shard")
     # the copy has one sequence line per contig, so its faidx index is known without re-reading it
-    fai = Path(str(cache) + ".fai")
-    tmp_fai = fai.with_name(fai.name + f".tmp{os.getpid()}")
-    tmp_fai.write_text("".join(scanner.fai))
+    # (the .scan.json written last is what marks the copy and its index complete)
     os.replace(tmp, cache)
-    os.replace(tmp_fai, fai)
+    atomic_write_text(Path(str(cache) + ".fai"), "".join(scanner.fai))
     info = FastaInfo(str(path), sha256, compression, str(cache), scanner.contigs, scanner.warnings)
-    tmp_done = done.with_name(done.name + ".tmp")
-    tmp_done.write_text(json.dumps(info.__dict__))
-    os.replace(tmp_done, done)
+    atomic_write_text(done, json.dumps(info.__dict__))
     return info
 
 
