@@ -47,6 +47,44 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix: the message names the key and the file."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a float key; every float key must also be finite (YAML has .nan and .inf)."""
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False  # True: `low` itself is not allowed
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return ((self.low < value if self.open_low else self.low <= value)
+                and (value < self.high if self.open_high else value <= self.high))
+
+    def __str__(self) -> str:
+        low = "(" if self.open_low or self.low == -math.inf else "["
+        return f"{low}{self.low:g}, {self.high:g}{')' if self.open_high or self.high == math.inf else ']'}"
+
+
+POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
+FRACTION, OPEN_FRACTION = Range(0.0, 1.0), Range(0.0, 1.0, open_high=True)
+
+
+def check_floats(section: Any, name: str, where: str) -> None:
+    """Every float of a config section (alone, in a list or a dict) is finite and in the section's
+    FLOAT_RANGES; a NaN would otherwise pass every `x < 0` check and poison the run later."""
+    ranges = getattr(section, "FLOAT_RANGES", {})
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        items = (value.items() if isinstance(value, dict) else
+                 ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, list) else [("", value)])
+        for suffix, item in items:
+            if not isinstance(item, float):
+                continue
+            key = f"{name}.{f.name}" + (suffix if not isinstance(value, dict) else f".{suffix}")
+            allowed = ranges.get(f.name, Range())
+            if not math.isfinite(item) or item not in allowed:
+                raise ConfigError(f"{where}: {key}={item} must be a finite number in {allowed}; change {key}")
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 16  # tokenizer vocabulary padded to 16 (janus_pretrain.tokenizer)
@@ -79,6 +117,9 @@ class ModelConfig:
     loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
     ffn_chunk: int = 65536  # rows per recomputed FFN/expert chunk when activation_checkpointing is on; 0 = all rows
 
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {
+        "dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE, "router_aux_loss_coef": NON_NEGATIVE,
+        "initializer_range": POSITIVE, "norm_eps": POSITIVE}
     # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"kernels", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk", "ffn_chunk"})
@@ -116,6 +157,9 @@ class ModelConfig:
         return "\n".join([f"Janus layer map (x2 streams, {experts}, then fusion attention):", *rows])
 
     def validate(self, where: str = "<config>") -> None:
+        check_floats(self, "model", where)
+        if self.dt_min > self.dt_max:
+            raise ConfigError(f"{where}: model.dt_min={self.dt_min} must be <= model.dt_max={self.dt_max}")
         for period, offset, name in ((self.attn_layer_period, self.attn_layer_offset, "attn_layer"),
                                      (self.expert_layer_period, self.expert_layer_offset, "expert_layer")):
             if period < 0 or offset < 0:
@@ -148,6 +192,14 @@ class DataConfig:
     num_workers: int = 1  # dataloader worker processes per rank
     repeat_weight: float = 1.0  # loss weight of soft-masked (repeat) bases; 1 = no down-weighting
     valid_max_batches: int = 0  # validation batches per species; 0 = the whole split
+    verify_shards: bool = True  # sha256 of each shard against manifest.json before its first read in each loader process
+    on_corrupt: Literal["error", "skip"] = "error"  # damaged shard/sample: stop naming it, or skip and count it (data/corrupt_samples)
+
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"max_n_frac": FRACTION, "repeat_weight": NON_NEGATIVE,
+                                                "mixture": NON_NEGATIVE}
+
+    def validate(self, where: str) -> None:
+        check_floats(self, "data", where)
 
 
 @dataclass
@@ -162,7 +214,10 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between validations; 0 = only at the end
     max_bad_steps: int = 5  # stop after this many consecutive steps with NaN/inf loss
 
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"grad_clip": NON_NEGATIVE}
+
     def validate(self, where: str) -> None:
+        check_floats(self, "train", where)
         for key, low in (("steps", 1), ("max_bad_steps", 1), ("micro_batch", 1), ("grad_accum", 0),
                          ("global_batch_tokens", 0), ("eval_every", 0)):
             if getattr(self, key) < low:
@@ -176,15 +231,24 @@ class OptimizerConfig:
     eps: float = 1.0e-8  # AdamW epsilon
     weight_decay: float = 0.1  # applied to matrices only (not biases, norms, embeddings, A_log, D)
 
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"lr": POSITIVE, "betas": OPEN_FRACTION, "eps": POSITIVE,
+                                                "weight_decay": NON_NEGATIVE}
+
+    def validate(self, where: str) -> None:
+        check_floats(self, "optimizer", where)
+        if len(self.betas) != 2:
+            raise ConfigError(f"{where}: optimizer.betas must be two numbers [beta1, beta2] (got {self.betas})")
+
 
 @dataclass
 class ScheduleConfig:
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of train.steps
     min_lr: float = 1.0e-4  # cosine decay floor
 
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"warmup_fraction": OPEN_FRACTION, "min_lr": NON_NEGATIVE}
+
     def validate(self, where: str) -> None:
-        if not 0 <= self.warmup_fraction < 1:
-            raise ConfigError(f"{where}: schedule.warmup_fraction must be in [0, 1) (got {self.warmup_fraction})")
+        check_floats(self, "schedule", where)
 
 
 @dataclass
@@ -256,7 +320,9 @@ class RunConfig:
     def validate(self) -> None:
         where = self.source or "<config>"
         self.model.validate(where)
+        self.data.validate(where)
         self.train.validate(where)
+        self.optimizer.validate(where)
         self.schedule.validate(where)
         self.parallel.validate(where, self.model)
         self.checkpoint.validate(where)

@@ -31,7 +31,7 @@ def test_yaml_maps_onto_sections_and_overrides_apply(tmp_path):
     ("model:\n  attn_layer_period: 4\n  attn_layer_offset: 4\n", "attn_layer_offset=4 must be < attn_layer_period=4"),
     ("model:\n  d_model: 30\n  n_heads: 4\n", "model.d_model=30 must be divisible"),
     ("train:\n  steps: 0\n", "train.steps must be >= 1"),
-    ("schedule:\n  warmup_fraction: 1.5\n", "schedule.warmup_fraction must be in [0, 1)"),
+    ("schedule:\n  warmup_fraction: 1.5\n", "schedule.warmup_fraction=1.5 must be a finite number in [0, 1)"),
     ("parallel:\n  ep_size: 3\n", "parallel.ep_size=3 does not divide model.num_experts=16"),
     ("parallel:\n  zero_stage: 0\n", "parallel.zero_stage=0 is not supported with MoE"),
     ("checkpoint:\n  keep: 0\n", "checkpoint.keep must be >= 1"),
