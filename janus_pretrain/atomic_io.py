@@ -6,6 +6,7 @@ half-written file (STYLE.md rule 9).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -24,3 +25,20 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = False) -> Non
             handle.flush()
             os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+_TEMPORARY = re.compile(r"\.tmp\d*$")  # temporary_path's names, and older writers' 'NAME.tmp<pid>' / 'NAME.tmp'
+
+
+def remove_orphaned_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers left anywhere under `directory`; returns them.
+
+    A temporary file is never renamed into place by anyone but the process that wrote it, so once
+    that process is gone it is garbage; call this only while no other writer works in `directory`.
+    """
+    removed = []
+    for path in sorted(Path(directory).rglob("*.tmp*")):
+        if path.is_file() and _TEMPORARY.search(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -103,7 +103,7 @@ def test_resume_refuses_a_different_run_shape(bundled_shards):
 
 @pytest.mark.parametrize("species", ["dmel", "lambda", "hsap_chrM"])  # many shards / fewer shards than slots
 def test_slots_of_ranks_and_workers_are_disjoint(bundled_manifest, species):
-    shards = [(s["path"], s["samples"]) for s in bundled_manifest["species"][species]["splits"]["train"]["shards"]]
+    shards = bundled_manifest["species"][species]["splits"]["train"]["shards"]
     every = {k for _, k, _, m in all_samples(bundled_manifest, "train") if m["species"] == species}
     for epoch in (0, 1):
         seen: list[set] = []

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from janus_pretrain.config import DataConfig
 from janus_pretrain.data.manifest import mixture_weights, read_manifest
 from janus_pretrain.data.samples import Crop, SlotStream
+from janus_pretrain.data.shard_integrity import ShardError, ShardReader
 from janus_pretrain.tokenizer import A_ID, COMPLEMENT_IDS, PAD_ID, T_ID, encode_numpy
 
 STATE_VERSION = 1
@@ -87,11 +88,18 @@ class _Batches(IterableDataset):
         slot = SlotStream(self.manifest, self.weights, seed=self.seed, slot=self.rank * self.workers + worker,
                           n_slots=self.world_size * self.workers, seq_len=c.seq_len,
                           crops_per_window=c.crops_per_window, rc_augment=c.rc_augment,
-                          max_n_frac=c.max_n_frac, shuffle_buffer=c.shuffle_buffer)
+                          max_n_frac=c.max_n_frac, shuffle_buffer=c.shuffle_buffer,
+                          reader=ShardReader(c.verify_shards, c.on_corrupt))
         if self.starts[worker] is not None:
             slot.load_state_dict(self.starts[worker])
         while True:
-            crops = [slot.next() for _ in range(self.micro_batch)]
+            try:
+                crops = [slot.next() for _ in range(self.micro_batch)]
+            except ShardError as exc:
+                # DataLoader would re-raise it wrapped in the worker's traceback; the main process
+                # raises it again with just this line
+                yield {"_error": str(exc)}
+                return
             batch = encode_crops(crops, c.seq_len, c.repeat_weight)
             batch["_state"] = json.dumps({"worker": worker, "slot": slot.state_dict()})
             yield batch
@@ -102,6 +110,9 @@ class TrainStream:
 
     batch["input_ids"] (B, L) long, batch["species"] (B,) long, batch["loss_weight"] (B, L) float32
     (0 where the token is not A/C/G/T, data.repeat_weight on soft-masked bases, else 1).
+
+    A damaged shard or sample raises ShardError (one line: shard, sample key, what to do); under
+    data.on_corrupt: skip the samples dropped instead are counted in `corrupt_samples`.
     """
 
     def __init__(self, config: DataConfig, micro_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -139,10 +150,22 @@ class TrainStream:
             else:
                 self._iter = iter(dataset)
         batch = next(self._iter)
+        if "_error" in batch:
+            self.close()
+            raise ShardError(batch["_error"])
         tag = json.loads(batch.pop("_state"))
         self.worker_states[tag["worker"]] = tag["slot"]
         self.batches += 1
         return batch
+
+    @property
+    def corrupt_samples(self) -> int:
+        """Samples dropped as corrupt (data.on_corrupt: skip) by this rank's workers over the whole run.
+
+        Each worker's count travels in its state with every batch and is saved in checkpoints, so
+        it includes the samples dropped before a resume. The trainer logs it as data/corrupt_samples.
+        """
+        return sum(int(state.get("corrupt", 0)) for state in self.worker_states if state)
 
     def close(self) -> None:
         """Stop the worker processes (they restart on the next batch)."""

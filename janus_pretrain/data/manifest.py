@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
-# written by data/prepare.py and checked here: the one definition of the on-disk format
-MANIFEST_FORMAT = "janus-shards-v1"
+# written by data/prepare.py and checked here: the one definition of the on-disk format.
+# v2 added each shard's sha256 and byte size. v1 manifests are still read (shards then checked by
+# sample count only, with a warning), so a run on old shards keeps going; resharding adds digests.
+MANIFEST_FORMAT = "janus-shards-v2"
+LEGACY_FORMATS = ("janus-shards-v1",)
 SPLITS = ("train", "valid", "test")
+log = logging.getLogger(__name__)
 
 
 class ManifestError(ValueError):
@@ -30,8 +35,14 @@ def read_manifest(path: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    digests = manifest.get("format") == MANIFEST_FORMAT
+    if not digests and manifest.get("format") not in LEGACY_FORMATS:
+        raise ManifestError(f"{path}: 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}; "
+                            f"reshard with this version's data_prep/shard_genomes.py")
+    if not digests:
+        log.warning("%s: format %s lists no shard digests, so shards are checked by sample count only "
+                    "(data.verify_shards has nothing to verify); reshard into a new directory to add them",
+                    path, manifest["format"])
     if manifest.get("tokenizer_version") != TOKENIZER_VERSION:
         raise ManifestError(f"{path}: shards were made for tokenizer {manifest.get('tokenizer_version')!r}, "
                             f"this code is {TOKENIZER_VERSION!r}; re-shard")
@@ -46,6 +57,9 @@ def read_manifest(path: str | Path) -> dict:
             raise ManifestError(f"{path}: species_order lists '{name}' but species.{name} is missing")
         for split in SPLITS:
             for shard in entry["splits"][split]["shards"]:
+                if digests and not ("sha256" in shard and "bytes" in shard):
+                    raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard.get('path')} without "
+                                        f"its sha256 and bytes; the manifest was edited by hand: reshard")
                 full = root / shard["path"]
                 if not full.is_file():
                     raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard['path']}, "

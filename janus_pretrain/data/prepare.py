@@ -1,9 +1,13 @@
 """Driver of data_prep/shard_genomes.py: check arguments and inputs, plan, write shards, manifest last.
 
 Layout of OUT: {train,valid,test}/{species}-{index:06d}.tar, manifest.json (written last, so its
-presence means complete), .state/args.json (what a rerun must match) and .state/parts/ (counts
-of each finished shard, so a rerun can skip it). The plain FASTA cache copies in .cache/ are
-deleted once the manifest is in place.
+presence means complete), .state/args.json (what a rerun must match) and .state/parts/ (counts,
+size and sha256 of each finished shard, so a rerun can skip it). The plain FASTA cache copies in
+.cache/ are deleted once the manifest is in place.
+
+A rerun never trusts what it finds: temporary files of a killed run are deleted, every shard is
+checked against its recorded size and sha256 (also when the manifest says complete), and what
+is missing or damaged is rebuilt, byte-identical, before the manifest is written again.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from janus_pretrain import cli
-from janus_pretrain.atomic_io import atomic_write_text
+from janus_pretrain.atomic_io import atomic_write_text, remove_orphaned_temporaries
 from janus_pretrain.data.fasta_cache import file_sha256, scan_fasta
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
 from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
+from janus_pretrain.data.shard_integrity import shard_damage
 from janus_pretrain.data.sharding import brace_pattern, check_keys, completed, plan_species, write_shard
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
@@ -87,8 +92,21 @@ def _scan(job):
 
 
 def _write(job):
-    plan, out = job
-    return completed(out, plan) or write_shard(plan, out)
+    plan, out, trusted = job
+    return completed(out, plan, trusted) or write_shard(plan, out)
+
+
+def _damage(job):
+    path, entry = job
+    return entry["path"], shard_damage(path, entry["sha256"], entry["bytes"])
+
+
+def verify_complete(out: Path, manifest: dict, pool) -> tuple[dict[str, str], set[str]]:
+    """Shards of a complete directory checked against the manifest: ({damaged: why}, {sound})."""
+    entries = [shard for entry in manifest["species"].values() for split in entry["splits"].values()
+               for shard in split["shards"]]
+    found = dict((pool.imap if pool else map)(_damage, [(out / e["path"], e) for e in entries]))
+    return {name: why for name, why in found.items() if why}, {name for name, why in found.items() if not why}
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
@@ -99,12 +117,22 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     inputs = {spec.name: file_sha256(spec.fasta) for spec in specs}
     wanted = fingerprint(args, genomes_sha, inputs)
     status = check_output(out, wanted)
-    if status == "complete":
-        log.info("%s: already complete with these arguments; nothing to do", out)
-        return json.loads((out / "manifest.json").read_text())
+    if status != "new" or out.exists():
+        for orphan in remove_orphaned_temporaries(out):
+            log.info("removed %s, left by a killed run", orphan)
     created = not out.exists()
     pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else None
     try:
+        trusted: set[str] = set()
+        if status == "complete":
+            manifest = json.loads((out / "manifest.json").read_text())
+            damaged, trusted = verify_complete(out, manifest, pool)
+            if not damaged:
+                log.info("%s: already complete with these arguments; %d shards match their sha256", out, len(trusted))
+                return manifest
+            for name, why in sorted(damaged.items()):
+                log.warning("%s: %s; rebuilding it", out / name, why)
+            (out / "manifest.json").unlink()  # incomplete until the damaged shards are rebuilt
         try:
             infos = list((pool.imap if pool else map)(_scan, [(s, out / ".cache", inputs[s.name]) for s in specs]))
             plans = {}
@@ -118,11 +146,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                     shutil.rmtree(out, ignore_errors=True)
             raise
         claim_output(out, wanted)
-        jobs = [(p, str(out)) for sp in plans.values() for split in SPLITS for p in sp.shards[split]]
+        jobs = [(p, str(out), p.name in trusted) for sp in plans.values() for split in SPLITS for p in sp.shards[split]]
         results = {}
         done = _tagged(pool, jobs) if pool else ((job, _write(job)) for job in jobs)
-        with tqdm(total=sum(p.bp for p, _ in jobs), unit="bp", unit_scale=True, desc="sharding", disable=None) as bar:
-            for (plan, _), stats in done:
+        with tqdm(total=sum(p.bp for p, *_ in jobs), unit="bp", unit_scale=True, desc="sharding", disable=None) as bar:
+            for (plan, _, _), stats in done:
                 results[plan.name] = stats
                 bar.update(plan.bp)
     finally:
@@ -155,7 +183,7 @@ def build_manifest(args, argv, wanted, specs, infos, plans, results) -> dict:
                  "bp": sum(n for _, n in info.contigs), "warnings": info.warnings, "splits": {}}
         for split in SPLITS:
             shards = [results[p.name] for p in plans[spec.name].shards[split]]
-            listed = [{"path": s["path"], "samples": s["samples"], "bp": s["bp"]} for s in shards]
+            listed = [{key: s[key] for key in ("path", "samples", "bp", "sha256", "bytes")} for s in shards]
             entry["splits"][split] = {
                 "shards": listed, "pattern": f"{split}/{brace_pattern(spec.name, len(listed))}" if listed else "",
                 "samples": sum(s["samples"] for s in shards), "bp": sum(s["bp"] for s in shards),

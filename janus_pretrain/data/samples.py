@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import webdataset as wds
+
+from janus_pretrain.data.shard_integrity import ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,16 @@ def n_fraction(dna: memoryview | bytes) -> float:
     return float(np.count_nonzero((codes | 0x20) == ord("n"))) / max(1, codes.size)
 
 
-def read_windows(paths: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(key, dna bytes) of every sample in the tar shards, in order, through webdataset."""
-    for sample in wds.tarfile_samples([{"url": p} for p in paths]):
-        yield sample["__key__"], sample["dna"]
-
-
 class SpeciesStream:
     """Shuffled crops of one species for one slot, epoch after epoch; restartable at any point."""
 
-    def __init__(self, name: str, species: int, shards: list[tuple[str, int]], *, seed: int, slot: int,
+    def __init__(self, name: str, species: int, shards: list[dict], *, seed: int, slot: int,
                  n_slots: int, seq_len: int, crops_per_window: int, rc_augment: bool, max_n_frac: float,
-                 shuffle_buffer: int):
+                 shuffle_buffer: int, reader: ShardReader | None = None):
+        """shards: the manifest's entries of the species' train split (path, samples, sha256, bytes)."""
         self.name, self.species = name, species
-        self.shards = [(p, n) for p, n in shards if n > 0]
+        self.shards = [s for s in shards if s["samples"] > 0]
+        self.reader = reader or ShardReader()
         self.seed, self.slot, self.n_slots = seed, slot, n_slots
         self.seq_len, self.crops_per_window = seq_len, crops_per_window
         self.rc_augment, self.max_n_frac, self.shuffle_buffer = rc_augment, max_n_frac, shuffle_buffer
@@ -67,9 +64,9 @@ class SpeciesStream:
         rng = np.random.default_rng([self.seed, self.species, epoch, _SHARD_SALT])  # same on all slots
         if len(self.shards) >= self.n_slots:
             order = rng.permutation(len(self.shards))[self.slot::self.n_slots]
-            yield from read_windows([self.shards[i][0] for i in order])
+            yield from filter(None, self.reader.windows([self.shards[i] for i in order]))
             return
-        total = sum(n for _, n in self.shards)
+        total = sum(s["samples"] for s in self.shards)
         if total >= self.n_slots:  # few shards: every slot reads them all and keeps its windows
             keep = rng.permutation(total) % self.n_slots == self.slot
         else:  # fewer windows than slots: overlap cannot be avoided; crops still differ per slot
@@ -77,8 +74,9 @@ class SpeciesStream:
                 log.warning("species %s has %d train windows for %d loader slots; slots share windows",
                             self.name, total, self.n_slots)
             keep = np.arange(total) == self.slot % total
-        for index, window in enumerate(read_windows([p for p, _ in self.shards])):
-            if keep[index]:
+        # a dropped sample (on_corrupt: skip) is a None that keeps its index: the partition holds
+        for index, window in enumerate(self.reader.windows(self.shards)):
+            if keep[index] and window is not None:
                 yield window
 
     def _crops(self, epoch: int, rng: np.random.Generator) -> Iterator[Crop]:
@@ -116,15 +114,18 @@ class SpeciesStream:
         while True:
             if self._items is None:
                 self._items = self._epoch_items(self.epoch)
+                counted = self.reader.corrupt
                 for _ in range(self.consumed):  # restore: replay this epoch up to the saved point
                     next(self._items)
+                self.reader.corrupt = counted  # samples dropped in the replay were counted before the save
             item = next(self._items, None)
             if item is not None:
                 self.consumed += 1
                 return item
             if self.consumed == 0:
                 raise RuntimeError(f"species {self.name}: loader slot {self.slot} got no crops in epoch "
-                                   f"{self.epoch} (all windows above data.max_n_frac={self.max_n_frac}?)")
+                                   f"{self.epoch} (all windows above data.max_n_frac={self.max_n_frac}, or "
+                                   f"{self.reader.corrupt} samples dropped as corrupt?)")
             self.epoch, self.consumed, self._items = self.epoch + 1, 0, None
 
     def state_dict(self) -> list[int]:
@@ -136,19 +137,24 @@ class SpeciesStream:
 
 
 class SlotStream:
-    """Mixture of the species streams of one slot: crops in a fixed, seeded order."""
+    """Mixture of the species streams of one slot: crops in a fixed, seeded order.
+
+    The species streams share one ShardReader, whose count of dropped samples (on_corrupt: skip)
+    is part of the state, so it survives a resume.
+    """
 
     def __init__(self, manifest: dict, weights: list[float], *, seed: int, slot: int, n_slots: int,
-                 seq_len: int, crops_per_window: int, rc_augment: bool, max_n_frac: float, shuffle_buffer: int):
+                 seq_len: int, crops_per_window: int, rc_augment: bool, max_n_frac: float, shuffle_buffer: int,
+                 reader: ShardReader | None = None):
+        self.reader = reader or ShardReader()
         self.streams: list[SpeciesStream] = []
         for species, (name, weight) in enumerate(zip(manifest["species_order"], weights)):
             if weight <= 0:
                 continue
-            shards = [(s["path"], s["samples"]) for s in manifest["species"][name]["splits"]["train"]["shards"]]
             self.streams.append(SpeciesStream(
-                name, species, shards, seed=seed, slot=slot, n_slots=n_slots, seq_len=seq_len,
-                crops_per_window=crops_per_window, rc_augment=rc_augment, max_n_frac=max_n_frac,
-                shuffle_buffer=shuffle_buffer))
+                name, species, manifest["species"][name]["splits"]["train"]["shards"], seed=seed, slot=slot,
+                n_slots=n_slots, seq_len=seq_len, crops_per_window=crops_per_window, rc_augment=rc_augment,
+                max_n_frac=max_n_frac, shuffle_buffer=shuffle_buffer, reader=self.reader))
         active = np.array([w for w in weights if w > 0], dtype=np.float64)
         self.cdf = np.cumsum(active / active.sum())  # inverse-CDF pick: one uniform draw per sample
         self.rng = np.random.default_rng([seed, n_slots, slot, _MIX_SALT])
@@ -158,9 +164,11 @@ class SlotStream:
         return self.streams[pick].next()
 
     def state_dict(self) -> dict:
-        return {"mix": self.rng.bit_generator.state, "species": {s.name: s.state_dict() for s in self.streams}}
+        return {"mix": self.rng.bit_generator.state, "species": {s.name: s.state_dict() for s in self.streams},
+                "corrupt": self.reader.corrupt}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["mix"]
+        self.reader.corrupt = int(state.get("corrupt", 0))  # absent in states saved before the count existed
         for stream in self.streams:
             stream.load_state_dict(state["species"][stream.name])

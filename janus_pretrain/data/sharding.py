@@ -23,6 +23,7 @@ from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.data.fasta_cache import FastaInfo, WindowReader
 from janus_pretrain.data.genomes import DataPrepError, SpeciesSpec
 from janus_pretrain.data.manifest import SPLITS
+from janus_pretrain.data.shard_integrity import shard_damage, shard_digest
 from janus_pretrain.tokenizer import normalise_bases, soft_mask
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,9 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
                           "json": json.dumps(meta, sort_keys=True).encode()})
             samples += 1
             bp += w.end - w.start
-    stats = {"path": plan.name, "samples": samples, "bp": bp, "dropped_n_frac": dropped_n}
+    # hashed from the page cache right after writing: a small cost next to building the shard
+    stats = {"path": plan.name, "samples": samples, "bp": bp, "dropped_n_frac": dropped_n,
+             "sha256": shard_digest(tmp), "bytes": tmp.stat().st_size}
     part = parts_path(out_dir, plan)
     part.parent.mkdir(parents=True, exist_ok=True)
     # counts land before the shard, so a shard in place always has its counts
@@ -181,12 +184,18 @@ def parts_path(out_dir: str | Path, plan: ShardPlan) -> Path:
     return Path(out_dir) / ".state" / "parts" / (plan.name[:-len(".tar")] + ".json")
 
 
-def completed(out_dir: str | Path, plan: ShardPlan) -> dict | None:
-    """Counts of a shard already written by an earlier run with the same arguments, else None."""
-    part = parts_path(out_dir, plan)
-    if (Path(out_dir) / plan.name).is_file() and part.is_file():
-        return json.loads(part.read_text())
-    return None
+def completed(out_dir: str | Path, plan: ShardPlan, trusted: bool = False) -> dict | None:
+    """Counts of a shard an earlier run with the same arguments wrote and that still matches its
+    recorded size and sha256 (not re-hashed when `trusted`: just verified), else None: rebuild it."""
+    part, shard = parts_path(out_dir, plan), Path(out_dir) / plan.name
+    if not part.is_file():  # counts are written before the shard is renamed into place
+        return None
+    stats = json.loads(part.read_text())
+    damage = None if trusted else shard_damage(shard, stats["sha256"], stats["bytes"])
+    if damage:
+        log.warning("%s: %s; rebuilding it", shard, damage)
+        return None
+    return stats
 
 
 def brace_pattern(species: str, n: int) -> str:

@@ -14,12 +14,16 @@ import torch
 from janus_pretrain.config import DataConfig
 from janus_pretrain.data.loader import encode_crops
 from janus_pretrain.data.manifest import mixture_weights, read_manifest
-from janus_pretrain.data.samples import Crop, read_windows
+from janus_pretrain.data.samples import Crop
+from janus_pretrain.data.shard_integrity import ShardReader
 from janus_pretrain.tokenizer import PAD_ID
 
 
-def _tiles(species: int, paths: list[str], seq_len: int) -> Iterator[Crop]:
-    for key, dna in read_windows(paths):
+def _tiles(species: int, shards: list[dict], seq_len: int, reader: ShardReader) -> Iterator[Crop]:
+    for window in reader.windows(shards):
+        if window is None:  # dropped under data.on_corrupt: skip (the reader logged it)
+            continue
+        key, dna = window
         view = memoryview(dna)
         for offset in range(0, len(dna), seq_len):
             yield Crop(species, key, offset, False, view[offset:offset + seq_len])
@@ -39,15 +43,16 @@ def validation_batches(config: DataConfig, micro_batch: int, rank: int = 0, worl
     manifest = read_manifest(config.manifest)
     weights = mixture_weights(manifest, config.mixture)
     seq_len = config.seq_len
+    reader = ShardReader(config.verify_shards, config.on_corrupt)  # hashes each shard once per call
     for species, (name, weight) in enumerate(zip(manifest["species_order"], weights)):
-        paths = [s["path"] for s in manifest["species"][name]["splits"][split]["shards"] if s["samples"] > 0]
-        if weight <= 0 or not paths:
+        shards = [s for s in manifest["species"][name]["splits"][split]["shards"] if s["samples"] > 0]
+        if weight <= 0 or not shards:
             continue
-        total = sum(1 for _ in _tiles(species, paths, seq_len))  # counting pass: reads, no tokenising
+        total = sum(1 for _ in _tiles(species, shards, seq_len, reader))  # counting pass: reads, no tokenising
         n_batches = -(-(-(-total // world_size)) // micro_batch)
         if config.valid_max_batches > 0:
             n_batches = min(n_batches, config.valid_max_batches)
-        mine = (crop for index, crop in enumerate(_tiles(species, paths, seq_len)) if index % world_size == rank)
+        mine = (crop for index, crop in enumerate(_tiles(species, shards, seq_len, reader)) if index % world_size == rank)
         for _ in range(n_batches):
             crops = [crop for _, crop in zip(range(micro_batch), mine)]
             batch = encode_crops(crops, seq_len, config.repeat_weight) if crops else _padding(species, 0, seq_len)
