@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -123,6 +124,42 @@ def test_rerun_is_byte_identical_and_skips_done_shards(synthetic, tmp_path):
             assert (tmp_path / "w" / p.relative_to(tmp_path / "o")).read_bytes() == data
 
 
+def test_rerun_verifies_shards_and_rebuilds_exactly_the_damaged_ones(synthetic, tmp_path, caplog):
+    out = tmp_path / "o"
+    args = (synthetic / "genomes.yaml", out, 700, "--shard-size-mb", "0.003")
+    assert shard(*args) == 0
+    tars = sorted(out.rglob("*.tar"))
+    files = {p: p.read_bytes() for p in tars}
+    manifest = (out / "manifest.json").read_bytes()
+    for round_, extra in enumerate([(), ("--workers", "2")]):  # complete directory, then an interrupted one
+        deleted, truncated, flipped = tars[3 * round_:3 * round_ + 3]
+        deleted.unlink()
+        truncated.write_bytes(files[truncated][:2048])
+        flipped.write_bytes(files[flipped][:1000] + bytes([files[flipped][1000] ^ 1]) + files[flipped][1001:])
+        orphans = [out / "train" / ".a-000099.tar.tmp4242", out / "valid" / "b-000000.tar.tmp77",
+                   out / ".state" / "parts" / "train" / ".x.json.tmp9", out / ".cache" / "b-0123.fa.tmp5"]
+        for orphan in orphans:
+            orphan.parent.mkdir(parents=True, exist_ok=True)
+            orphan.write_bytes(b"half-written by a killed run")
+        if round_ == 1:
+            (out / "manifest.json").unlink()  # killed before the manifest: shards checked against .state/parts
+        untouched = {p: p.stat().st_mtime_ns for p in tars if p not in (deleted, truncated, flipped)}
+        caplog.clear()
+        assert shard(*args, *extra) == 0
+        assert {p: p.read_bytes() for p in tars} == files  # rebuilt byte-identical
+        rewritten = json.loads((out / "manifest.json").read_text())
+        assert {**rewritten, "command": ""} == {**json.loads(manifest), "command": ""}  # (--workers is in it)
+        assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # nothing else rewritten
+        assert not any(orphan.exists() for orphan in orphans)
+        if not extra:  # (the workers of --workers 2 log in their own processes)
+            assert f"{deleted}: missing; rebuilding it" in caplog.text and "truncated" in caplog.text
+            assert "sha256 differs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert shard(*args) == 0
+    assert f"{len(tars)} shards match their sha256" in caplog.text
+
+
 def test_different_arguments_into_non_empty_dir_refused(synthetic, tmp_path, capsys):
     assert shard(synthetic / "genomes.yaml", tmp_path / "o", 1000) == 0
     manifest = (tmp_path / "o" / "manifest.json").read_bytes()
@@ -186,6 +223,18 @@ def _bad(tmp_path: Path, case: str) -> tuple[Path, int, tuple[str, ...]]:
         write_fasta(fasta, [("c1", good), ("c2", good[:2000])])
         window = 5000
         expect = ("g.fa", "larger than every contig", "'c1'")
+    elif case in ("nan_weight", "inf_fraction"):
+        write_fasta(fasta, [("c1", good)])
+        key = {"nan_weight": "weight", "inf_fraction": "valid_fraction"}[case]
+        species[0][key] = float("nan") if case == "nan_weight" else float("inf")
+        expect = ("genomes.yaml:2", f"'{key}' must be a finite number")
+    elif case == "numeric_contig":
+        write_fasta(fasta, [("1.10", good), ("c2", good)])
+        species[0]["valid_contigs"] = [1.10]  # YAML reads it back as the float 1.1, not the contig '1.10'
+        expect = ("genomes.yaml:2", "'valid_contigs' entry 1.1 is a float", "quote it")
+    elif case == "non_ascii_name":
+        write_fasta(fasta, [("c1", good), ("chr\u00e92", good)])
+        expect = ("g.fa:52", "non-ASCII", "rename the contig")
     elif case == "species_twice":
         write_fasta(fasta, [("c1", good)])
         species.append({"name": "g", "fasta": "g.fa"})
@@ -196,7 +245,8 @@ def _bad(tmp_path: Path, case: str) -> tuple[Path, int, tuple[str, ...]]:
 
 
 BAD_CASES = ["missing_file", "not_fasta", "truncated_gzip", "empty_file", "duplicate_contigs", "digit", "star",
-             "dash", "window_too_large", "species_twice"]
+             "dash", "window_too_large", "species_twice", "nan_weight", "inf_fraction", "numeric_contig",
+             "non_ascii_name"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

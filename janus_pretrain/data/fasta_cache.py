@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ _ALLOWED_BYTES = (NUCLEOTIDE_CODES + NUCLEOTIDE_CODES.lower() + "\r\n").encode()
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[np.frombuffer(_ALLOWED_BYTES, dtype=np.uint8)] = True
 _CHECK = bytes(ord("A") if ok else ord("!") for ok in _ALLOWED)  # translate table: not allowed -> '!'
+_PRINTABLE = re.compile(rb"[\x21-\x7e]+")  # printable ASCII without space
 
 
 @dataclass
@@ -89,10 +91,13 @@ class _Scanner:
     def header(self, raw: bytes) -> None:
         self.close_contig()
         line = self.line + 1
-        text = raw[1:].rstrip(b"\r\n").decode("ascii", errors="replace").strip()
-        name = text.split()[0] if text else ""
-        if not name:
+        words = raw[1:].split(None, 1)  # the name is the first word (FASTA convention), kept byte for byte
+        if not words:
             raise DataPrepError(f"{self.path}:{line}: FASTA header without a contig name")
+        if not _PRINTABLE.fullmatch(words[0]):
+            raise DataPrepError(f"{self.path}:{line}: contig name {words[0]!r} holds non-ASCII or control bytes; "
+                                f"rename the contig (names go byte for byte into sample metadata and manifests)")
+        name = words[0].decode("ascii")
         if name in self.seen:
             raise DataPrepError(f"{self.path}:{line}: duplicate contig name '{name}' "
                                 f"(first at line {self.seen[name]})")

@@ -11,6 +11,7 @@ species:
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ def _number(entry: dict, key: str, default: float, where: str) -> float:
     value = entry.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataPrepError(f"{where}: '{key}' must be a number, got {value!r}")
+    if not math.isfinite(value):  # YAML's .nan would pass every range check below
+        raise DataPrepError(f"{where}: '{key}' must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -68,7 +71,12 @@ def _names(entry: dict, key: str, where: str) -> list[str]:
     value = entry.get(key) or []
     if not isinstance(value, list):
         raise DataPrepError(f"{where}: '{key}' must be a list of contig names, got {value!r}")
-    return [str(v) for v in value]
+    for name in value:
+        # YAML reads 1.10 as the float 1.1 and 01 as 1: str() would not give the contig's name back
+        if not isinstance(name, str):
+            raise DataPrepError(f"{where}: '{key}' entry {name!r} is a {type(name).__name__} in YAML, not a "
+                                f"contig name; quote it as written in the FASTA header (e.g. '1.10', not 1.10)")
+    return list(value)
 
 
 def read_genomes(path: str | Path) -> list[SpeciesSpec]:
