@@ -7,7 +7,7 @@
     deepspeed --num_gpus 8 launch/pretrain.py --config configs/1m.yaml         # GPU machine
     srun python launch/pretrain.py --config ...                                # Slurm (see launch/slurm_pretrain.sh)
 
-Exit codes: 0 done, 2 bad config (one-line message), 3 too many NaN/inf steps,
+Exit codes: 0 done, 2 bad config or damaged shard (one-line message), 3 too many NaN/inf steps,
 75 preempted after saving a checkpoint (requeue and rerun; --resume auto continues).
 """
 from __future__ import annotations

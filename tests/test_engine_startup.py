@@ -60,6 +60,19 @@ def test_missing_manifest_is_a_clear_error(tmp_path, manifest):
         startup_checks(config, world_size=2)
 
 
+def test_manifest_directory_and_unknown_mixture_species_are_one_line_before_the_process_group(tmp_path, manifest):
+    config = _config(tmp_path, manifest.parent)
+    with pytest.raises(ConfigError) as info:
+        startup_checks(config, world_size=2)
+    assert (f"data.manifest {manifest.parent} is a directory; point it at the manifest.json inside "
+            f"(set data.manifest to {manifest})") in str(info.value)
+    config = _config(tmp_path, manifest, "data.mixture={scer: 1.0, mouse: 2.0}")
+    with pytest.raises(ConfigError) as info:
+        startup_checks(config, world_size=2)
+    assert "data.mixture: unknown species ['mouse']; the manifest has" in str(info.value)
+    assert str(TINY) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_unwritable_checkpoint_dir_is_a_clear_error(tmp_path, manifest):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

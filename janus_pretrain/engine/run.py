@@ -17,6 +17,7 @@ import torch
 
 from janus_pretrain.checkpoint.layout import CheckpointError
 from janus_pretrain.config import ConfigError, RunConfig
+from janus_pretrain.data.manifest import ManifestError
 from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
 from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionFlag
 from janus_pretrain.engine.startup import startup_checks
@@ -46,7 +47,7 @@ def build_data(config: RunConfig, ctx, micro_batch: int):
 
 def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_class=None,
                     check_data_files: bool = True, on_exit: Callable | None = None) -> int:
-    """Train; returns the process exit code (0, 75 preempted, 2 bad config, 3 diverged).
+    """Train; returns the process exit code (0, 75 preempted, 2 bad config or damaged data, 3 diverged).
 
     data(config, ctx, micro_batch) -> (stream, valid factory or None, species names);
     trainer_class: a Trainer subclass (tests inject failures); on_exit(trainer, code) runs on
@@ -96,6 +97,9 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     except (ConfigError, CheckpointError) as exc:  # e.g. resuming a checkpoint written with another world size
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        return CONFIG_EXIT_CODE
+    except ManifestError as exc:  # a damaged shard or sample (data.on_corrupt: error): only this rank read it
+        print(f"error: rank {ranks['rank']}: {exc}", file=sys.stderr, flush=True)
         return CONFIG_EXIT_CODE
     finally:
         # after an unexpected error on one rank, a barrier would wait forever for ranks that are

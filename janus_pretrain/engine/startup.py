@@ -12,20 +12,27 @@ from janus_pretrain.config import BatchPlan, ConfigError, RunConfig
 
 
 def check_data(config: RunConfig) -> None:
-    """The manifest exists and its windows are at least data.seq_len long."""
-    from janus_pretrain.data import ManifestError, read_manifest
+    """The manifest exists, names every species of data.mixture, and its windows are at least data.seq_len long."""
+    from janus_pretrain.data import ManifestError, mixture_weights, read_manifest
 
     where, manifest = config.source or "config", config.data.manifest
     if not manifest:
         raise ConfigError(f"{where}: data.manifest is not set; shard genomes with data_prep/shard_genomes.py "
                           f"and point data.manifest at the manifest.json it writes")
+    if Path(manifest).is_dir():
+        inside = Path(manifest) / "manifest.json"
+        hint = f"set data.manifest to {inside}" if inside.is_file() else "no manifest.json is inside either"
+        raise ConfigError(f"{where}: data.manifest {manifest} is a directory; point it at the manifest.json "
+                          f"inside ({hint})")
     if not Path(manifest).is_file():
         raise ConfigError(f"{where}: data.manifest {manifest} does not exist; create it with "
                           f"data_prep/shard_genomes.py --out <dir> (see docs/training.md)")
     try:
-        window = read_manifest(manifest)["window_bp"]
+        shards = read_manifest(manifest)
+        mixture_weights(shards, config.data.mixture)  # unknown species: now, not after the process group started
     except ManifestError as exc:
-        raise ConfigError(f"{where}: data.manifest: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
+    window = shards["window_bp"]
     if config.data.seq_len > window:
         raise ConfigError(f"{where}: data.seq_len={config.data.seq_len} is longer than the shard windows "
                           f"({window} bp in {manifest}); reshard with --window-bp >= {config.data.seq_len} "

@@ -248,10 +248,11 @@ class Trainer:
             for value in self._expert_counts.values():
                 value.zero_()
         rate = interval_tokens / max(interval_time, 1e-9)
+        corrupt = self._all_reduce([float(getattr(self.train_stream, "corrupt_samples", 0))])[0]  # whole run, all ranks
         values = {"train/loss": result.loss, "train/ce_loss": result.ce_loss, "train/aux_loss": result.aux_loss,
                   "train/lr": result.lr, "train/grad_norm": result.grad_norm, "perf/tokens_per_s": rate,
                   "perf/bp_per_s": rate, "perf/step_time_s": result.time_s,
-                  "perf/peak_memory_gb": peak_memory_gb(self.ctx.device)}
+                  "perf/peak_memory_gb": peak_memory_gb(self.ctx.device), "data/corrupt_samples": corrupt}
         self.log.scalars(self.step, values)
         self.log.experts(self.step, counts)
         self.log.progress(self.step, values)
