@@ -1,6 +1,9 @@
 """The typed config tree: unknown keys and wrong types name the key and the file; overrides."""
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 
 from janus_pretrain.config import ConfigError, ModelConfig, load_config
@@ -84,3 +87,50 @@ def test_layer_map_follows_period_and_offset():
     assert "layer 4: attention + swiglu" in config.describe_layers()
     no_attention = ModelConfig(attn_layer_period=0)
     assert all(mixer == "mamba" for mixer, _ in no_attention.layer_map())
+
+
+def _float_keys() -> list[tuple[str, str, str]]:
+    """(section, field, YAML value holding .nan) of every float a run config has, found by introspection,
+    so a float key added later is covered too."""
+    from janus_pretrain.config import RunConfig
+
+    keys = []
+    for section in dataclasses.fields(RunConfig):
+        default = getattr(RunConfig(), section.name)
+        if not dataclasses.is_dataclass(default):
+            continue
+        for f in dataclasses.fields(default):
+            value = getattr(default, f.name)
+            if isinstance(value, float):
+                keys.append((section.name, f.name, "{}"))
+            elif isinstance(value, list) and value and isinstance(value[0], float):
+                keys.append((section.name, f.name, "[0.5, {}]"))
+    keys.append(("data", "mixture", "{{scer: {}}}"))
+    return keys
+
+
+@pytest.mark.parametrize("section, key, template", _float_keys())
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf"])
+def test_every_float_must_be_finite(tmp_path, section, key, template, bad):
+    path = _write(tmp_path, f"{section}:\n  {key}: {template.format(bad)}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: {section}.{key}") and "must be a finite number" in message
+    assert "\n" not in message
+
+
+def test_float_keys_are_found_and_ranges_hold(tmp_path):
+    found = {f"{s}.{k}" for s, k, _ in _float_keys()}
+    assert {"optimizer.lr", "optimizer.betas", "optimizer.eps", "optimizer.weight_decay", "schedule.min_lr",
+            "train.grad_clip", "data.max_n_frac", "data.repeat_weight", "model.dt_min", "model.dt_max",
+            "model.router_aux_loss_coef", "data.mixture"} <= found
+    for text, fragment in [("optimizer:\n  lr: 0.0\n", "optimizer.lr=0.0 must be a finite number in (0, inf)"),
+                           ("optimizer:\n  betas: [0.9, 1.0]\n", "optimizer.betas[1]=1.0 must be"),
+                           ("data:\n  mixture: {scer: -1.0}\n", "data.mixture.scer=-1.0 must be"),
+                           ("data:\n  max_n_frac: 1.5\n", "data.max_n_frac=1.5 must be"),
+                           ("model:\n  dt_min: 0.5\n  dt_max: 0.1\n", "model.dt_min=0.5 must be <= model.dt_max=0.1"),
+                           ("data:\n  on_corrupt: ignore\n", "'data.on_corrupt' must be one of ['error', 'skip']")]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            load_config(_write(tmp_path, text))
+    assert load_config(_write(tmp_path, "data:\n  verify_shards: false\n  on_corrupt: skip\n")).data.on_corrupt == "skip"
