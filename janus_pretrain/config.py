@@ -192,8 +192,8 @@ class DataConfig:
     num_workers: int = 1  # dataloader worker processes per rank
     repeat_weight: float = 1.0  # loss weight of soft-masked (repeat) bases; 1 = no down-weighting
     valid_max_batches: int = 0  # validation batches per species; 0 = the whole split
-    verify_shards: bool = True  # sha256 of each shard against manifest.json before its first read in each loader process
-    on_corrupt: Literal["error", "skip"] = "error"  # damaged shard/sample: stop naming it, or skip and count it (data/corrupt_samples)
+    verify_shards: bool = True  # check each shard's sha256 against manifest.json before a loader process first reads it
+    on_corrupt: Literal["error", "skip"] = "error"  # damaged shard/sample: stop, or skip it and count data/corrupt_samples
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {"max_n_frac": FRACTION, "repeat_weight": NON_NEGATIVE,
                                                 "mixture": NON_NEGATIVE}

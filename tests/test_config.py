@@ -133,4 +133,5 @@ def test_float_keys_are_found_and_ranges_hold(tmp_path):
                            ("data:\n  on_corrupt: ignore\n", "'data.on_corrupt' must be one of ['error', 'skip']")]:
         with pytest.raises(ConfigError, match=re.escape(fragment)):
             load_config(_write(tmp_path, text))
-    assert load_config(_write(tmp_path, "data:\n  verify_shards: false\n  on_corrupt: skip\n")).data.on_corrupt == "skip"
+    data = load_config(_write(tmp_path, "data:\n  verify_shards: false\n  on_corrupt: skip\n")).data
+    assert (data.verify_shards, data.on_corrupt) == (False, "skip")

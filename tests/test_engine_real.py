@@ -36,7 +36,7 @@ def test_tiny_loss_decreases_on_real_genomes(tmp_path_factory, tmp_path):
     assert "validation at step 24" in log and "final: step=24" in log
     tags = _tensorboard_tags(tmp_path / "tensorboard")
     for tag in ("train/loss", "train/aux_loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
-                "perf/peak_memory_gb", "valid/all/loss", "valid/all/accuracy"):
+                "perf/peak_memory_gb", "valid/all/loss", "valid/all/accuracy", "data/corrupt_samples"):
         assert tag in tags, tag
     assert any(t.startswith("valid/") and t.endswith("/accuracy") and "/all/" not in t for t in tags)
     expert_tags = [t for t in tags if t.startswith("experts/") and "/expert_" in t]
@@ -59,6 +59,23 @@ def test_1m_config_builds_and_runs_one_step_at_a_short_length(tmp_path_factory, 
     (step,) = metrics(tmp_path)
     assert step["step"] == 1 and 2.0 < step["ce_loss"] < 3.5  # about ln(16) at init
     assert "final: step=1" in log
+
+
+def test_damaged_shard_ends_the_run_with_one_line(tmp_path_factory, tmp_path):
+    import shutil
+
+    shards = shutil.copytree(bundled_shards(tmp_path_factory).parent, tmp_path / "shards")
+    for path in (shards / "train").glob("*.tar"):
+        path.write_bytes(path.read_bytes()[:1536])  # every train shard cut: the first batch meets one
+    codes, log = run_cli(1, ["--config", "configs/tiny.yaml", "--set", f"data.manifest={shards / 'manifest.json'}",
+                             "--set", "train.steps=2", "--set", "parallel.ep_size=1",
+                             "--set", "train.global_batch_tokens=0",
+                             "--set", f"checkpoint.dir={tmp_path / 'checkpoints'}",
+                             "--set", f"logging.dir={tmp_path / 'tensorboard'}"], tmp_path)
+    assert codes == [2], log
+    (line,) = [line for line in log.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: rank 0: shard {shards / 'train'}") and "bytes, the manifest says" in line
+    assert "Traceback" not in log
 
 
 @pytest.mark.slow

@@ -52,7 +52,8 @@ def validation_batches(config: DataConfig, micro_batch: int, rank: int = 0, worl
         n_batches = -(-(-(-total // world_size)) // micro_batch)
         if config.valid_max_batches > 0:
             n_batches = min(n_batches, config.valid_max_batches)
-        mine = (crop for index, crop in enumerate(_tiles(species, shards, seq_len, reader)) if index % world_size == rank)
+        tiles = _tiles(species, shards, seq_len, reader)
+        mine = (crop for index, crop in enumerate(tiles) if index % world_size == rank)
         for _ in range(n_batches):
             crops = [crop for _, crop in zip(range(micro_batch), mine)]
             batch = encode_crops(crops, seq_len, config.repeat_weight) if crops else _padding(species, 0, seq_len)
