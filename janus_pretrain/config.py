@@ -343,6 +343,8 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 def _build(cls: type, raw: dict, prefix: str, where: str):
+    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors
+    naming `prefix.key` and `where` (the file). Other typed YAML files (evaluation suites) use it too."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -352,6 +354,9 @@ def _build(cls: type, raw: dict, prefix: str, where: str):
             raise ConfigError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
         kwargs[key] = _check_value(value, hints[key], full, where)
     return cls(**kwargs)
+
+
+build_section = _build  # public name for other typed YAML readers (janus_pretrain.evaluation.registry)
 
 
 def _apply_override(raw: dict, override: str, where: str) -> None:
