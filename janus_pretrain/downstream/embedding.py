@@ -18,7 +18,7 @@ import torch
 from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.downstream.fasta import FastaError, fetch, open_fasta
 from janus_pretrain.model import JanusModel
-from janus_pretrain.tokenizer import TokenizerError, encode
+from janus_pretrain.tokenizer import TokenizerError, encode, reverse_complement
 
 
 @dataclass
@@ -51,6 +51,34 @@ def embed_ids(backbone: JanusModel, ids: torch.Tensor, window: int, batch_size: 
             for (start, end), h in zip(chunk, hidden):
                 states[start:end] = h
     return states
+
+
+@torch.no_grad()
+def embed_sequence_ids(backbone: torch.nn.Module, ids: list[torch.Tensor], batch_size: int = 64,
+                       rc_conjoin: bool = False, device: str | torch.device = "cpu", progress=None) -> np.ndarray:
+    """(N, D) float32 mean-pooled states of whole sequences, in input order; with rc_conjoin the
+    mean of both strands' embeddings. Batches hold one length each (padding would change the
+    backward stream); the module's train/eval mode is restored afterwards. `progress(n)` is
+    called with the number of sequences done in each batch."""
+    from janus_pretrain.downstream.classification import length_batches
+
+    was_training = backbone.training
+    backbone.eval()
+    out: np.ndarray | None = None
+    try:
+        for batch in length_batches([len(x) for x in ids], batch_size):
+            x = torch.stack([ids[i] for i in batch]).to(device)  # (B, L)
+            pooled = backbone(x).hidden_states.float().mean(1)  # (B, D)
+            if rc_conjoin:
+                pooled = (pooled + backbone(reverse_complement(x)).hidden_states.float().mean(1)) / 2
+            if out is None:
+                out = np.empty((len(ids), pooled.shape[1]), dtype=np.float32)
+            out[batch] = pooled.cpu().numpy()
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        backbone.train(was_training)
+    return out
 
 
 def embed_fasta(backbone: JanusModel, fasta_path: str | Path, window: int = 1024, per_position: bool = False,
