@@ -39,7 +39,7 @@ class TaskOptions:
     splice_window: int = 100  # bases per window of the splice task, centred on the site
     valid_fraction: float = 0.1  # share of each contig (before the test block) for validation
     test_fraction: float = 0.1  # share at each contig's end for test (bundled.yaml holds out the last 10% in pretraining)
-    test_contigs: list[str] = field(default_factory=list)  # whole contigs for test instead of end blocks
+    test_contigs: list[str] = field(default_factory=list)  # whole contigs for test; then other contigs have no test block
     max_per_class: int = 400  # rows per class in train; valid and test get half of it
     promoter_gap: int = 1000  # background windows keep this distance from every TSS
     seed: int = 0  # seeds decoy, background and balancing choices
@@ -62,8 +62,9 @@ def split_blocks(contigs: dict[str, int], options: TaskOptions) -> list[tuple[st
         if name in options.test_contigs:
             blocks.append(("test", name, 0, length))
             continue
-        valid_start = int(length * (1 - options.test_fraction - options.valid_fraction))
-        test_start = int(length * (1 - options.test_fraction))
+        test_fraction = 0.0 if options.test_contigs else options.test_fraction  # held-out contigs replace end blocks
+        valid_start = int(length * (1 - test_fraction - options.valid_fraction))
+        test_start = int(length * (1 - test_fraction))
         blocks += [("train", name, 0, valid_start), ("valid", name, valid_start, test_start),
                    ("test", name, test_start, length)]
     return [b for b in blocks if b[3] > b[2]]
