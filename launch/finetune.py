@@ -2,7 +2,7 @@
 """Finetune an exported Janus model for sequence classification (mean-pooled states + linear head).
 
     python launch/finetune.py --model EXPORT_DIR --train train.tsv [--valid valid.tsv] \
-        [--test test.tsv] --out DIR [--rc-conjoin] [--epochs 3] [--lr 2e-3] [--freeze-backbone]
+        [--test test.tsv] --out DIR [--rc-conjoin] [--epochs 10] [--lr 3e-3] [--freeze-backbone]
 
 TSV files have a header with a sequence column and a label column (any number of classes).
 Writes DIR/classifier.safetensors + DIR/classifier.json (the best validation state) and

@@ -31,7 +31,7 @@ class FinetuneOptions:
     epochs: int = 10  # passes over the training set (upper bound; early stopping may end sooner)
     max_steps: int = 0  # optimizer steps in all; 0 = epochs x batches per epoch
     batch_size: int = 32  # sequences per step
-    lr: float = 1e-3  # peak AdamW learning rate (backbone and head)
+    lr: float = 3e-3  # peak AdamW learning rate (backbone and head); best of the splice runs in docs/downstream.md
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
     patience: int = 3  # evaluations without validation improvement before stopping
