@@ -197,3 +197,17 @@ def test_preserved_rng_restores_every_generator():
     with preserved_rng():
         torch.rand(5), np.random.rand(5), random.random()
     assert (torch.rand(1), np.random.rand(), random.random()) == expected
+
+
+def test_flatten_rc_embedding_of_the_reverse_strand_is_the_flipped_embedding():
+    from downstream_helpers import random_dna, small_model
+    from janus_pretrain.evaluation.probes import embed_sequences
+
+    backbone = small_model().backbone
+    seq = random_dna(24, seed=3)
+    rc = seq.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+    forward, backward = (embed_sequences(backbone, [s], rc_conjoin=True, pooling="flatten")[0].reshape(24, -1)
+                         for s in (seq, rc))
+    np.testing.assert_allclose(backward, forward[::-1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(embed_sequences(backbone, [seq], pooling="flatten")[0].reshape(24, -1)[::-1],
+                           embed_sequences(backbone, [rc], pooling="flatten")[0].reshape(24, -1), atol=1e-5)

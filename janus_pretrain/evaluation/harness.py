@@ -142,8 +142,11 @@ class SuiteRunner:
             key = (task.name, task.version, model_name, seed, k, split)
             if key not in self._embeddings:
                 sequences = getattr(fold, split)[0]
-                self._embeddings[key] = embed_sequences(model.backbone, sequences, task.recipe.batch_size,
-                                                        task.recipe.rc_conjoin)
+                try:
+                    self._embeddings[key] = embed_sequences(model.backbone, sequences, task.recipe.batch_size,
+                                                            task.recipe.rc_conjoin, pooling=task.recipe.pooling)
+                except ValueError as exc:
+                    raise EvaluationError(f"task {task.name}: {exc}") from None
             feats[split] = (self._embeddings[key], getattr(fold, split)[1])
         result = fit_probe(task.kind, task.metrics, feats["train"], feats["valid"], feats["test"], task.recipe.probe_c,
                            0, len(data.classes))

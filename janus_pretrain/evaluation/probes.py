@@ -18,9 +18,11 @@ from janus_pretrain.tokenizer import encode
 
 
 def embed_sequences(backbone: torch.nn.Module, sequences: list[str], batch_size: int = 64,
-                    rc_conjoin: bool = False, device: str | torch.device = "cpu", progress=None) -> np.ndarray:
-    """(N, D) mean-pooled states of DNA strings (downstream.embedding.embed_sequence_ids)."""
-    return embed_sequence_ids(backbone, [encode(s) for s in sequences], batch_size, rc_conjoin, device, progress)
+                    rc_conjoin: bool = False, device: str | torch.device = "cpu", progress=None,
+                    pooling: str = "mean") -> np.ndarray:
+    """(N, D) mean-pooled (or (N, L*D) flattened) states of DNA strings (downstream.embedding)."""
+    return embed_sequence_ids(backbone, [encode(s) for s in sequences], batch_size, rc_conjoin, device, progress,
+                              pooling)
 
 
 @dataclass

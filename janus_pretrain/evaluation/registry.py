@@ -37,7 +37,7 @@ SUITE_SCHEMA = "janus-eval-suite-v1"
 @dataclass
 class Recipe:
     head: Literal["probe", "finetune"] = "probe"  # probe: frozen backbone, cached mean states + logistic/ridge regression; finetune: backbone + linear head end to end
-    pooling: Literal["mean", "flatten"] = "mean"  # finetune head input: mean of position states, or all states (fixed-length tasks)
+    pooling: Literal["mean", "flatten"] = "mean"  # head input (probe and finetune): mean of position states, or all states concatenated (fixed-length tasks)
     lr: float = 3.0e-3  # finetune: peak AdamW learning rate (the finetune default, docs/downstream.md)
     epochs: int = 3  # finetune: passes over the training set (upper bound; early stopping may end sooner)
     max_steps: int = 0  # finetune: optimizer steps in all; 0 = epochs x batches per epoch
