@@ -59,6 +59,8 @@ class ProbeRunner:
         self.tasks: list[tuple[Task, dict]] = []
         if not self.enabled:
             return
+        import sklearn.linear_model  # noqa: F401  (seconds to import: paid at start, not inside the first probe)
+
         suite = load_suite(config.suite)
         chosen = [suite.task(name) for name in config.tasks] if config.tasks else suite.tasks
         with preserved_rng():  # reading data must not move any RNG either
