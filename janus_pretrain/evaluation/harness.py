@@ -29,8 +29,7 @@ from janus_pretrain.downstream.finetune import FinetuneOptions, train_classifier
 from janus_pretrain.downstream.metrics import compute_metrics
 from janus_pretrain.downstream.tsv import LabelledTable, kfold, split_valid
 from janus_pretrain.downstream.variants import score_variants
-from janus_pretrain.evaluation.baselines import kmer_baseline
-from janus_pretrain.evaluation.probes import embed_sequences, fit_probe
+from janus_pretrain.evaluation.probes import embed_sequences, fit_probe, kmer_baseline
 from janus_pretrain.evaluation.readers import classification_targets, read_snv_task, read_table, regression_targets
 from janus_pretrain.evaluation.registry import Task
 from janus_pretrain.model import JanusForPretraining

@@ -152,6 +152,9 @@ def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> T
     if not spec.name:
         raise ConfigError(f"{where}: '{key}.name' is missing")
     recipe = build_section(Recipe, {**default_recipe, **spec.recipe}, f"{key}.recipe", str(where))
+    if recipe.head == "finetune" and spec.kind == "regression":
+        raise ConfigError(f"{where}: '{key}.recipe.head' finetune trains a classification head; use head "
+                          f"'probe' (ridge regression on embeddings) for regression tasks")
     metrics = spec.metrics or default_metrics(spec.kind)
     for metric in metrics:
         if metric not in METRICS:
