@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 from janus_pretrain.data.manifest import read_manifest  # noqa: E402
 from janus_pretrain.data.prepare import parser as shard_parser  # noqa: E402
 from janus_pretrain.data.prepare import run as shard_run  # noqa: E402
-from janus_pretrain.data.shard_integrity import ShardReader, sample_problem, shard_digest  # noqa: E402
+from janus_pretrain.data.shard_integrity import ShardReader, sample_problem  # noqa: E402
+from janus_pretrain.digests import file_digest  # noqa: E402
 
 
 def best(repeats: int, fn) -> float:
@@ -51,7 +52,7 @@ def main() -> None:
         work = Path(tmp)
         big = work / "big.tar"
         big.write_bytes(os.urandom(a.shard_mb << 20))
-        seconds = best(a.repeats, lambda: shard_digest(big))
+        seconds = best(a.repeats, lambda: file_digest(big))
         print(f"sha256 of a {a.shard_mb} MiB shard: {seconds:.3f} s = {a.shard_mb * 1.048576 / seconds:.0f} MB/s")
         window = (b"ACGTacgtNN" * (1 << 17))[:1 << 20]
         sample = {"dna": window, "json": json.dumps({"start": 0, "end": len(window)}).encode()}

@@ -302,6 +302,21 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    suite: str = ""  # evaluation suite YAML probed during pretraining (relative to the run YAML); empty = no probes
+    every: int = 0  # optimizer steps between probes (rank 0 logs probe/<task>/<metric>); 0 = no probes
+    tasks: list[str] = field(default_factory=list)  # probe only these tasks of the suite; empty = all
+    max_examples: int = 256  # rows per split per task (seeded, fixed subsample) so a probe takes seconds
+
+    def validate(self, where: str) -> None:
+        if self.every < 0 or self.max_examples < 0:
+            raise ConfigError(f"{where}: eval.every and eval.max_examples must be >= 0")
+        if self.every and not self.suite:
+            raise ConfigError(f"{where}: eval.every={self.every} needs eval.suite (e.g. ../configs/eval/bundled.yaml), "
+                              f"or set eval.every=0")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -311,11 +326,12 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     deepspeed: dict[str, Any] = field(default_factory=dict)  # passed through into the generated DeepSpeed JSON
     source: str = ""  # the YAML file this run was loaded from (set by load_config, not by users)
 
     # dotted keys holding file-system paths (made absolute at load, see the module docstring)
-    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.manifest", "checkpoint.dir", "logging.dir")
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.manifest", "checkpoint.dir", "logging.dir", "eval.suite")
 
     def validate(self) -> None:
         where = self.source or "<config>"
@@ -327,6 +343,7 @@ class RunConfig:
         self.parallel.validate(where, self.model)
         self.checkpoint.validate(where)
         self.logging.validate(where)
+        self.eval.validate(where)
 
     def check_world_size(self, world_size: int) -> "BatchPlan":
         """What depends on the number of ranks: expert parallelism and the batch arithmetic."""
@@ -409,6 +426,8 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 def _build(cls: type, raw: dict, prefix: str, where: str):
+    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors
+    naming `prefix.key` and `where` (the file). Other typed YAML files (evaluation suites) use it too."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -418,6 +437,9 @@ def _build(cls: type, raw: dict, prefix: str, where: str):
             raise ConfigError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
         kwargs[key] = _check_value(value, hints[key], full, where)
     return cls(**kwargs)
+
+
+build_section = _build  # public name for other typed YAML readers (janus_pretrain.evaluation.registry)
 
 
 def _apply_override(raw: dict, override: str, where: str) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Finetune an exported Janus model for sequence classification (mean-pooled states + linear head).
 
-    python launch/finetune.py --model EXPORT_DIR --train train.tsv --valid valid.tsv \
-        [--test test.tsv] --out DIR [--rc-conjoin] [--epochs 10] [--lr 1e-3]
+    python launch/finetune.py --model EXPORT_DIR --train train.tsv [--valid valid.tsv] \
+        [--test test.tsv] --out DIR [--rc-conjoin] [--epochs 10] [--lr 3e-3] [--freeze-backbone]
 
 TSV files have a header with a sequence column and a label column (any number of classes).
 Writes DIR/classifier.safetensors + DIR/classifier.json (the best validation state) and
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--model", required=True, help="export directory (launch/convert_checkpoint.py)")
     parser.add_argument("--train", required=True)
-    parser.add_argument("--valid", required=True)
+    parser.add_argument("--valid", default=None, help="validation table; default: --valid-fraction of --train, "
+                        "stratified and seeded (--seed)")
     parser.add_argument("--test", default=None)
     parser.add_argument("--out", required=True, help="output directory")
     defaults = FinetuneOptions()

@@ -22,7 +22,7 @@ def test_the_four_runs_exist():
 @pytest.mark.parametrize("path", RUNS, ids=lambda p: p.name)
 def test_run_config_loads_and_gives_a_deepspeed_config(path):
     config = load_config(path)
-    world = 2 if path.stem == "tiny" else 8  # tiny is the 2-rank demo
+    world = 2 if path.stem in ("tiny", "small") else 8  # the 2-rank CPU runs (demo, evaluation)
     plan = batch_plan(config, world)
     ds = deepspeed_config(config, plan)
     assert ds["train_batch_size"] == plan.micro_batch * plan.grad_accum * world

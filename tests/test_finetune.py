@@ -18,7 +18,7 @@ from downstream_helpers import random_dna, small_export, small_model
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, predict_logits
 from janus_pretrain.downstream.finetune import FinetuneOptions, load_classifier, save_classifier
-from janus_pretrain.downstream.classification_metrics import auroc, matthews_corrcoef
+from janus_pretrain.downstream.task_metrics import auroc, matthews_corrcoef
 from janus_pretrain.downstream.tsv import TableError, encode_labels, read_labelled_tsv, stratified_split
 from janus_pretrain.export import read_export_config, save_pretrained
 from janus_pretrain.model import JanusForPretraining
@@ -162,3 +162,29 @@ def test_flatten_pooling_saves_loads_and_checks_length(tmp_path):
         with pytest.raises(ValueError, match="set up for length 24, got 25"):
             loaded(torch.stack([encode(random_dna(25, seed=1))]))
     assert loaded.pooling == "flatten" and classes == ["a", "b", "c"]
+
+
+def test_frozen_backbone_cache_gives_the_models_own_logits_and_losses_are_reported_apart(tmp_path):
+    """The cached head (frozen backbone) must score exactly what the full classifier scores, and
+    without --valid the validation rows come from the training file, disjoint and seeded."""
+    from eval_fixtures import motif_rows, write_table
+    from janus_pretrain.downstream.finetune import _CachedHead, finetune
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(small_model().backbone, 2, rc_conjoin=True).eval()
+    seqs = [s for s, _ in motif_rows(10, 20, seed=1)]
+    cached = _CachedHead(model, encode_all(seqs[:4]), encode_all(seqs), batch_size=3)
+    torch.testing.assert_close(cached.predict_valid(), predict_logits(model, encode_all(seqs)), rtol=1e-5, atol=1e-6)
+    _, export = small_export(tmp_path)
+    train = write_table(tmp_path / "train.tsv", motif_rows(40, 20, seed=2))
+    for frozen in (True, False):
+        out = tmp_path / f"ft_{frozen}"
+        result = finetune(export, train, None, out, None, FinetuneOptions(max_steps=4, eval_every=2, batch_size=8,
+                                                                           freeze_backbone=frozen), log=lambda *_: None)
+        history = json.loads((out / "metrics.json").read_text())["history"]
+        assert all(r["train_task_loss"] > 0 for r in history)
+        assert all((r["train_aux_loss"] is None) == frozen for r in history)  # no MoE in a cached-head step
+        assert result["valid"]
+    again = finetune(export, train, None, tmp_path / "again", None, FinetuneOptions(max_steps=4, eval_every=2, batch_size=8,
+                                                                                    freeze_backbone=False), log=lambda *_: None)
+    assert again["history"] == [{**r, "seconds": again["history"][i]["seconds"]} for i, r in enumerate(result["history"])]

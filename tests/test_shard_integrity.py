@@ -90,7 +90,7 @@ def test_digest_mismatch_is_an_error_and_verification_off_hashes_nothing(shards,
     with pytest.raises(ShardError, match=r"lambda-000000.tar: sha256 differs from the manifest's"):
         next(TrainStream(lambda_config(shards), micro_batch=2))
     calls = []
-    monkeypatch.setattr(shard_integrity, "shard_digest", lambda p: calls.append(p) or "0" * 64)
+    monkeypatch.setattr(shard_integrity, "file_digest", lambda p: calls.append(p) or "0" * 64)
     off = TrainStream(lambda_config(shards, verify_shards=False), micro_batch=2)
     take(off, 10)  # two epochs of the damaged shard
     assert calls == [] and off.corrupt_samples == 0

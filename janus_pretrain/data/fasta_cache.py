@@ -10,7 +10,6 @@ to name the line of a bad character.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import numpy as np
 import pyfaidx
 from tqdm import tqdm
 
+from janus_pretrain.digests import file_digest
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.compression import compression_of_file
 from janus_pretrain.data.genomes import DataPrepError
@@ -46,11 +46,6 @@ class FastaInfo:
     cache: str  # plain FASTA copy indexed by pyfaidx
     contigs: list[tuple[str, int]] = field(default_factory=list)  # (name, length), file order, empty ones left out
     warnings: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def compression_of(path: Path) -> str:
@@ -177,7 +172,7 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
     path = Path(path)
     if not path.is_file():
         raise DataPrepError(f"FASTA file not found: {path}")
-    sha256 = sha256 or file_sha256(path)
+    sha256 = sha256 or file_digest(path)
     compression = compression_of(path)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from janus_pretrain import cli
 from janus_pretrain.atomic_io import atomic_write_text, remove_orphaned_temporaries
-from janus_pretrain.data.fasta_cache import file_sha256, scan_fasta
+from janus_pretrain.data.fasta_cache import scan_fasta
+from janus_pretrain.digests import file_digest
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
 from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
 from janus_pretrain.data.shard_integrity import shard_damage
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     check_args(args)
     specs = read_genomes(args.genomes)
     out = Path(args.out)
-    genomes_sha = file_sha256(args.genomes)
-    inputs = {spec.name: file_sha256(spec.fasta) for spec in specs}
+    genomes_sha = file_digest(args.genomes)
+    inputs = {spec.name: file_digest(spec.fasta) for spec in specs}
     wanted = fingerprint(args, genomes_sha, inputs)
     status = check_output(out, wanted)
     if status != "new" or out.exists():

@@ -16,7 +16,6 @@ None in its place, so positions in a shard (which loader slot keeps which window
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Iterator
 
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from janus_pretrain.digests import file_digest
 from janus_pretrain.data.manifest import ManifestError
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,6 @@ class ShardError(ManifestError):
     """A damaged shard or sample: the message names the shard, the sample key and what to do."""
 
 
-def shard_digest(path: str | Path) -> str:
-    """sha256 of a shard file (hashlib streams it in blocks: memory stays flat for 1 GB shards)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def shard_damage(path: str | Path, sha256: str, size: int) -> str | None:
     """Why the file at `path` is not the shard the manifest describes, or None when it is."""
     path = Path(path)
@@ -53,7 +47,7 @@ def shard_damage(path: str | Path, sha256: str, size: int) -> str | None:
     actual = path.stat().st_size
     if actual != size:  # the size check is free and catches truncation without hashing
         return f"{actual} bytes, the manifest says {size} (truncated or overwritten)"
-    if shard_digest(path) != sha256:
+    if file_digest(path) != sha256:
         return "sha256 differs from the manifest's (damaged bytes)"
     return None
 

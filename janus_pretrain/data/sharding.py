@@ -23,7 +23,8 @@ from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.data.fasta_cache import FastaInfo, WindowReader
 from janus_pretrain.data.genomes import DataPrepError, SpeciesSpec
 from janus_pretrain.data.manifest import SPLITS
-from janus_pretrain.data.shard_integrity import shard_damage, shard_digest
+from janus_pretrain.data.shard_integrity import shard_damage
+from janus_pretrain.digests import file_digest
 from janus_pretrain.tokenizer import normalise_bases, soft_mask
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def write_shard(plan: ShardPlan, out_dir: str) -> dict:
             bp += w.end - w.start
     # hashed from the page cache right after writing: a small cost next to building the shard
     stats = {"path": plan.name, "samples": samples, "bp": bp, "dropped_n_frac": dropped_n,
-             "sha256": shard_digest(tmp), "bytes": tmp.stat().st_size}
+             "sha256": file_digest(tmp), "bytes": tmp.stat().st_size}
     part = parts_path(out_dir, plan)
     part.parent.mkdir(parents=True, exist_ok=True)
     # counts land before the shard, so a shard in place always has its counts

@@ -18,7 +18,7 @@ import torch
 from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.downstream.indexed_fasta import FastaError, fetch, open_fasta
 from janus_pretrain.model import JanusModel
-from janus_pretrain.tokenizer import TokenizerError, encode
+from janus_pretrain.tokenizer import TokenizerError, encode, reverse_complement
 
 
 @dataclass
@@ -51,6 +51,43 @@ def embed_ids(backbone: JanusModel, ids: torch.Tensor, window: int, batch_size: 
             for (start, end), h in zip(chunk, hidden):
                 states[start:end] = h
     return states
+
+
+@torch.no_grad()
+def embed_sequence_ids(backbone: torch.nn.Module, ids: list[torch.Tensor], batch_size: int = 64,
+                       rc_conjoin: bool = False, device: str | torch.device = "cpu", progress=None,
+                       pooling: str = "mean") -> np.ndarray:
+    """(N, D) float32 mean-pooled states of whole sequences, in input order (pooling "flatten":
+    (N, L*D), every position's state, for fixed-length inputs); with rc_conjoin the mean of both
+    strands (for flatten, the reverse strand's states are flipped back so position p meets p).
+    Batches hold one length each (padding would change the backward stream); the module's
+    train/eval mode is restored afterwards. `progress(n)` gets the sequences done per batch."""
+    from janus_pretrain.downstream.classification import length_batches
+
+    if pooling == "flatten" and len({len(x) for x in ids}) > 1:
+        raise ValueError(f"pooling 'flatten' needs sequences of one length; found lengths "
+                         f"{sorted({len(x) for x in ids})[:5]}")
+
+    def pool(states: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, D) or (B, L*D)
+        return states.float().mean(1) if pooling == "mean" else states.float().flatten(1)
+
+    was_training = backbone.training
+    backbone.eval()
+    out: np.ndarray | None = None
+    try:
+        for batch in length_batches([len(x) for x in ids], batch_size):
+            x = torch.stack([ids[i] for i in batch]).to(device)  # (B, L)
+            pooled = pool(backbone(x).hidden_states)
+            if rc_conjoin:
+                pooled = (pooled + pool(backbone(reverse_complement(x)).hidden_states.flip(1))) / 2
+            if out is None:
+                out = np.empty((len(ids), pooled.shape[1]), dtype=np.float32)
+            out[batch] = pooled.cpu().numpy()
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        backbone.train(was_training)
+    return out
 
 
 def embed_fasta(backbone: JanusModel, fasta_path: str | Path, window: int = 1024, per_position: bool = False,

@@ -19,8 +19,8 @@ import torch
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
-from janus_pretrain.downstream.classification_metrics import classification_metrics
-from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv
+from janus_pretrain.downstream.task_metrics import classification_metrics
+from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv, split_valid
 from janus_pretrain.export import ExportError, load_backbone, read_export_config
 from janus_pretrain.lr_schedule import warmup_cosine
 from janus_pretrain.model import JanusModel
@@ -31,7 +31,7 @@ class FinetuneOptions:
     epochs: int = 10  # passes over the training set (upper bound; early stopping may end sooner)
     max_steps: int = 0  # optimizer steps in all; 0 = epochs x batches per epoch
     batch_size: int = 32  # sequences per step
-    lr: float = 1e-3  # peak AdamW learning rate (backbone and head)
+    lr: float = 3e-3  # peak AdamW learning rate (backbone and head); best of the splice runs in docs/downstream.md
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
     patience: int = 3  # evaluations without validation improvement before stopping
@@ -40,7 +40,8 @@ class FinetuneOptions:
     pooling: str = "mean"  # mean of position states; "flatten" = concatenated states (fixed-length inputs only)
     dropout: float = 0.0  # dropout on the pooled state
     freeze_backbone: bool = False  # train the head only (linear probe)
-    seed: int = 0
+    seed: int = 0  # seeds the head init, batch order and (without --valid) the validation split
+    valid_fraction: float = 0.1  # without --valid: share of the training rows held out for validation
     sequence_column: str = "sequence"
     label_column: str = "label"
 
@@ -51,12 +52,38 @@ def _better(candidate: dict, best: dict | None) -> bool:
     return (candidate["accuracy"], -candidate["loss"]) > (best["accuracy"], -best["loss"])
 
 
+class _CachedHead:
+    """Frozen backbone + mean pooling: the pooled states never change, so they are computed once
+    (both strands when RC conjoining: the head is linear, so averaging logits over strands equals
+    the head of the averaged states) and every step trains the head alone on the cache."""
+
+    def __init__(self, model: SequenceClassifier, train_ids, valid_ids, batch_size: int):
+        from janus_pretrain.downstream.embedding import embed_sequence_ids
+
+        self.model = model
+        self.train = torch.from_numpy(embed_sequence_ids(model.backbone, train_ids, batch_size, model.rc_conjoin))
+        self.valid = torch.from_numpy(embed_sequence_ids(model.backbone, valid_ids, batch_size, model.rc_conjoin))
+
+    def forward(self, batch: list[int]):
+        return self.model.head(self.model.dropout(self.train[batch])), None  # (B, C), no MoE in the loop
+
+    def predict_valid(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.head(self.valid).float()
+
+
 def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, valid_y,
-                     options: FinetuneOptions, log=print) -> tuple[dict, list[dict]]:
-    """Train in place; restores the best validation state. Returns (best valid metrics, history)."""
+                     options: FinetuneOptions, log=print, progress=None) -> tuple[dict, list[dict]]:
+    """Train in place; restores the best validation state. Returns (best valid metrics, history).
+
+    History records carry the task loss (cross-entropy) and the MoE load-balancing loss apart:
+    their sum is what is optimised, but only the first says how well the task is learnt.
+    `progress(step, total)` is called after every optimizer step (a tqdm bar in the harness)."""
     torch.manual_seed(options.seed)
     if options.freeze_backbone:
         model.backbone.requires_grad_(False)
+    cached = _CachedHead(model, train_ids, valid_ids, options.batch_size) \
+        if options.freeze_backbone and model.pooling == "mean" else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     per_epoch = len(length_batches([len(x) for x in train_ids], options.batch_size))
@@ -67,23 +94,36 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
     targets = torch.tensor(train_y)
     aux_coef = model.backbone.config.router_aux_loss_coef
     best, best_state, history, stale, step, epoch = None, None, [], 0, 0, 0
+    interval = torch.zeros(3, dtype=torch.float64)  # task loss sum, aux loss sum, steps since the last validation
     started = time.time()
     while step < total and stale < options.patience:
         batches = length_batches([len(x) for x in train_ids], options.batch_size, shuffle=True, seed=options.seed + epoch)
         for batch in batches:
             model.train()
-            logits, aux = model(torch.stack([train_ids[i] for i in batch]))
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch]) + aux_coef * aux
+            if cached is not None:
+                logits, aux = cached.forward(batch)
+            else:
+                logits, aux = model(torch.stack([train_ids[i] for i in batch]))
+            task_loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch])
+            loss = task_loss + aux_coef * aux if aux is not None else task_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
+            interval += torch.tensor([float(task_loss.detach()), float(aux.detach()) if aux is not None else 0.0, 1.0],
+                                     dtype=torch.float64)
+            if progress is not None:
+                progress(step, total)
             if step % eval_every == 0 or step == total:
-                metrics = classification_metrics(predict_logits(model, valid_ids, options.batch_size), torch.tensor(valid_y))
-                record = {"step": step, "epoch": epoch, "train_loss": float(loss.detach()), "seconds": round(time.time() - started, 1),
-                          **{f"valid_{k}": v for k, v in metrics.items()}}
+                valid_logits = cached.predict_valid() if cached is not None else \
+                    predict_logits(model, valid_ids, options.batch_size)
+                metrics = classification_metrics(valid_logits, torch.tensor(valid_y))
+                record = {"step": step, "epoch": epoch, "train_task_loss": float(interval[0] / interval[2]),
+                          "train_aux_loss": float(interval[1] / interval[2]) if cached is None else None,
+                          "seconds": round(time.time() - started, 1), **{f"valid_{k}": v for k, v in metrics.items()}}
+                interval.zero_()
                 history.append(record)
                 improved = _better(metrics, best)
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
@@ -133,13 +173,18 @@ def load_classifier(out_dir: str | Path) -> tuple[SequenceClassifier, list[str]]
     return model.eval(), meta["classes"]
 
 
-def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Path, out_dir: str | Path,
+def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Path | None, out_dir: str | Path,
              test_path: str | Path | None = None, options: FinetuneOptions | None = None, log=print) -> dict:
     """The whole CLI job: read tables, finetune, evaluate, write the best model and metrics.json."""
     options = options or FinetuneOptions()
     columns = dict(sequence_column=options.sequence_column, label_column=options.label_column)
     train = read_labelled_tsv(train_path, **columns)
-    valid = read_labelled_tsv(valid_path, **columns)
+    if valid_path:
+        valid = read_labelled_tsv(valid_path, **columns)
+    else:  # no validation file: hold out a stratified, seeded share of the training rows
+        train, valid = split_valid(train, options.valid_fraction, options.seed)
+        log(f"no validation file: {len(valid.sequences)} of the training rows held out for validation "
+            f"(valid_fraction {options.valid_fraction}, seed {options.seed})")
     test = read_labelled_tsv(test_path, **columns) if test_path else None
     classes = sorted(set(train.labels))
     if len(classes) < 2:

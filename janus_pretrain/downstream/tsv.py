@@ -27,13 +27,15 @@ class LabelledTable:
     lines: list[int]  # 1-based line number of each row in the file (header is line 1)
 
 
-def read_labelled_tsv(path: str | Path, sequence_column: str = "sequence", label_column: str = "label") -> LabelledTable:
-    """Rows of a tab-separated table with a header naming `sequence_column` and `label_column`."""
+def read_labelled_tsv(path: str | Path, sequence_column: str = "sequence", label_column: str = "label",
+                      delimiter: str = "\t") -> LabelledTable:
+    """Rows of a tab-separated (or, with delimiter ",", comma-separated) table with a header naming
+    `sequence_column` and `label_column`."""
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path}: file not found")
     with path.open(newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+        reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if not header:
             raise TableError(f"{path}: empty file; expected a header line with columns "
@@ -126,3 +128,53 @@ def stratified_split(path: str | Path, out_prefix: str | Path, fractions=(0.8, 0
         _write_rows(Path(f"{out_prefix}_{name}.tsv"), header, members)
         counts[name] = len(members)
     return counts
+
+
+def _subset(table: LabelledTable, rows: list[int], suffix: str) -> LabelledTable:
+    rows = sorted(rows)  # file order: the split changes membership, never the order within a part
+    return LabelledTable(f"{table.path} ({suffix})", [table.sequences[i] for i in rows],
+                         [table.labels[i] for i in rows], [table.lines[i] for i in rows])
+
+
+def _grouped_by_class(table: LabelledTable, stratify: bool, seed: int) -> list[list[list[int]]]:
+    """Row groups (identical sequences together, so no sequence sits on both sides of a split),
+    per class when stratifying, each class's groups shuffled with random.Random(seed)."""
+    groups: dict[str, list[int]] = {}
+    for i, sequence in enumerate(table.sequences):
+        groups.setdefault(sequence.upper(), []).append(i)
+    by_class: dict[str, list[list[int]]] = defaultdict(list)
+    for members in groups.values():
+        by_class[table.labels[members[0]] if stratify else ""].append(members)
+    rng = random.Random(seed)
+    out = []
+    for label in sorted(by_class):
+        rng.shuffle(by_class[label])
+        out.append(by_class[label])
+    return out
+
+
+def split_valid(table: LabelledTable, fraction: float, seed: int = 0,
+                stratify: bool = True) -> tuple[LabelledTable, LabelledTable]:
+    """(train, valid): about `fraction` of the rows of each class held out for validation, seeded."""
+    train, valid = [], []
+    for groups in _grouped_by_class(table, stratify, seed):
+        n_valid = max(1, round(fraction * len(groups))) if len(groups) > 1 else 0
+        valid += [i for members in groups[:n_valid] for i in members]
+        train += [i for members in groups[n_valid:] for i in members]
+    if not valid or not train:
+        raise TableError(f"{table.path}: too few rows ({len(table.sequences)}) to hold out a validation fraction "
+                         f"of {fraction}")
+    return _subset(table, train, "train part"), _subset(table, valid, "valid part")
+
+
+def kfold(table: LabelledTable, folds: int, seed: int = 0, stratify: bool = True) -> list[tuple[LabelledTable, LabelledTable]]:
+    """[(rest, fold)] for each of `folds` folds: stratified, seeded, identical sequences in one fold."""
+    assignment: list[list[int]] = [[] for _ in range(folds)]
+    for groups in _grouped_by_class(table, stratify, seed):
+        for j, members in enumerate(groups):
+            assignment[j % folds] += members
+    if any(not fold for fold in assignment):
+        raise TableError(f"{table.path}: too few rows ({len(table.sequences)}) for {folds} folds")
+    every = set(range(len(table.sequences)))
+    return [(_subset(table, sorted(every - set(fold)), f"folds except {k}"), _subset(table, fold, f"fold {k}"))
+            for k, fold in enumerate(assignment)]

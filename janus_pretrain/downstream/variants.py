@@ -14,7 +14,7 @@ import csv
 import gzip
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,20 +39,28 @@ class Variant:
     ref: str
     alt: str
     where: str  # "file line N" for messages
+    extra: dict[str, str] = field(default_factory=dict)  # VCF INFO key=value pairs; TSV columns after alt (by header name)
 
 
 def _open_text(path: Path):
     return gzip.open(path, "rt") if is_gzip(path) else path.open()
 
 
+def _info(text: str) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in text.split(";") if item and item != ".")
+    return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
+
+
 def read_variants(path: str | Path) -> list[Variant]:
     """VCF (plain or gzip; multi-allelic ALTs split) or TSV with columns chrom, pos, ref, alt
-    (an optional header line starting with 'chrom'). Positions are 1-based in both."""
+    (an optional header line starting with 'chrom'; with a header, further named columns such as
+    a label are kept in Variant.extra). Positions are 1-based in both."""
     path = Path(path)
     if not path.is_file():
         raise VariantError(f"variant file not found: {path}")
     variants: list[Variant] = []
     is_vcf = None
+    header: list[str] = []
     with _open_text(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             line = line.rstrip("\n\r")
@@ -62,25 +70,31 @@ def read_variants(path: str | Path) -> list[Variant]:
             if not line.strip() or line.startswith("#"):
                 continue
             fields = line.split("\t")
-            if not is_vcf and len(variants) == 0 and fields[0].strip().lower() in ("chrom", "chr", "chromosome"):
-                continue  # TSV header
+            if not is_vcf and len(variants) == 0 and not header and fields[0].strip().lower() in ("chrom", "chr", "chromosome"):
+                header = [f.strip() for f in fields]  # TSV header
+                continue
             where = f"{path} line {line_no}"
             if is_vcf:
                 if len(fields) < 5:
                     raise VariantError(f"{where}: a VCF data line needs at least 5 tab-separated fields "
                                        f"(CHROM POS ID REF ALT), got {len(fields)}")
                 chrom, pos_text, ref, alts = fields[0], fields[1], fields[3], fields[4].split(",")
+                extra = _info(fields[7]) if len(fields) > 7 else {}
             else:
-                if len(fields) != 4:
-                    raise VariantError(f"{where}: expected 4 tab-separated fields chrom, pos, ref, alt; got {len(fields)}")
+                expected = len(header) if header else 4
+                if len(fields) != expected or expected < 4:
+                    raise VariantError(f"{where}: expected {expected} tab-separated fields "
+                                       f"({', '.join(header) if header else 'chrom, pos, ref, alt'}); got {len(fields)}")
                 chrom, pos_text, ref, alts = fields[0], fields[1], fields[2], [fields[3]]
+                extra = dict(zip(header[4:], (f.strip() for f in fields[4:])))
             try:
                 pos = int(pos_text)
             except ValueError:
                 raise VariantError(f"{where}: position {pos_text!r} is not an integer") from None
             if pos < 1:
                 raise VariantError(f"{where}: position {pos} < 1 (positions are 1-based)")
-            variants += [Variant(chrom.strip(), pos, ref.strip().upper(), alt.strip().upper(), where) for alt in alts]
+            variants += [Variant(chrom.strip(), pos, ref.strip().upper(), alt.strip().upper(), where, extra)
+                         for alt in alts]
     return variants
 
 

@@ -2,7 +2,8 @@
 
 metrics.jsonl lives in the run directory (the parent of checkpoint.dir): one JSON object per
 optimizer step, {"step", "loss", "ce_loss", "aux_loss", "lr", "grad_norm", "tokens_seen",
-"skipped"}, losses averaged over all ranks and micro batches. On resume, lines after the resumed
+"skipped"}, losses averaged over all ranks and micro batches; with probes (eval.every), lines
+{"step", "probe/<task>/<metric>": ...} in between. On resume, lines after the resumed
 step are dropped first, so the file always describes one consistent history (what an
 uninterrupted run would have written).
 """
@@ -70,6 +71,19 @@ class MetricsLogger:
         for key, value in values.items():
             if value is not None and math.isfinite(value):
                 self.writer.add_scalar(key, value, step)
+
+    def probes(self, step: int, values: dict[str, float]) -> None:
+        """Probe metrics (janus_pretrain.evaluation.pretraining_probes): TensorBoard, a line of their own
+        in metrics.jsonl ({"step", "probe/<task>/<metric>": ...}, no "loss" key), and one stdout line."""
+        if not self.enabled:
+            return
+        self.scalars(step, values)
+        finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+        with open(self.metrics_file, "a") as handle:
+            handle.write(json.dumps({"step": step, **finite}) + "\n")
+        shown = " ".join(f"{k.removeprefix('probe/')}={v:.3f}" for k, v in values.items()
+                         if "/valid_" not in k and math.isfinite(v))
+        print(f"probe at step {step}: {shown}", flush=True)
 
     def experts(self, step: int, counts: dict[str, torch.Tensor]) -> None:
         """Tokens routed to each expert of each MoE layer (summed over ranks) since the last log."""

@@ -88,6 +88,16 @@ def vocabulary() -> dict[str, int]:
     return vocab
 
 
+def _probe_runner(config: RunConfig, ctx: DistContext):
+    """Downstream probes every eval.every steps (janus_pretrain.evaluation), or None when off; imported
+    only when on, so a run without probes needs no scikit-learn."""
+    if not (config.eval.suite and config.eval.every):
+        return None
+    from janus_pretrain.evaluation.pretraining_probes import ProbeRunner
+
+    return ProbeRunner(config.eval, ctx.device, ctx.is_main)
+
+
 class Trainer:
     def __init__(self, config: RunConfig, ctx: DistContext, plan: BatchPlan, model: torch.nn.Module,
                  train_stream, valid_batches=None, species_names: list[str] | None = None,
@@ -112,6 +122,7 @@ class Trainer:
         self.preemption = preemption or PreemptionFlag()
         self.progress = Progress()
         self.consecutive_bad = 0  # current streak of NaN/inf steps: no checkpoint is written during one
+        self.probes = _probe_runner(config, ctx)
         self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
                                for i, m in enumerate(self.moe_layers)}
         if ctx.is_main:
@@ -147,6 +158,8 @@ class Trainer:
                     interval = [time.perf_counter(), 0]
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
                     self._validate()
+                if self.probes is not None:  # downstream probes; leave the trajectory untouched (see the module)
+                    self.probes.maybe_run(self.step, self.engine.module, self.log)
                 if result.preempt:
                     tag = self.save()
                     raise Preempted(self.step, tag or self.last_tag, self.preemption.signal_name

@@ -1,0 +1,2 @@
+"""Reproducible evaluation: task suites (registry), readers, the harness with baselines in the same
+run, frozen-backbone probes, probes during pretraining, and annotation-derived tasks."""

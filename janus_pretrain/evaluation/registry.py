@@ -1,0 +1,212 @@
+"""Evaluation suites: one YAML file describes tasks, their files, split rule, metrics and recipe.
+
+    name: bundled
+    recipe: {head: probe, lr: 1.0e-3, epochs: 5}       # suite default, tasks may override keys
+    tasks:
+      - name: splice_uci
+        kind: classification                            # classification | regression | zero_shot_snv
+        train: ../../data/labels/splice_train.tsv       # paths relative to the suite file
+        valid: ../../data/labels/splice_valid.tsv
+        test: ../../data/labels/splice_test.tsv
+        split: {rule: given}                            # given | valid_fraction | kfold
+        metrics: [accuracy, mcc, f1_macro]
+
+Every task gets a version: a hash of its resolved definition (recipe included) and of the
+SHA-256 of every file it reads. Changing a label, a split rule or a learning rate changes the
+version, so a number in results.json names exactly what produced it (lm-eval-harness style).
+Unknown keys, wrong types and missing files are ConfigErrors naming the key and the suite file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from janus_pretrain.config import ConfigError, build_section, safe_load_yaml
+from janus_pretrain.downstream.task_metrics import METRICS, default_metrics
+
+KINDS = ("classification", "regression", "zero_shot_snv")
+SUITE_SCHEMA = "janus-eval-suite-v1"
+
+
+@dataclass
+class Recipe:
+    head: Literal["probe", "finetune"] = "probe"  # probe: frozen backbone, cached mean states + logistic/ridge regression; finetune: backbone + linear head end to end
+    pooling: Literal["mean", "flatten"] = "mean"  # head input (probe and finetune): mean of position states, or all states concatenated (fixed-length tasks)
+    lr: float = 3.0e-3  # finetune: peak AdamW learning rate (the finetune default, docs/downstream.md)
+    epochs: int = 3  # finetune: passes over the training set (upper bound; early stopping may end sooner)
+    max_steps: int = 0  # finetune: optimizer steps in all; 0 = epochs x batches per epoch
+    batch_size: int = 32  # finetune and embedding batch size
+    patience: int = 2  # finetune: validations without improvement before stopping
+    eval_every: int = 0  # finetune: steps between validations; 0 = once per epoch
+    rc_conjoin: bool = False  # average over both strands (finetune logits; probe embeddings)
+    dropout: float = 0.0  # finetune: dropout on the pooled state
+    weight_decay: float = 0.01  # finetune: AdamW decoupled weight decay
+    probe_c: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # probe: inverse L2 strengths tried, chosen on validation
+    kmer_k: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])  # k-mer baseline: k values tried, chosen on validation
+    window: int = 1024  # zero-shot: bases of reference context around each variant
+    max_train: int = 0  # use at most this many training examples (seeded subsample); 0 = all
+
+
+@dataclass
+class SplitSpec:
+    rule: Literal["given", "valid_fraction", "kfold"] = "given"  # given: train/valid/test files; valid_fraction: valid cut from train; kfold: folds over train
+    valid_fraction: float = 0.1  # valid_fraction/kfold: share of the training rows held out for validation
+    folds: int = 5  # kfold: number of folds (each fold is the test set once)
+    seed: int = 0  # seed of the split itself (fixed per task, independent of the run seeds)
+
+
+@dataclass
+class TaskSpec:
+    name: str = ""  # unique within the suite; results and probe metrics are keyed by it
+    kind: Literal["classification", "regression", "zero_shot_snv"] = "classification"  # what is predicted
+    format: Literal["auto", "tsv", "csv", "parquet", "genomic_benchmarks", "vcf", "variants_tsv"] = "auto"  # auto: from the file suffix
+    train: str = ""  # training table (or Genomic Benchmarks split directory)
+    valid: str = ""  # validation table; empty with split.rule valid_fraction or kfold
+    test: str = ""  # test table; empty with split.rule kfold
+    variants: str = ""  # zero_shot_snv: VCF or TSV (chrom pos ref alt label), positions 1-based
+    fasta: str = ""  # zero_shot_snv: reference FASTA (plain or bgzip)
+    sequence_column: str = "sequence"  # column holding the DNA sequence
+    label_column: str = "label"  # column holding the label (class name or number; VCF: INFO key)
+    split: SplitSpec = field(default_factory=SplitSpec)  # how train/valid/test are formed
+    metrics: list[str] = field(default_factory=list)  # empty = the kind's defaults
+    recipe: dict[str, Any] = field(default_factory=dict)  # overrides of the suite recipe for this task
+    description: str = ""  # one line for results.md
+
+
+@dataclass
+class SuiteFile:
+    name: str = ""  # suite name, written into results
+    description: str = ""  # one paragraph for results.md
+    recipe: dict[str, Any] = field(default_factory=dict)  # default recipe of every task (keys of Recipe)
+    tasks: list[TaskSpec] = field(default_factory=list)  # the tasks, run in this order
+
+
+@dataclass
+class Task:
+    """A resolved task: absolute paths, full recipe, metrics, and its version."""
+    spec: TaskSpec
+    recipe: Recipe
+    metrics: list[str]
+    files: dict[str, Path]  # role (train, valid, test, variants, fasta) -> absolute path
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def definition(self) -> dict:
+        """What the version hashes (paths as written in the suite, so a moved checkout keeps its versions)."""
+        spec = dataclasses.asdict(self.spec)
+        spec.pop("recipe")
+        spec.pop("description")
+        return {"task": spec, "recipe": dataclasses.asdict(self.recipe), "metrics": self.metrics}
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    tasks: list[Task]
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"{self.path}: no task {name!r} (tasks: {[t.name for t in self.tasks]})")
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's files (relative name + content, sorted)."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(child.relative_to(path)).encode() + b"\0")
+            digest.update(hashlib.sha256(child.read_bytes()).digest())
+        return digest.hexdigest()
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def task_version(definition: dict, digests: dict[str, str]) -> str:
+    payload = json.dumps({"definition": definition, "files": digests}, sort_keys=True)
+    return "v1-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+_ROLES = {"classification": ("train", "valid", "test"), "regression": ("train", "valid", "test"),
+          "zero_shot_snv": ("variants", "fasta")}
+
+
+def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> Task:
+    key = f"tasks[{index}]"
+    if not spec.name:
+        raise ConfigError(f"{where}: '{key}.name' is missing")
+    recipe = build_section(Recipe, {**default_recipe, **spec.recipe}, f"{key}.recipe", str(where))
+    if recipe.head == "finetune" and spec.kind == "regression":
+        raise ConfigError(f"{where}: '{key}.recipe.head' finetune trains a classification head; use head "
+                          f"'probe' (ridge regression on embeddings) for regression tasks")
+    metrics = spec.metrics or default_metrics(spec.kind)
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ConfigError(f"{where}: '{key}.metrics' has unknown metric {metric!r} (known: {sorted(METRICS)})")
+        if spec.kind not in METRICS[metric].kinds:
+            raise ConfigError(f"{where}: '{key}.metrics': {metric} does not apply to kind {spec.kind} "
+                              f"(it applies to {list(METRICS[metric].kinds)})")
+    needed = {"zero_shot_snv": ["variants", "fasta"], "classification": ["train"], "regression": ["train"]}[spec.kind]
+    if spec.kind != "zero_shot_snv":
+        rule = spec.split.rule
+        needed += {"given": ["valid", "test"], "valid_fraction": ["test"], "kfold": []}[rule]
+        if rule != "given" and spec.valid:
+            raise ConfigError(f"{where}: '{key}.valid' is given but split.rule is {rule!r}, which takes "
+                              f"validation rows from train; drop one of them")
+        if rule == "kfold" and spec.test:
+            raise ConfigError(f"{where}: '{key}.test' is given but split.rule is 'kfold' (every fold is tested once)")
+        if not 0 < spec.split.valid_fraction < 1 or spec.split.folds < 2:
+            raise ConfigError(f"{where}: '{key}.split' needs 0 < valid_fraction < 1 and folds >= 2")
+    files: dict[str, Path] = {}
+    for role in _ROLES[spec.kind]:
+        value = getattr(spec, role)
+        if not value:
+            if role in needed:
+                raise ConfigError(f"{where}: '{key}.{role}' is missing (kind {spec.kind}, split {spec.split.rule})")
+            continue
+        path = Path(value) if Path(value).is_absolute() else (where.parent / value).resolve()
+        if not path.exists():
+            raise ConfigError(f"{where}: '{key}.{role}': {path} does not exist")
+        files[role] = path
+    task = Task(spec, recipe, list(metrics), files, "")
+    digests = {role: file_digest(path) for role, path in files.items()}
+    task.version = task_version(task.definition(), digests)
+    return task
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}")
+    try:
+        raw = safe_load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping with keys name, recipe, tasks")
+    suite = build_section(SuiteFile, raw, "", str(path))
+    build_section(Recipe, suite.recipe, "recipe", str(path))  # an unknown recipe key fails here, once
+    if not suite.tasks:
+        raise ConfigError(f"{path}: 'tasks' is empty")
+    names = [t.name for t in suite.tasks]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{path}: task names must be unique; repeated: {duplicated}")
+    tasks = [_resolve(spec, i, suite.recipe, path.resolve()) for i, spec in enumerate(suite.tasks)]
+    return Suite(suite.name or path.stem, suite.description, path.resolve(), tasks)

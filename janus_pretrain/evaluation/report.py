@@ -1,0 +1,152 @@
+"""results.json (one stable schema) and results.md (the same numbers as tables).
+
+results.json, schema RESULTS_SCHEMA:
+  {"schema", "created", "command", "package_version",
+   "model": {"path", "parameters", "run": export run summary},
+   "suite": {"name", "path", "sha256"}, "seeds": [...], "models": [...],
+   "tasks": {name: {"version", "kind", "description", "metrics", "recipe", "files": {role: {"path", "sha256"}},
+                    "data": {"train", "valid", "test", "folds"}, "classes",
+                    "runs": [{"model", "seed" (null = deterministic), "fold", "seconds", "valid", "test", "chosen"}],
+                    "summary": {model: {metric: {"mean", "std", "n"}}},
+                    "difference": {"pretrained-random": {metric: {"mean", "std", "n"}}},
+                    "not_applicable": {model: reason}}}}
+Test metrics are averaged over folds within a seed, then mean and sample standard deviation
+(ddof 1; 0 for a single value) are taken over seeds. The difference pairs seeds: pretrained
+seed s minus random seed s (a deterministic pretrained probe is paired with every random seed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from janus_pretrain.atomic_io import atomic_write_text
+from janus_pretrain.evaluation.registry import Suite, Task, file_digest
+
+RESULTS_SCHEMA = "janus-eval-results-v1"
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
+
+
+def _stats(values: list[float]) -> dict:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(finite)), "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0,
+            "n": len(finite)}
+
+
+def per_seed(runs: list[dict], model: str, metric: str) -> dict:
+    """{seed: test metric averaged over folds} for one model."""
+    by_seed: dict = defaultdict(list)
+    for run in runs:
+        if run["model"] == model and metric in run["test"]:
+            by_seed[run["seed"]].append(run["test"][metric])
+    return {seed: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan")
+            for seed, v in by_seed.items()}
+
+
+def summarise(task: Task, entry: dict, models: list[str]) -> dict:
+    summary = {m: {metric: _stats(list(per_seed(entry["runs"], m, metric).values())) for metric in task.metrics}
+               for m in models if m not in entry["not_applicable"]}
+    difference = {}
+    if "pretrained" in summary and "random" in summary:
+        diffs = {}
+        for metric in task.metrics:
+            pre, rnd = per_seed(entry["runs"], "pretrained", metric), per_seed(entry["runs"], "random", metric)
+            pairs = [pre[s] - rnd[s] for s in rnd if s in pre] if None not in pre else \
+                [pre[None] - v for v in rnd.values()]
+            diffs[metric] = _stats(pairs)
+        difference["pretrained-random"] = diffs
+    return {"summary": summary, "difference": difference}
+
+
+def build_results(suite: Suite, tasks: list[Task], outcome: dict[str, dict], model_info: dict, seeds: list[int],
+                  models: list[str], command: str) -> dict:
+    from datetime import datetime, timezone
+
+    import janus_pretrain
+
+    out = {"schema": RESULTS_SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": command, "package_version": getattr(janus_pretrain, "__version__", "unknown"),
+           "model": model_info, "suite": {"name": suite.name, "path": str(suite.path), "sha256": file_digest(suite.path)},
+           "seeds": seeds, "models": models, "tasks": {}}
+    for task in tasks:
+        entry = outcome[task.name]
+        out["tasks"][task.name] = {
+            "version": task.version, "kind": task.kind, "description": task.spec.description,
+            "metrics": task.metrics, "recipe": dataclasses.asdict(task.recipe),
+            "files": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in task.files.items()},
+            **entry, **summarise(task, entry, models)}
+    return out
+
+
+def _cell(stat: dict | None, signed: bool = False) -> str:
+    if not stat or stat["mean"] is None:
+        return "n/a"
+    text = f"{stat['mean']:+.3f}" if signed else f"{stat['mean']:.3f}"
+    return text + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "") + f" (n={stat['n']})"
+
+
+def render_markdown(results: dict) -> str:
+    lines = [f"# Evaluation: suite {results['suite']['name']}", "",
+             f"- model: `{results['model']['path']}` ({results['model'].get('parameters', '?'):,} parameters)",
+             f"- seeds: {results['seeds']}; created {results['created']}",
+             f"- command: `{results['command']}`", "",
+             "Test metrics, mean ± sample std over seeds (n = seeds; a deterministic model, such as a probe on "
+             "fixed embeddings or the k-mer regression, has n=1). `pretrained - random` pairs seeds.", ""]
+    for name, task in results["tasks"].items():
+        recipe = task["recipe"]
+        lines += [f"## {name} ({task['kind']}, {task['version']})", ""]
+        if task["description"]:
+            lines += [task["description"], ""]
+        data = task["data"]
+        if data:
+            lines.append(f"train {data['train']}, valid {data['valid']}, test {data['test']}"
+                         + (f", {data['folds']} folds" if data.get("folds", 1) > 1 else "")
+                         + f"; head {recipe['head']}" + (f", lr {recipe['lr']}, epochs {recipe['epochs']}"
+                                                          if recipe["head"] == "finetune" else "")
+                         + (", RC conjoined" if recipe["rc_conjoin"] else ""))
+            lines.append("")
+        metrics = task["metrics"]
+        lines += ["| model | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+        for model, stats in task["summary"].items():
+            lines.append(f"| {model} | " + " | ".join(_cell(stats[m]) for m in metrics) + " |")
+        for label, stats in task["difference"].items():
+            lines.append(f"| **{label}** | " + " | ".join(_cell(stats[m], signed=True) for m in metrics) + " |")
+        for model, reason in task["not_applicable"].items():
+            lines.append(f"| {model} | not applicable: {reason} |" + " |" * (len(metrics) - 1))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / RESULTS_JSON, out_dir / RESULTS_MD
+    atomic_write_text(json_path, json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False,
+                                            default=_json_default) + "\n")
+    atomic_write_text(md_path, render_markdown(results) + "\n")
+    return json_path, md_path
+
+
+def _finite(value):
+    """NaN/inf (an undefined metric, e.g. AUROC with one class present) -> null: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
