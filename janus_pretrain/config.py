@@ -213,6 +213,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # global gradient-norm clip; 0 = off
     eval_every: int = 0  # optimizer steps between validations; 0 = only at the end
     max_bad_steps: int = 5  # stop after this many consecutive steps with NaN/inf loss
+    watchdog_s: int = 300  # end the job (exit 76) when a rank makes no progress this long (at least 20 x the slowest step); 0 = off
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {"grad_clip": NON_NEGATIVE}
 

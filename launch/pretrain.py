@@ -8,7 +8,8 @@
     srun python launch/pretrain.py --config ...                                # Slurm (see launch/slurm_pretrain.sh)
 
 Exit codes: 0 done, 2 bad config or damaged shard (one-line message), 3 too many NaN/inf steps,
-75 preempted after saving a checkpoint (requeue and rerun; --resume auto continues).
+75 preempted after saving a checkpoint (requeue and rerun; --resume auto continues), 76 a rank made
+no progress for train.watchdog_s (requeue; resumes from the latest checkpoint).
 """
 from __future__ import annotations
 

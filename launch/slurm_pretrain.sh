@@ -76,6 +76,7 @@ unset RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
 PREEMPTED_EXIT_CODE=75          # janus_pretrain.engine.preemption.PREEMPTED_EXIT_CODE
+WATCHDOG_EXIT_CODE=76           # janus_pretrain.engine.watchdog.WATCHDOG_EXIT_CODE: a rank stalled
 MAX_REQUEUES=${JANUS_MAX_REQUEUES:-100}
 stop_asked=0
 srun_pid=
@@ -112,7 +113,7 @@ while :; do
 done
 echo "[slurm_pretrain] srun exited with $rc (stop asked: $stop_asked)"
 
-if [[ $rc -eq $PREEMPTED_EXIT_CODE || ($rc -ne 0 && $stop_asked -eq 1) ]]; then
+if [[ $rc -eq $PREEMPTED_EXIT_CODE || $rc -eq $WATCHDOG_EXIT_CODE || ($rc -ne 0 && $stop_asked -eq 1) ]]; then
     if [[ ${SLURM_RESTART_COUNT:-0} -ge $MAX_REQUEUES ]]; then
         echo "[slurm_pretrain] not requeueing: already restarted $MAX_REQUEUES times" \
              "(JANUS_MAX_REQUEUES)" >&2

@@ -7,6 +7,7 @@ SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
        "weights_every_step": bool (out/weights_step<S>_rank<R>.pt after every step),
        "faults": {"poison_at": S (a NaN into one weight after step S, every rank),
                   "die_at": S (SIGKILL every rank in the forward of step S),
+                  "stop_at": S (SIGSTOP rank 1 in the forward of step S: a stalled rank),
                   "enospc_at": S (rank 1's save at step S fails: no space left on device)}}
 Runs launch/pretrain.py's own build order (run_pretraining) with a test Trainer; a synthetic stream (random A/C/G/T, weight 1 everywhere) makes batches a
 pure function of the global sample index, so 1 rank x 2 accumulation and 2 ranks x 1 see the same
@@ -102,6 +103,8 @@ class TestTrainer(Trainer):
         upcoming = self.step + 1
         if self.faults.get("die_at") == upcoming:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.faults.get("stop_at") == upcoming and self.ctx.rank == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
         if upcoming in self.nan_steps and self.nan_rank in (None, self.ctx.rank):
             out.loss = out.loss * float("nan")
         if self.preempt_at == upcoming and self.ctx.rank == 0:  # only rank 0: the others must follow

@@ -195,3 +195,23 @@ def test_tensorboard_keeps_one_history_after_a_kill_and_resume(tmp_path):
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == [1, 2, 3, 4, 5, 6]  # step 3 (written, then redone after resuming at 2) once
     assert [m["step"] for m in metrics(tmp_path)] == steps
+
+
+def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path):
+    import signal
+    import time
+
+    from engine_launch import start, wait
+    from janus_pretrain.engine.watchdog import WATCHDOG_EXIT_CODE
+
+    config = small_config(tmp_path, train={"steps": 50, "watchdog_s": 4})
+    procs = start(2, {"config": config, "faults": {"stop_at": 4}}, tmp_path)
+    started = time.monotonic()
+    try:
+        assert wait(procs[:1], tmp_path, timeout=120) == [WATCHDOG_EXIT_CODE], logs(tmp_path)
+    finally:
+        procs[1].send_signal(signal.SIGKILL)  # what srun does to the stopped task after --wait
+        procs[1].wait()
+    assert time.monotonic() - started < 100
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert "watchdog (rank 0): rank 1 made no progress" in log and "last seen: step 4, train step" in log

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
+from janus_pretrain.engine.watchdog import Watchdog
 from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, load_data_state
 from janus_pretrain.config import BatchPlan, RunConfig, to_dict
 from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
@@ -148,9 +149,17 @@ class Trainer:
         self.resume()
         batches = iter(self.train_stream)
         interval = [time.perf_counter(), 0]  # start time, tokens since the last log
+        watchdog = Watchdog(self.run_dir, self.ctx.rank, self.ctx.world_size, cfg.train.watchdog_s).start(self.step) \
+            if cfg.train.watchdog_s > 0 else None
+        beat = watchdog.beat if watchdog else (lambda step, phase: None)
+        self.progress_at_start = self.step
         try:
             while self.step < cfg.train.steps:
+                beat(self.step + 1, "train step")
                 result = self.train_step(batches)
+                if watchdog and self.step > self.progress_at_start:  # the first step pays warm-up and compilation
+                    watchdog.step_took(result.time_s)
+                beat(self.step + 1, "after the step (logging, validation, probes, checkpoint)")
                 self._record(result)
                 interval[1] += self.plan.tokens_per_step
                 if self.step % cfg.logging.every == 0 or self.step == cfg.train.steps:
@@ -166,9 +175,12 @@ class Trainer:
                                     or "another rank's signal", saved=tag is not None)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.train.steps:
                     self.save()
+            beat(self.step, "final validation and checkpoint")
             self._validate()
             self.save()
         finally:
+            if watchdog:
+                watchdog.stop()
             self.preemption.uninstall()
             self.log.close()
             if hasattr(self.train_stream, "close"):
