@@ -103,3 +103,17 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_damaged_or_replaced_weights_are_refused_by_their_digest(tmp_path):
+    _, export = small_export(tmp_path)
+    weights = export / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])  # flipped bytes inside a tensor: still a valid file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="sha256 differs from the one in config.json"):
+        load_pretrained(export)
+    load_pretrained(export, verify=False)  # the switch: the file itself still parses
+    weights.write_bytes(b"not safetensors")
+    with pytest.raises(ExportError, match="cannot be read"):
+        load_pretrained(export, verify=False)
