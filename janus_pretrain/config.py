@@ -110,7 +110,8 @@ class ModelConfig:
     router_aux_loss_coef: float = 0.2  # weight of the MoE load-balancing loss in the total loss
     initializer_range: float = 0.02  # std of normal init for linear and embedding weights
     norm_eps: float = 1.0e-5  # RMSNorm epsilon
-    kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: CUDA kernels when importable and on GPU
+    kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: each CUDA package kernel that imports, on a GPU; cuda: mamba_ssm + causal_conv1d required
+    fusion_kernel: Literal["auto", "pieces", "flex", "reference"] = "auto"  # auto: causal pieces merged by log-sum-exp, or the exact reference when kernels resolve to reference
     activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block (+ fusion block, FFN hiddens)
     scan_chunk: int = 64  # chunk length of the CPU chunked selective scan
     fusion_query_block: int = 1024  # query rows per block in the reference fusion attention
@@ -122,7 +123,8 @@ class ModelConfig:
         "initializer_range": POSITIVE, "norm_eps": POSITIVE}
     # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"kernels", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk", "ffn_chunk"})
+        {"kernels", "fusion_kernel", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk",
+         "ffn_chunk"})
 
     def architecture(self) -> dict[str, Any]:
         """The fields that define the weights and what they compute (everything but RUNTIME_FIELDS)."""

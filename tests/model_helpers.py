@@ -7,7 +7,6 @@ import torch
 
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.model import JanusForPretraining
-from janus_pretrain.model.fusion_attention import fusion_attention_flex
 from janus_pretrain.model.kernels import Kernels
 
 TINY = ModelConfig(d_model=32, n_layers=4, attn_layer_period=4, attn_layer_offset=2,
@@ -15,13 +14,9 @@ TINY = ModelConfig(d_model=32, n_layers=4, attn_layer_period=4, attn_layer_offse
                    n_heads=4, d_state=8, scan_chunk=8, fusion_query_block=16, kernels="reference")
 
 
-class FlexFusionKernels(Kernels):
+def flex_fusion_kernels() -> Kernels:
     """Reference kernels except the fusion attention, which goes through FlexAttention."""
-
-    name = "reference+flex"
-
-    def fusion_attention(self, q, k, v, seq_len, query_block=None):
-        return fusion_attention_flex(q, k, v, seq_len)
+    return Kernels(fusion="flex")
 
 
 def tiny_config(**changes) -> ModelConfig:

@@ -1,9 +1,12 @@
-"""Janus fusion attention: mask semantics, blocked reference vs FlexAttention vs naive, no leak."""
+"""Janus fusion attention: mask semantics, blocked reference vs FlexAttention vs naive, no leak
+(on the reference, FlexAttention and the causal pieces; tests/test_fusion_pieces.py has the rest)."""
 import pytest
 import torch
 
 from janus_pretrain.model.fusion_attention import fusion_attention_flex, fusion_attention_reference, janus_block_mask
+from janus_pretrain.model.fusion_pieces import fusion_attention_pieces
 from janus_pretrain.model.janus_mask import janus_allowed
+from janus_pretrain.model.piece_kernels import CpuFlashPieces
 
 HEADS, DH = 3, 8
 
@@ -82,7 +85,7 @@ def _contaminated_rows(p, seq_len):
     return list(range(p, seq_len)) + [seq_len + i for i in range(p + 1)]
 
 
-@pytest.mark.parametrize("impl", ["reference", "flex"])
+@pytest.mark.parametrize("impl", ["reference", "flex", "pieces"])
 @pytest.mark.parametrize("seq_len,p", [(6, 0), (6, 3), (6, 5), (9, 4)])
 def test_no_leak_into_readout(impl, seq_len, p):
     """out[p] = F[p-1] + B[p+1] must not see any row that carries x[p]."""
@@ -90,6 +93,8 @@ def test_no_leak_into_readout(impl, seq_len, p):
         with torch.no_grad():
             if impl == "flex":
                 return fusion_attention_flex(q, k, v, seq_len)
+            if impl == "pieces":
+                return fusion_attention_pieces(q, k, v, seq_len, CpuFlashPieces())
             return fusion_attention_reference(q, k, v, seq_len, query_block=4)
 
     q, k, v = (t.detach() for t in _qkv(seq_len, batch=1))
@@ -130,15 +135,20 @@ def test_flex_refuses_cpu_training_clearly():
         fusion_attention_flex(q, k, v, 4)
 
 
-def test_dependence_pattern_is_exactly_the_mask():
-    # gradient sparsity of the reference equals the mask: row q's output moves with key k iff allowed
+@pytest.mark.parametrize("impl", ["reference", "pieces"])
+def test_dependence_pattern_is_exactly_the_mask(impl):
+    # gradient sparsity equals the mask: row q's output moves with key k iff allowed
     seq_len = 4
     n = 2 * seq_len
     q, k, v = _qkv(seq_len, batch=1)
     idx = torch.arange(n)
     allowed = janus_allowed(idx[:, None], idx[None, :], seq_len)
+
+    def attend():
+        if impl == "pieces":
+            return fusion_attention_pieces(q, k, v, seq_len, CpuFlashPieces())
+        return fusion_attention_reference(q, k, v, seq_len, query_block=3)
     for row in range(n):
-        (gv,) = torch.autograd.grad(
-            fusion_attention_reference(q, k, v, seq_len, query_block=3)[0, :, row].sum(), (v,))
+        (gv,) = torch.autograd.grad(attend()[0, :, row].sum(), (v,))
         reads = gv[0].abs().sum(dim=(0, 2)) > 0  # (2L,) keys this row's output moves with
         assert torch.equal(reads, allowed[row]), row

@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from janus_pretrain.model import kernels as kmod
-from janus_pretrain.model.kernels import CudaKernels, Kernels, KernelsUnavailableError, select_kernels
-from kernel_shims import REF, causal_conv1d_fn, flash_attn_func, selective_scan_fn, shim_cuda_kernels
+from janus_pretrain.model.kernels import Kernels, KernelsUnavailableError, select_kernels
+from janus_pretrain.model.piece_kernels import (CpuFlashPieces, FlashAttnPieces, MathPieces,
+                                                TorchCudaFlashPieces)
+from kernel_shims import (REF, _flash_attn_backward, _flash_attn_forward, causal_conv1d_fn, flash_attn_func,
+                          selective_scan_fn, shim_cuda_kernels)
 
 def _grad_check(fn_a, fn_b, inputs, rtol, atol):
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -76,12 +79,15 @@ def test_attention_glue_matches_reference():
     _grad_check(cuda.causal_attention, REF.causal_attention, (q, k, v), 3e-2, 3e-2)
 
 
-def test_fusion_glue_forward_matches_reference():
+def test_fusion_glue_matches_reference():
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 14, 8, generator=g) for _ in range(3))
-    with torch.no_grad():
-        torch.testing.assert_close(shim_cuda_kernels().fusion_attention(q, k, v, 7),
-                                   REF.fusion_attention(q, k, v, 7), rtol=1e-5, atol=1e-5)
+    # bf16 runs the flash-attn pieces (through shims), fp32 the math pieces, as on a GPU
+    qkv = [torch.randn(2, 3, 14, 8, generator=g) for _ in range(3)]
+    cuda = shim_cuda_kernels()
+    _grad_check(lambda *t: cuda.fusion_attention(*t, 7), lambda *t: REF.fusion_attention(*t, 7), qkv, 1e-5, 1e-5)
+    bf16 = [t.bfloat16() for t in qkv]
+    _grad_check(lambda *t: cuda.fusion_attention(*t, 7).float(),
+                lambda *t: REF.fusion_attention(*(x.float() for x in t), 7), bf16, 3e-2, 3e-2)
 
 
 def test_shims_enforce_kernel_preconditions():
@@ -98,23 +104,87 @@ def test_shims_enforce_kernel_preconditions():
                           torch.randn(1, 3, 9))
 
 
+_NOT_IMPORTABLE = {p: f"{p} not importable: ModuleNotFoundError: No module named '{p}'"
+                   for p in ("mamba_ssm", "causal_conv1d", "flash_attn")}
+_PACKAGES = {"mamba_ssm": {"selective_scan_fn": selective_scan_fn},
+             "causal_conv1d": {"causal_conv1d_fn": causal_conv1d_fn},
+             "flash_attn": {"flash_attn_func": flash_attn_func, "_flash_attn_forward": _flash_attn_forward,
+                            "_flash_attn_backward": _flash_attn_backward}}
+
+
+def _only(*packages):
+    """_import_cuda_kernels as on a machine where exactly these packages import."""
+    found = {p: _PACKAGES[p] for p in packages}
+    return lambda: (found, {p: why for p, why in _NOT_IMPORTABLE.items() if p not in found})
+
+
 @pytest.fixture
 def fresh(monkeypatch):
     monkeypatch.delenv(kmod.ENV_SWITCH, raising=False)
     monkeypatch.setattr(kmod, "_logged", set())
     # no CUDA packages, whatever this machine has installed
-    monkeypatch.setattr(kmod, "_import_cuda_kernels",
-                        lambda: ({}, {"mamba_ssm": "ModuleNotFoundError: No module named 'mamba_ssm'"}))
+    monkeypatch.setattr(kmod, "_import_cuda_kernels", _only())
 
 
-def test_auto_on_cpu_is_reference(fresh):
+def test_auto_on_cpu_is_torch_ops_with_the_pieces_fusion(fresh):
     k = select_kernels("auto", "cpu")
-    assert type(k) is Kernels and k.name == "reference" and "cpu" in k.reason
+    assert type(k) is Kernels and k.name == "torch" and k.fusion == "pieces"
+    assert isinstance(k.pieces[0], CpuFlashPieces)
+    assert all("device is cpu" in k.choices[op] for op in ("selective_scan", "causal_conv1d", "causal_attention"))
 
 
-def test_auto_on_cuda_without_packages_falls_back_with_reason(fresh):
+def test_reference_preference_is_the_oracle_everywhere_unless_fusion_is_named(fresh):
+    k = select_kernels("reference", "cpu")
+    assert k.name == "reference" and k.fusion == "reference"
+    assert select_kernels("reference", "cpu", fusion="pieces").fusion == "pieces"
+    assert select_kernels("auto", "cpu", fusion="reference").fusion == "reference"
+    assert select_kernels("auto", "cpu", fusion="flex").fusion == "flex"
+    with pytest.raises(ValueError, match="fusion_kernel must be one of auto, pieces, flex, reference"):
+        select_kernels("auto", "cpu", fusion="ring")
+
+
+def test_auto_on_cuda_without_packages_keeps_fast_fusion_and_says_why(fresh):
     k = select_kernels("auto", "cuda")
-    assert k.name == "reference" and "mamba_ssm not importable" in k.reason
+    assert k.name == "torch" and k.fusion == "pieces"
+    assert isinstance(k.pieces[0], TorchCudaFlashPieces) and isinstance(k.pieces[-1], MathPieces)
+    assert "torch chunked scan (mamba_ssm not importable" in k.choices["selective_scan"]
+    assert "torch SDPA (flash_attn not importable" in k.choices["causal_attention"]
+    assert "SDPA" in k.choices["fusion_attention"] and "flash_attn not importable" in k.choices["fusion_attention"]
+
+
+def test_choice_is_per_op_when_only_some_packages_import(fresh, monkeypatch):
+    # the GPU image after building causal-conv1d and mamba-ssm, without flash-attn
+    monkeypatch.setattr(kmod, "_import_cuda_kernels", _only("mamba_ssm", "causal_conv1d"))
+    for preference in ("auto", "cuda"):  # 'cuda' does not need flash_attn: torch has the flash kernel
+        k = select_kernels(preference, "cuda")
+        assert k.selective_scan_fn is selective_scan_fn and k.causal_conv1d_fn is causal_conv1d_fn
+        assert k.flash_attn_func is None and isinstance(k.pieces[0], TorchCudaFlashPieces)
+        assert k.name == "cuda"
+    monkeypatch.setattr(kmod, "_import_cuda_kernels", _only("flash_attn"))
+    k = select_kernels("auto", "cuda")
+    assert k.selective_scan_fn is None and k.flash_attn_func is flash_attn_func
+    assert isinstance(k.pieces[0], FlashAttnPieces) and k.pieces[0].forward_fn is _flash_attn_forward
+
+
+def test_old_flash_attn_is_refused_with_the_reason(monkeypatch):
+    import sys
+    import types
+    package, interface = types.ModuleType("flash_attn"), types.ModuleType("flash_attn.flash_attn_interface")
+    package.__version__ = "2.6.3"
+    for name, fn in _PACKAGES["flash_attn"].items():
+        setattr(interface, name, fn)
+    monkeypatch.setitem(sys.modules, "flash_attn", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.flash_attn_interface", interface)
+    kmod._import_cuda_kernels.cache_clear()
+    try:
+        found, missing = kmod._import_cuda_kernels()
+        assert "flash_attn" not in found and "2.6.3 is older than 2.7" in missing["flash_attn"]
+        package.__version__ = "2.8.3.post1"
+        kmod._import_cuda_kernels.cache_clear()
+        found, _ = kmod._import_cuda_kernels()
+        assert found["flash_attn"]["_flash_attn_backward"] is _flash_attn_backward
+    finally:
+        kmod._import_cuda_kernels.cache_clear()
 
 
 def test_forcing_cuda_here_is_a_clear_error(fresh):
@@ -125,18 +195,17 @@ def test_forcing_cuda_here_is_a_clear_error(fresh):
 
 
 def test_forcing_cuda_with_packages_gives_cuda_kernels(fresh, monkeypatch):
-    fns = {"mamba_ssm": selective_scan_fn, "causal_conv1d": causal_conv1d_fn,
-           "flash_attn": flash_attn_func}
-    monkeypatch.setattr(kmod, "_import_cuda_kernels", lambda: (fns, {}))
-    k = select_kernels("auto", "cuda", scan_chunk=8)
-    assert isinstance(k, CudaKernels) and k.name == "cuda"
+    monkeypatch.setattr(kmod, "_import_cuda_kernels", _only("mamba_ssm", "causal_conv1d", "flash_attn"))
+    k = select_kernels("cuda", "cuda", scan_chunk=8)
+    assert k.name == "cuda" and k.fusion == "pieces" and isinstance(k.pieces[0], FlashAttnPieces)
     assert k.selective_scan_fn is selective_scan_fn and k.scan_chunk == 8
 
 
 def test_env_switch_overrides_preference(fresh, monkeypatch):
     monkeypatch.setenv(kmod.ENV_SWITCH, "reference")
-    k = select_kernels("cuda", "cuda")
-    assert k.name == "reference" and kmod.ENV_SWITCH in k.reason
+    k = select_kernels("cuda", "cuda", fusion="pieces")  # the switch forces the fusion oracle too
+    assert k.name == "reference" and k.fusion == "reference"
+    assert all(kmod.ENV_SWITCH in why for why in k.choices.values())
     monkeypatch.setenv(kmod.ENV_SWITCH, "cuda")
     with pytest.raises(KernelsUnavailableError, match=kmod.ENV_SWITCH):
         select_kernels("reference", "cpu")
@@ -145,12 +214,17 @@ def test_env_switch_overrides_preference(fresh, monkeypatch):
         select_kernels()
 
 
-def test_choice_logged_once_with_reason(fresh, caplog):
+def test_choice_logged_once_per_op_with_reason(fresh, caplog):
     with caplog.at_level(logging.INFO, logger="janus_pretrain"):
-        select_kernels("reference")
-        select_kernels("reference")
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels:")]
-    assert lines == ["kernels: reference (requested by model.kernels)"]
+        for _ in range(2):
+            select_kernels("auto", "cuda")
+    records = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernels on")]
+    assert len(records) == 1
+    lines = records[0].splitlines()
+    assert lines[0] == "kernels on cuda (torch):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "selective_scan", "causal_conv1d", "causal_attention", "fusion_attention"]
+    assert "mamba_ssm not importable" in lines[1] and "causal pieces" in lines[4]
 
 
 @pytest.mark.cuda

@@ -8,24 +8,26 @@ import torch.nn.functional as F
 
 from janus_pretrain.config import ModelConfig
 from janus_pretrain.model import JanusForPretraining
-from janus_pretrain.model.fusion_attention import fusion_attention_reference
-from janus_pretrain.model.kernels import Kernels
+from janus_pretrain.model.kernels import Kernels, select_kernels
 from janus_pretrain.model.moe import MoEFeedForward
 from janus_pretrain.tokenizer import N_ID, PAD_ID
-from kernel_shims import shim_cuda_kernels
-from model_helpers import FlexFusionKernels, build, random_bases, tiny_config
+from kernel_shims import shim_cuda_kernels, shim_torch_cuda_pieces
+from model_helpers import build, flex_fusion_kernels, random_bases, tiny_config
 
-def _cuda_glue_with_reference_fusion():
-    kernels = shim_cuda_kernels()
-    kernels.flex = lambda q, k, v, seq_len: fusion_attention_reference(q, k, v, seq_len, query_block=16)
-    return kernels
+
+def _torch_cuda_glue():
+    """A GPU without kernel packages: torch ops, fusion pieces on torch's CUDA flash kernel (shim)."""
+    return Kernels(fusion="pieces", pieces=shim_torch_cuda_pieces())
 
 
 # every kernel path the model can take; the CUDA glue runs through shims of the packages' signatures
-BACKENDS = {"reference": Kernels, "reference+flex": FlexFusionKernels, "cuda-glue+shims": shim_cuda_kernels,
-            "cuda-glue+shims, reference fusion": _cuda_glue_with_reference_fusion}
+# (in fp32 the CUDA fusion pieces run the math backend, as on a GPU; bf16 below runs the flash shims)
+BACKENDS = {"reference": Kernels, "reference+flex": flex_fusion_kernels,
+            "cpu default (fusion pieces)": lambda: select_kernels("auto", "cpu"),
+            "cuda-glue+shims": shim_cuda_kernels, "torch-cuda-glue+shims": _torch_cuda_glue,
+            "cuda-glue+shims, reference fusion": lambda: shim_cuda_kernels(fusion="reference")}
 # FlexAttention has no CPU backward: gradients are checked on the other paths
-DIFFERENTIABLE_ON_CPU = sorted(set(BACKENDS) - {"reference+flex", "cuda-glue+shims"})
+DIFFERENTIABLE_ON_CPU = sorted(set(BACKENDS) - {"reference+flex"})
 
 
 def _changed_base(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -45,6 +47,19 @@ def test_logits_at_p_do_not_depend_on_base_p_but_all_others_do(backend):
             assert torch.equal(diff[:, p], torch.zeros(2)), f"logits[{p}] changed with x[{p}]"
             others = torch.cat([diff[:, :p], diff[:, p + 1:]], dim=1)
             assert (others > 0).all(), f"some position ignores x[{p}]: {others.min()}"
+
+
+@pytest.mark.parametrize("backend", ["cpu default (fusion pieces)", "cuda-glue+shims", "torch-cuda-glue+shims"])
+def test_no_leak_in_bf16_through_the_flash_pieces(backend):
+    """bf16 is where the CUDA fusion runs its flash kernels (shims here); the leak test is exact."""
+    model = build(kernels=BACKENDS[backend]()).to(torch.bfloat16).eval()
+    x = random_bases(1, 23)
+    with torch.no_grad():
+        base = model(x).logits
+        for p in (0, 11, 22):
+            diff = (model(_changed_base(x, p)).logits - base).abs().amax(dim=-1)  # (B, L)
+            assert diff[0, p] == 0, f"logits[{p}] changed with x[{p}]"
+            assert (torch.cat([diff[:, :p], diff[:, p + 1:]], dim=1) > 0).all()
 
 
 @pytest.mark.parametrize("backend", DIFFERENTIABLE_ON_CPU)
@@ -78,6 +93,18 @@ def test_checkpointing_and_loss_chunking_change_nothing(change):
     assert grads.keys() == grads_ref.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("fusion", ["pieces", "auto"])
+def test_fusion_pieces_give_the_reference_loss_and_gradients(fusion):
+    # kernels=auto on CPU: torch ops (as the reference) and the fusion pieces on the CPU flash kernel
+    x = random_bases(2, 33)
+    loss_ref, grads_ref = _loss_and_grads(tiny_config(), x)
+    loss, grads = _loss_and_grads(tiny_config(kernels="auto", fusion_kernel=fusion), x)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_loss_is_mean_ce_over_base_targets_plus_aux():

@@ -136,7 +136,7 @@ class JanusModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.kernels = KernelSlot(config.kernels, config.scan_chunk, config.fusion_query_block)
+        self.kernels = KernelSlot(config.kernels, config.scan_chunk, config.fusion_query_block, config.fusion_kernel)
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         nn.init.normal_(self.embedding.weight, std=config.initializer_range)
         self.embedding.weight._no_weight_decay = True
