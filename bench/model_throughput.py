@@ -1,12 +1,13 @@
 """Training throughput of the Janus model on this machine (forward + backward + AdamW step).
 
-    python bench/model_throughput.py                       # 72-dim reference model, L=1024 and 16384
+    python bench/model_throughput.py                       # 72-dim model, L=1024 and 16384, both fusions
     python bench/model_throughput.py --vs-jamba            # plus transformers' Jamba of equal size
-    python bench/model_throughput.py --config configs/1k.yaml --seq-lens 1024 4096
+    python bench/model_throughput.py --config configs/1k.yaml --seq-lens 1024 4096 --fusion-kernels pieces
 
 Figures are printed as ratios against baselines measured in the same run (machines are noisy):
-Janus at L=1024 vs Jamba at L=256 (Jamba's best case on CPU: its attention path is quadratic), and
-Janus at the longest L vs Janus at L=1024 (linear time means a ratio near 1).
+Janus at L=1024 vs Jamba at L=256 (Jamba's best case on CPU: its attention path is quadratic),
+Janus at the longest L vs Janus at L=1024 (linear time means a ratio near 1), and each fusion
+kernel (model.fusion_kernel) against the first one given, at each L.
 """
 from __future__ import annotations
 
@@ -65,24 +66,35 @@ def main() -> None:
     parser.add_argument("--vs-jamba", action="store_true", help="also time transformers' JambaForCausalLM")
     parser.add_argument("--jamba-seq-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--fusion-kernels", nargs="+", default=["reference", "pieces"],
+                        choices=["reference", "pieces", "flex"], help="model.fusion_kernel values to compare")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config).model if args.config else ModelConfig()
+    # on CPU the other ops run their torch implementations either way; only the fusion differs
     config.kernels = "reference" if not torch.cuda.is_available() else config.kernels
-    torch.manual_seed(0)
-    janus = JanusForPretraining(config)
-    print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), "
-          f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}")
     results = {}
-    for seq_len in args.seq_lens:
-        batch = max(1, args.tokens_per_step // seq_len)
-        results[seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss)
-        print(f"  janus   L={seq_len:>7} batch={batch:>3}: {results[seq_len]:9.1f} tokens/s")
-    base_len = args.seq_lens[0]
-    for seq_len in args.seq_lens[1:]:
-        print(f"ratio janus L={seq_len} / janus L={base_len}: {results[seq_len] / results[base_len]:.2f} "
-              f"(1.0 = linear time; target >= 0.67)")
+    for fusion in args.fusion_kernels:
+        config.fusion_kernel = fusion
+        torch.manual_seed(0)
+        janus = JanusForPretraining(config)
+        print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), fusion_kernel={fusion}, "
+              f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}")
+        for seq_len in args.seq_lens:
+            batch = max(1, args.tokens_per_step // seq_len)
+            results[fusion, seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss)
+            print(f"  janus   L={seq_len:>7} batch={batch:>3}: {results[fusion, seq_len]:9.1f} tokens/s", flush=True)
+    base_len, first = args.seq_lens[0], args.fusion_kernels[0]
+    for fusion in args.fusion_kernels:
+        for seq_len in args.seq_lens[1:]:
+            print(f"ratio janus L={seq_len} / janus L={base_len} ({fusion} fusion): "
+                  f"{results[fusion, seq_len] / results[fusion, base_len]:.2f} (1.0 = linear time)")
+        if fusion != first:
+            for seq_len in args.seq_lens:
+                print(f"ratio {fusion} / {first} fusion at L={seq_len}: "
+                      f"{results[fusion, seq_len] / results[first, seq_len]:.2f}")
+    janus_tps = results[args.fusion_kernels[-1], base_len]
     if args.vs_jamba:
         torch.manual_seed(0)
         jamba = jamba_model(config, n_layers=2 * config.n_layers)
@@ -90,7 +102,7 @@ def main() -> None:
         jamba_tps = tokens_per_second(jamba, args.jamba_seq_len, batch, args.steps, jamba_loss)
         print(f"  jamba   L={args.jamba_seq_len:>7} batch={batch:>3}: {jamba_tps:9.1f} tokens/s "
               f"({sum(p.numel() for p in jamba.parameters()) / 1e6:.2f} M parameters, {2 * config.n_layers} layers)")
-        print(f"ratio janus L={base_len} / jamba L={args.jamba_seq_len}: {results[base_len] / jamba_tps:.2f} "
+        print(f"ratio janus L={base_len} / jamba L={args.jamba_seq_len}: {janus_tps / jamba_tps:.2f} "
               f"(target >= 5)")
 
 

@@ -85,6 +85,9 @@ def test_stream_layout_round_trips_and_reverses_the_backward_stream():
     assert torch.equal(streams[:2], x[:, :, :5])
     assert torch.equal(streams[2:], x[:, :, 5:].flip(2))
     assert torch.equal(from_streams(streams, 2), x)
+    padded = to_streams(x, 5, 8)  # the CUDA flash kernels' head-dim multiple
+    assert torch.equal(padded[..., :1], streams) and not padded[..., 1:].any()
+    assert torch.equal(from_streams(padded, 2, 1), x) and from_streams(padded, 2, 1).is_contiguous()
 
 
 def test_merge_ignores_rows_without_keys_even_if_their_output_is_nan():
@@ -110,7 +113,7 @@ def test_merge_of_two_key_sets_is_attention_over_their_union():
     q = torch.randn(2, 2, 6, 5, generator=g, dtype=torch.float64)
     k, v = torch.randn(2, 2, 12, 5, generator=g, dtype=torch.float64), torch.randn(2, 2, 12, 5, generator=g,
                                                                                   dtype=torch.float64)
-    parts = [MathPieces().forward(q, k[:, :, i:i + 6], v[:, :, i:i + 6])[:2] for i in (0, 6)]
+    parts = [MathPieces().forward(q, k[:, :, i:i + 6], v[:, :, i:i + 6], 5 ** -0.5)[:2] for i in (0, 6)]
     out, lse = merge_attention(*parts[0], *parts[1])
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
     mask = torch.cat([causal, causal], dim=1)  # each row reads keys <= itself in both halves
@@ -125,7 +128,7 @@ def test_pick_pieces_falls_back_by_dtype_and_says_what_is_missing():
     with pytest.raises(TypeError, match="no backend for torch.float32 among: flash-attn"):
         pick_pieces([flash], torch.float32)
     with pytest.raises(TypeError, match="fp16/bf16 only"):
-        flash.forward(*(torch.randn(1, 1, 3, 8) for _ in range(3)))
+        flash.forward(*(torch.randn(1, 1, 3, 8) for _ in range(3)), 8 ** -0.5)
 
 
 def test_shims_check_what_the_cuda_kernels_check():

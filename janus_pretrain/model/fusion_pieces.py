@@ -32,15 +32,23 @@ from torch.autograd.function import once_differentiable
 CROSS_SHIFT = 2  # a stream's row reads the other stream from two rows away (DESIGN.md 1.3)
 
 
-def to_streams(x: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(B, H, 2L, Dh) rows -> (2B, H, L, Dh): forward stream, then backward stream reversed,
-    each in its causal order."""
-    return torch.cat([x[:, :, :seq_len], x[:, :, seq_len:].flip(2)], dim=0)
+def to_streams(x: torch.Tensor, seq_len: int, width: int | None = None) -> torch.Tensor:
+    """(B, H, 2L, Dh) rows -> (2B, H, L, width): forward stream, then backward stream reversed,
+    each in its causal order; head dim zero-padded to `width` in the same copy (for kernels that
+    take multiples of 8)."""
+    batch, heads, _, dh = x.shape
+    width = width or dh
+    xs = x.new_empty(2 * batch, heads, seq_len, width)
+    xs[:batch, ..., :dh] = x[:, :, :seq_len]
+    xs[batch:, ..., :dh] = x[:, :, seq_len:].flip(2)
+    xs[..., dh:] = 0
+    return xs
 
 
-def from_streams(xs: torch.Tensor, batch: int) -> torch.Tensor:
-    """Inverse of to_streams: (2B, H, L, Dh) -> (B, H, 2L, Dh)."""
-    return torch.cat([xs[:batch], xs[batch:].flip(2)], dim=2)
+def from_streams(xs: torch.Tensor, batch: int, head_dim: int | None = None) -> torch.Tensor:
+    """Inverse of to_streams: (2B, H, L, width) -> (B, H, 2L, head_dim), contiguous."""
+    head_dim = head_dim or xs.shape[-1]
+    return torch.cat([xs[:batch, ..., :head_dim], xs[batch:, ..., :head_dim].flip(2)], dim=2)
 
 
 def _other_stream(xs: torch.Tensor, batch: int) -> torch.Tensor:
@@ -70,15 +78,15 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     return (parts[0] + parts[1]).to(out_a.dtype), lse
 
 
-def pieces_forward(kernel, qs, ks, vs):
+def pieces_forward(kernel, qs, ks, vs, scale: float):
     """Stream-major (2B, H, L, Dh) q, k, v -> merged (out, lse, states for pieces_backward)."""
     batch, seq_len = qs.shape[0] // 2, qs.shape[2]
-    out, lse, self_state = kernel.forward(qs, ks, vs)  # (2B, H, L, Dh), (2B, H, L)
+    out, lse, self_state = kernel.forward(qs, ks, vs, scale)  # (2B, H, L, Dh), (2B, H, L)
     n_cross = seq_len - CROSS_SHIFT
     if n_cross <= 0:  # L <= 2: no row reads the other stream
         return out, lse, (self_state, None)
     out_c, lse_c, cross_state = kernel.forward(_cross_rows(qs, batch, n_cross), ks[:, :, :n_cross],
-                                               vs[:, :, :n_cross])
+                                               vs[:, :, :n_cross], scale)
     # back to the query rows' own stream and order; the last two rows read no cross key
     out_c = F.pad(_cross_rows(out_c, batch, n_cross), (0, 0, 0, CROSS_SHIFT))
     lse_c = F.pad(_cross_rows(lse_c[..., None], batch, n_cross)[..., 0], (0, CROSS_SHIFT), value=float("-inf"))
@@ -86,7 +94,7 @@ def pieces_forward(kernel, qs, ks, vs):
     return out, lse, (self_state, cross_state)
 
 
-def pieces_backward(kernel, dos, qs, ks, vs, out, lse, states):
+def pieces_backward(kernel, dos, qs, ks, vs, out, lse, states, scale: float):
     """Gradients (dq, dk, dv), stream-major, given the merged out and lse of pieces_forward."""
     batch, seq_len = qs.shape[0] // 2, qs.shape[2]
     self_state, cross_state = states
@@ -97,9 +105,9 @@ def pieces_backward(kernel, dos, qs, ks, vs, out, lse, states):
         rows = [_cross_rows(t, batch, n_cross) for t in (dos, qs, out)]
         lse_rows = _cross_rows(lse[..., :n_cross, None], batch, n_cross)[..., 0]
         cross = kernel.backward(rows[0], rows[1], ks[:, :, :n_cross], vs[:, :, :n_cross], rows[2],
-                                lse_rows, cross_state)
+                                lse_rows, cross_state, scale)
         del rows, lse_rows
-    dq, dk, dv = kernel.backward(dos, qs, ks, vs, out, lse, self_state)
+    dq, dk, dv = kernel.backward(dos, qs, ks, vs, out, lse, self_state, scale)
     if cross is not None:
         dq_c, dk_c, dv_c = cross
         dq[:, :, :n_cross] += _cross_rows(dq_c, batch, n_cross)  # back to the rows that asked
@@ -111,20 +119,29 @@ def pieces_backward(kernel, dos, qs, ks, vs, out, lse, states):
 class _FusionPieces(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, seq_len, kernel):
-        batch = q.shape[0]
-        qs, ks, vs = (to_streams(t, seq_len) for t in (q, k, v))  # (2B, H, L, Dh)
-        out, lse, states = pieces_forward(kernel, qs, ks, vs)
+        batch, head_dim = q.shape[0], q.shape[-1]
+        width = -(-head_dim // kernel.head_dim_multiple) * kernel.head_dim_multiple
+        scale = head_dim ** -0.5  # of the model's head dim, not the padded one
+        qs, ks, vs = (to_streams(t, seq_len, width) for t in (q, k, v))  # (2B, H, L, width)
+        out, lse, states = pieces_forward(kernel, qs, ks, vs, scale)
         ctx.save_for_backward(qs, ks, vs, out, lse)
-        ctx.kernel, ctx.states, ctx.seq_len = kernel, states, seq_len
-        return from_streams(out, batch)  # (B, H, 2L, Dh)
+        ctx.kernel, ctx.states, ctx.seq_len, ctx.head_dim, ctx.scale = kernel, states, seq_len, head_dim, scale
+        return from_streams(out, batch, head_dim)  # (B, H, 2L, Dh)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         qs, ks, vs, out, lse = ctx.saved_tensors
         batch = qs.shape[0] // 2
-        grads = pieces_backward(ctx.kernel, to_streams(grad, ctx.seq_len), qs, ks, vs, out, lse, ctx.states)
-        return (*(from_streams(g, batch) for g in grads), None, None)
+        dos = to_streams(grad, ctx.seq_len, qs.shape[-1])
+        grads = pieces_backward(ctx.kernel, dos, qs, ks, vs, out, lse, ctx.states, ctx.scale)
+        del dos
+        dq, dk, dv = grads
+        del grads  # each stream-major gradient dies as soon as its (B, H, 2L, Dh) copy exists
+        dq = from_streams(dq, batch, ctx.head_dim)
+        dk = from_streams(dk, batch, ctx.head_dim)
+        dv = from_streams(dv, batch, ctx.head_dim)
+        return dq, dk, dv, None, None
 
 
 def fusion_attention_pieces(q, k, v, seq_len: int, kernel):

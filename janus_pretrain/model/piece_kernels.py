@@ -1,16 +1,21 @@
 """Causal attention kernels that expose their log-sum-exp: the pieces of the fusion attention.
 
-Every backend computes causal softmax attention (query i reads keys 0..i, scale 1/sqrt(Dh)):
+Every backend computes causal softmax attention (query i reads keys 0..i):
 
-    forward(q, k, v) -> (out, lse, state)       q, k, v, out (N, H, M, Dh); lse (N, H, M), fp32
-                                                 (fp64 for fp64 inputs); state: what backward needs
-    backward(dout, q, k, v, out, lse, state) -> (dq, dk, dv)
+    forward(q, k, v, scale) -> (out, lse, state)   q, k, v, out (N, H, M, Dh); lse (N, H, M), fp32
+                                                     (fp64 for fp64 inputs); state: what backward needs
+    backward(dout, q, k, v, out, lse, state, scale) -> (dq, dk, dv)
+
+`scale` is 1/sqrt(model head dim): the caller pads the head dim to the backend's
+head_dim_multiple with zero columns (the CUDA flash kernels take multiples of 8; ours are 18 at
+D=72 and 36 at D=144), which changes neither q.k nor the first columns of p @ v. Padding once in
+the caller's layout copy saves a padded copy of every input in every kernel call.
 
 backward is called with the MERGED out and lse of every piece a row reads (fusion_pieces.py), not
 with the piece's own: the softmax gradient of a key set is P * (dP - rowsum(dout * out)) with
-P = exp(scores - lse), and both the normaliser lse and rowsum(dout * out) belong to the whole row.
-Given the merged pair, each piece's kernel backward returns exactly its share of the gradient
-(the ring-attention recipe), so no piece needs a mask beyond its own causal one.
+P = exp(scores * scale - lse), and both the normaliser lse and rowsum(dout * out) belong to the
+whole row. Given the merged pair, each piece's kernel backward returns exactly its share of the
+gradient (the ring-attention recipe), so no piece needs a mask beyond its own causal one.
 
 - CpuFlashPieces: torch's CPU flash kernel (aten::_scaled_dot_product_flash_attention_for_cpu and
   its _backward), every float dtype. Default on CPU.
@@ -26,18 +31,16 @@ tested on CPU through shims with the same signatures (tests/kernel_shims.py).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 HALF = (torch.float16, torch.bfloat16)
 # score elements of one MathPieces query block (fp32: 64 MiB), whatever L is
 MATH_SCORE_BUDGET = 1 << 24
 
 
-def _pad_head_dim(t: torch.Tensor, multiple: int = 8) -> torch.Tensor:
-    """The CUDA flash kernels take head dims that are multiples of 8 (ours: 18 at D=72, 36 at D=144);
-    zero columns change neither q.k nor the first Dh columns of p @ v."""
-    extra = -t.shape[-1] % multiple
-    return F.pad(t, (0, extra)) if extra else t
+def _check_head_dim(name: str, q: torch.Tensor, multiple: int) -> None:
+    if q.shape[-1] % multiple:
+        raise ValueError(f"fusion pieces: {name} needs the head dim padded to a multiple of {multiple}, "
+                         f"got {q.shape[-1]} (fusion_pieces.to_streams pads it)")
 
 
 def _check_half(name: str, q: torch.Tensor) -> None:
@@ -50,6 +53,7 @@ class MathPieces:
     """Causal attention with (out, lse) in plain torch ops, query block by query block."""
 
     name = "math"
+    head_dim_multiple = 1
 
     def __init__(self, score_budget: int = MATH_SCORE_BUDGET):
         self.score_budget = score_budget
@@ -63,9 +67,8 @@ class MathPieces:
         return [(a, min(a + rows, m)) for a in range(0, m, rows)]
 
     @staticmethod
-    def _probs(q_blk, k_pre, start, lse_blk=None):
-        """Causal scores of rows start.. over keys 0..end-1, and exp(scores - lse) (fp32+)."""
-        scale = q_blk.shape[-1] ** -0.5
+    def _probs(q_blk, k_pre, start, scale, lse_blk=None):
+        """exp(scores - lse) of rows start.. over keys 0..end-1 under the causal mask, and lse."""
         scores = (q_blk @ k_pre.transpose(-1, -2)) * scale  # (N, H, Q, K)
         rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)
         future = torch.arange(k_pre.shape[2], device=q_blk.device)[None, :] > rows[:, None]
@@ -74,18 +77,17 @@ class MathPieces:
             lse_blk = scores.logsumexp(-1)
         return torch.exp(scores - lse_blk[..., None]), lse_blk
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, scale):
         work = torch.promote_types(q.dtype, torch.float32)
         out = torch.empty_like(q)
         lse = q.new_empty(q.shape[:3], dtype=work)  # (N, H, M)
         for a, b in self._blocks(q):
-            p, lse[:, :, a:b] = self._probs(q[:, :, a:b].to(work), k[:, :, :b].to(work), a)
+            p, lse[:, :, a:b] = self._probs(q[:, :, a:b].to(work), k[:, :, :b].to(work), a, scale)
             out[:, :, a:b] = (p @ v[:, :, :b].to(work)).to(q.dtype)
         return out, lse, None
 
-    def backward(self, dout, q, k, v, out, lse, state=None):
+    def backward(self, dout, q, k, v, out, lse, state, scale):
         work = torch.promote_types(q.dtype, torch.float32)
-        scale = q.shape[-1] ** -0.5
         dq = torch.empty_like(q, dtype=work)
         dk, dv = torch.zeros_like(k, dtype=work), torch.zeros_like(v, dtype=work)
         # the row term of the softmax gradient, from the merged output
@@ -93,7 +95,7 @@ class MathPieces:
         for a, b in self._blocks(q):
             q_blk, k_pre, v_pre = q[:, :, a:b].to(work), k[:, :, :b].to(work), v[:, :, :b].to(work)
             g = dout[:, :, a:b].to(work)
-            p, _ = self._probs(q_blk, k_pre, a, lse[:, :, a:b].to(work))  # (N, H, Q, b)
+            p, _ = self._probs(q_blk, k_pre, a, scale, lse[:, :, a:b].to(work))  # (N, H, Q, b)
             dv[:, :, :b] += p.transpose(-1, -2) @ g
             ds = p * (g @ v_pre.transpose(-1, -2) - delta[:, :, a:b, None])
             dq[:, :, a:b] = (ds @ k_pre) * scale
@@ -105,17 +107,18 @@ class CpuFlashPieces:
     """torch's fused CPU flash-attention kernel, which returns and takes the log-sum-exp."""
 
     name = "torch CPU flash kernel"
+    head_dim_multiple = 1
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in (torch.float32, torch.float64, *HALF)
 
-    def forward(self, q, k, v):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+    def forward(self, q, k, v, scale):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
         return out, lse, None
 
-    def backward(self, dout, q, k, v, out, lse, state=None):
+    def backward(self, dout, q, k, v, out, lse, state, scale):
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            dout, q, k, v, out, lse, 0.0, True)
+            dout, q, k, v, out, lse, 0.0, True, scale=scale)
 
 
 class TorchCudaFlashPieces:
@@ -127,6 +130,7 @@ class TorchCudaFlashPieces:
     """
 
     name = "torch CUDA flash kernel (SDPA)"
+    head_dim_multiple = 8
 
     def __init__(self, forward_op, backward_op):
         self.forward_op, self.backward_op = forward_op, backward_op
@@ -134,22 +138,17 @@ class TorchCudaFlashPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in HALF
 
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, scale):
         _check_half(self.name, q)
-        dh = q.shape[-1]
-        res = self.forward_op(_pad_head_dim(q), _pad_head_dim(k), _pad_head_dim(v), 0.0, True, False,
-                              scale=dh ** -0.5)
-        out, lse = res[0], res[1]
-        # (cum_seq_q, cum_seq_k, max_q, max_k, philox_seed, philox_offset)
-        return out[..., :dh], lse[..., :q.shape[2]], tuple(res[2:8])
+        _check_head_dim(self.name, q, self.head_dim_multiple)
+        res = self.forward_op(q, k, v, 0.0, True, False, scale=scale)
+        # state: (cum_seq_q, cum_seq_k, max_q, max_k, philox_seed, philox_offset)
+        return res[0], res[1], tuple(res[2:8])
 
-    def backward(self, dout, q, k, v, out, lse, state):
-        dh = q.shape[-1]
+    def backward(self, dout, q, k, v, out, lse, state, scale):
         cum_q, cum_k, max_q, max_k, seed, offset = state
-        grads = self.backward_op(_pad_head_dim(dout), _pad_head_dim(q), _pad_head_dim(k), _pad_head_dim(v),
-                                 _pad_head_dim(out), lse.contiguous(), cum_q, cum_k, max_q, max_k, 0.0, True,
-                                 seed, offset, scale=dh ** -0.5)
-        return tuple(g[..., :dh] for g in grads)
+        return self.backward_op(dout, q, k, v, out, lse.contiguous(), cum_q, cum_k, max_q, max_k, 0.0, True,
+                                seed, offset, scale=scale)
 
 
 class FlashAttnPieces:
@@ -160,9 +159,11 @@ class FlashAttnPieces:
     backward_fn(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p, softmax_scale, causal,
                 window_size_left, window_size_right, softcap, alibi_slopes, deterministic,
                 rng_state) -> softmax_d, writing dq, dk, dv
+    Our (N, H, M, Dh) tensors reach it as transposed views: flash-attn only needs a unit last stride.
     """
 
     name = "flash-attn"
+    head_dim_multiple = 8
 
     def __init__(self, forward_fn, backward_fn):
         self.forward_fn, self.backward_fn = forward_fn, backward_fn
@@ -170,24 +171,19 @@ class FlashAttnPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in HALF
 
-    @staticmethod
-    def _layout(t):  # (N, H, M, Dh) -> padded (N, M, H, Dh8) view, unit last stride
-        return _pad_head_dim(t).transpose(1, 2)
-
-    def forward(self, q, k, v):
+    def forward(self, q, k, v, scale):
         _check_half(self.name, q)
-        dh = q.shape[-1]
-        out, lse, _, rng_state = self.forward_fn(self._layout(q), self._layout(k), self._layout(v), 0.0,
-                                                 dh ** -0.5, True, -1, -1, 0.0, None, False)
-        return out.transpose(1, 2)[..., :dh], lse, rng_state
+        _check_head_dim(self.name, q, self.head_dim_multiple)
+        out, lse, _, rng_state = self.forward_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0,
+                                                 scale, True, -1, -1, 0.0, None, False)
+        return out.transpose(1, 2), lse, rng_state
 
-    def backward(self, dout, q, k, v, out, lse, state):
-        dh = q.shape[-1]
-        q8, k8, v8 = self._layout(q), self._layout(k), self._layout(v)
-        dq, dk, dv = torch.empty_like(q8), torch.empty_like(k8), torch.empty_like(v8)
-        self.backward_fn(self._layout(dout), q8, k8, v8, self._layout(out), lse.contiguous(), dq, dk, dv,
-                         0.0, dh ** -0.5, True, -1, -1, 0.0, None, False, state)
-        return tuple(g.transpose(1, 2)[..., :dh] for g in (dq, dk, dv))
+    def backward(self, dout, q, k, v, out, lse, state, scale):
+        q_t, k_t, v_t = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (N, M, H, Dh)
+        dq, dk, dv = torch.empty_like(q_t), torch.empty_like(k_t), torch.empty_like(v_t)
+        self.backward_fn(dout.transpose(1, 2), q_t, k_t, v_t, out.transpose(1, 2), lse.contiguous(), dq, dk, dv,
+                         0.0, scale, True, -1, -1, 0.0, None, False, state)
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
 
 
 def pick_pieces(backends, dtype: torch.dtype):
