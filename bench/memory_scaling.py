@@ -82,7 +82,8 @@ def measure_point(config_path: str, overrides: list[str], seq_len: int, seed: in
         model(ids, labels=ids).loss.backward()
 
     step(WARMUP_LEN)
-    kernels = model.backbone.kernels.get(device).name  # "cuda" only when all kernel packages imported
+    kernel_set = model.backbone.kernels.get(device)
+    kernels, fusion = kernel_set.name, kernel_set.fusion  # e.g. "cuda" + "pieces", "torch" + "pieces"
     model.zero_grad(set_to_none=True)
     if cuda:
         torch.cuda.synchronize()
@@ -99,7 +100,7 @@ def measure_point(config_path: str, overrides: list[str], seq_len: int, seed: in
     else:
         peak = _peak_rss_bytes(reset)
     return {"seq_len": seq_len, "checkpointing": config.model.activation_checkpointing,
-            "backend": kernels, "device": device.type, "dtype": str(dtype).replace("torch.", ""),
+            "backend": kernels, "fusion": fusion, "device": device.type, "dtype": str(dtype).replace("torch.", ""),
             "measured_bytes": peak - before, "seconds": time.perf_counter() - start,
             "how": "cuda max_memory_allocated" if cuda else ("VmHWM after clear_refs" if reset else "ru_maxrss")}
 
@@ -118,13 +119,13 @@ def run_point_subprocess(args, seq_len: int, mode: str) -> dict:
 
 def add_predictions(config_path: str, overrides: list[str], rows: list[dict]) -> None:
     from janus_pretrain.config import load_config
-    from janus_pretrain.memory import step_estimate
+    from janus_pretrain.memory import backend_of, step_estimate
 
     for row in rows:
         if "error" in row:
             continue
         config = load_config(config_path, [*overrides, f"model.activation_checkpointing={row['checkpointing']}"])
-        backend = "cuda" if row.get("backend") == "cuda" else "reference"
+        backend = backend_of(row.get("backend", "reference"), row.get("fusion", "reference"), row.get("device", "cpu"))
         row["predicted_bytes"] = step_estimate(config, row["seq_len"], backend).total
 
 

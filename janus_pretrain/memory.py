@@ -1,7 +1,12 @@
 """Predicted peak memory per GPU (or CPU process) of one training step, with a breakdown.
 
     python -m janus_pretrain.memory --config configs/1m.yaml [--set k=v ...] [--gpus 8]
-                                    [--device-gb 80] [--backend cuda|reference]
+                                    [--device-gb 80] [--backend cuda|cuda-flex|torch-cuda|reference]
+
+Backends (kernel sets, model/kernels.py): cuda = mamba_ssm, causal_conv1d, flash attention and
+the causal-pieces fusion (the GPU default); cuda-flex = the same with model.fusion_kernel=flex;
+torch-cuda = a GPU without kernel packages (torch's scan and conv1d in bf16, SDPA, fusion pieces
+on torch's CUDA flash kernel); reference = the CPU reference kernels in fp32 (CPU-validated).
 
 Terms (docs/memory.md lists the assumptions behind each):
 - model states: bf16 parameters and gradients, and under ZeRO-2 the fp32 master weights, fp32
@@ -12,10 +17,11 @@ Terms (docs/memory.md lists the assumptions behind each):
   inputs under activation checkpointing);
 - the peak inside the largest block recomputed in backward (both streams of a layer, or one
   fusion sub-block) with the gradients alive at that moment;
-- logits and loss (chunked under model.loss_chunk), the FlexAttention block mask, workspace.
+- logits and loss (chunked under model.loss_chunk), the FlexAttention block mask (cuda-flex
+  only: the causal-pieces fusion has no mask), workspace.
 Each activation width below is the list of tensors autograd keeps, read off the code of the
-model and of the kernels (mamba_ssm selective_scan_fn keeps u, delta, z, B, C, out and its
-chunk-boundary states; flash/Flex attention keep q, k, v, out and the log-sum-exp).
+model and of the kernels (mamba_ssm keeps u, delta, z, B, C, out and chunk-boundary states;
+flash/Flex attention and the fusion pieces keep q, k, v, out and the log-sum-exp).
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from janus_pretrain.model.block_mask import block_mask_bytes
 
 GIB = 1 << 30
 FP32, BF16, INT64 = 4, 2, 8
+BACKENDS = ("cuda", "cuda-flex", "torch-cuda", "reference")
+PIECE_HEAD_MULTIPLE = 8  # the CUDA flash kernels' head-dim multiple (model/piece_kernels.py)
 SCAN_SLAB_ELEMENTS = 1 << 24  # janus_pretrain.model.scan._SLAB_ELEMENTS: one fp32 work slab
 SCAN_LIVE_SLABS = 4  # slabs alive at once in the reference scan's backward (measured: ~250 MiB at 64 MiB slabs)
 FUSION_SCORE_BYTES = 8  # reference fusion attention: bytes per (query row, key) of a block (mask, buffers; measured)
@@ -132,14 +140,24 @@ class Widths:
 
 
 def _act_bytes(backend: str, precision: str) -> int:
-    return BF16 if backend == "cuda" and precision == "bf16" else FP32
+    return BF16 if backend != "reference" and precision == "bf16" else FP32
+
+
+def _package_kernels(backend: str) -> bool:
+    return backend in ("cuda", "cuda-flex")
 
 
 def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
     """Pre-norm Mamba mixer of one stream, per row (its input row excluded: the caller keeps it)."""
     d, di, n, r = m.d_model, m.d_inner, m.d_state, m.dt_rank_value
     small = (r + 2 * n) + r + 4 * n  # x_proj output, normed dt, normed and transposed B/C
-    if backend == "cuda":
+    if backend == "torch-cuda":
+        # model dtype s: normed input, xz, conv output, silu(u), gated output; fp32 copies the
+        # chunked scan keeps: u, delta + bias, softplus, y + uD, z, silu(z) (7 Di on CPU: no casts)
+        kept = s * (d + 2 * di + 3 * di) + FP32 * (6 * di + small + 4)
+        transient = s * 2 * di + FP32 * 4 * di  # dxz; du, ddelta, dz and dy of the scan backward
+        return Widths(kept, transient)
+    if _package_kernels(backend):
         # normed input, xz (B, 2Di, L), conv output, dt, scan `out`, gated output (out_proj
         # input); fp32 rstds and the kernel's chunk-boundary states
         kept = s * (d + 2 * di + di + di + di + di + small) + FP32 * (4 + 2 * n * di / MAMBA_KERNEL_CHUNK)
@@ -152,13 +170,28 @@ def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
 
 
 def _attention(m: ModelConfig, s: int, backend: str) -> Widths:
-    """Pre-norm causal/fusion multi-head attention over one row (input row excluded)."""
+    """Pre-norm causal multi-head attention over one row (input row excluded); also the fusion
+    attention of the reference and Flex paths."""
     d = m.d_model
     # normed input, qkv, head-merged output copy (out_proj input); kernels also keep out + lse
     kept = s * (d + 3 * d + d) + FP32 * 1
-    if backend == "cuda":
+    if backend != "reference":  # flash_attn, SDPA's flash kernel and Flex keep out and lse
         kept += s * d + FP32 * m.n_heads
     return Widths(kept, s * (3 * d + 2 * d))
+
+
+def _fusion_attention(m: ModelConfig, s: int, backend: str) -> Widths:
+    """Fusion attention per row of the 2L rows (input excluded). Causal pieces, counted off
+    model/fusion_pieces.py: kept = normed input, stream-major q, k, v and merged out (head dim
+    padded to 8: factor p), out_proj input, fp32 lse per head; backward peak (inside either
+    kernel call) = incoming gradient, its stream-major copy (p), 3 reordered cross inputs or the
+    self gradients (3p), 3 cross gradients (3p), the kernel's fp32 dq accumulator (2p): 1 + 9p."""
+    if backend in ("reference", "cuda-flex"):
+        return _attention(m, s, backend)
+    d, dh = m.d_model, m.d_model // m.n_heads
+    p = -(-dh // PIECE_HEAD_MULTIPLE) * PIECE_HEAD_MULTIPLE / dh
+    kept = s * (d + 4 * p * d + d) + FP32 * (m.n_heads + 1)
+    return Widths(kept, s * d * (1 + 9 * p))
 
 
 def _swiglu(m: ModelConfig, s: int, recompute: bool, rows_per_token: int = 1) -> Widths:
@@ -194,15 +227,15 @@ def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: b
 
 def _workspace(m: ModelConfig, i: int, tokens: int, s: int, backend: str) -> float:
     """Work memory of layer i's kernels in backward that autograd does not keep."""
-    if backend == "cuda" or m.is_attention_layer(i):
+    if _package_kernels(backend) or m.is_attention_layer(i):
         return 0.0  # mamba_ssm / flash recompute in registers and shared memory
     slab = min(SCAN_SLAB_ELEMENTS, tokens * m.d_state * m.d_inner)
     return SCAN_LIVE_SLABS * slab * FP32
 
 
 def _fusion_scores(m: ModelConfig, seq_len: int, batch: int, backend: str) -> float:
-    if backend == "cuda":
-        return 0.0  # FlexAttention tiles on chip; its block mask is a separate term
+    if backend != "reference":
+        return 0.0  # flash pieces and FlexAttention tile on chip; Flex's block mask is a separate term
     keys = 2 * seq_len
     rows = max(1, min(m.fusion_query_block, FUSION_SCORE_BUDGET // (batch * m.n_heads * keys)))
     return batch * rows * keys * FUSION_SCORE_BYTES
@@ -221,7 +254,7 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     ckpt = m.activation_checkpointing
     recompute = ckpt != "none"
     row = s * m.d_model
-    fusion_attn, fusion_ffn = _attention(m, s, backend), _swiglu(m, s, recompute)
+    fusion_attn, fusion_ffn = _fusion_attention(m, s, backend), _swiglu(m, s, recompute)
     streams = [_layer_stream(m, i, s, backend, recompute) for i in range(m.n_layers)]
     layer_chunk = _ffn_chunk_transient(m, s, tokens) if recompute else 0.0  # a dense FFN or one expert
     fusion_chunk = _ffn_chunk_transient(m, s, 2 * tokens) if recompute else 0.0
@@ -266,16 +299,31 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     est.add(f"activations kept ({ckpt} checkpointing)", kept, f"{what}, alive at the peak")
     est.add(f"peak phase: {name}, recomputed", recomputed, "tensors its recomputation saves")
     est.add("  its backward transient", transient, "gradients and work buffers of that phase")
-    if backend == "cuda":
+    if backend == "cuda-flex":
         est.add("Flex block mask", block_mask_bytes(seq_len), "4 int32 (2L/128)^2 index tensors (B = H = 1)")
 
 
 # ----------------------------------------------------------------------------- estimates
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"memory: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def backend_of(kernels_name: str, fusion: str, device_type: str) -> str:
+    """The memory backend of a model's kernel set (Kernels.name, Kernels.fusion, device type)."""
+    if device_type != "cuda":
+        return "reference"
+    if kernels_name == "cuda":
+        return "cuda-flex" if fusion == "flex" else "cuda"
+    return "torch-cuda"
+
+
 def step_estimate(config: RunConfig, seq_len: int, backend: str) -> Estimate:
     """One forward+backward of one micro batch: parameter gradients and activations (no optimizer).
 
     This is what bench/memory_scaling.py measures (a model without DeepSpeed)."""
+    _check_backend(backend)
     est = Estimate()
     counts = parameter_count(config.model)
     s = _act_bytes(backend, config.train.precision)
@@ -286,11 +334,12 @@ def step_estimate(config: RunConfig, seq_len: int, backend: str) -> Estimate:
 
 def training_estimate(config: RunConfig, seq_len: int, backend: str = "cuda", gpus: int = 1) -> Estimate:
     """Peak bytes per rank of a DeepSpeed ZeRO-2 training step at seq_len."""
+    _check_backend(backend)
     est = Estimate()
     model_state_terms(est, config, gpus)
     n_states = len(est.terms)
     activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision)
-    if backend == "cuda":
+    if backend != "reference":
         act = sum(t.bytes for t in est.terms[n_states:])
         est.add("allocator fragmentation", FRAGMENTATION * act, f"{FRAGMENTATION:.0%} of the activation terms")
         est.add("CUDA context and workspaces", CUDA_RESERVED, "outside torch's allocator")
@@ -320,7 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
     parser.add_argument("--gpus", type=int, default=1, help="data-parallel ranks (ZeRO-2 partitions)")
     parser.add_argument("--device-gb", type=float, default=80.0, help="memory of one device, in GB (10^9 bytes)")
-    parser.add_argument("--backend", choices=["cuda", "reference"], default="cuda")
+    parser.add_argument("--backend", choices=BACKENDS, default="cuda",
+                        help="kernel set: cuda (packages + fusion pieces), cuda-flex, torch-cuda, reference")
     parser.add_argument("--seq-len", type=int, default=0, help="default: data.seq_len of the config")
     args = parser.parse_args(argv)
     if args.gpus < 1 or args.device_gb <= 0 or args.seq_len < 0:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from janus_pretrain.config import load_config
-from janus_pretrain.memory import (Estimate, main, max_seq_len, model_state_terms, parameter_count,
-                                   step_estimate, training_estimate)
+from janus_pretrain.memory import (BACKENDS, Estimate, backend_of, main, max_seq_len, model_state_terms,
+                                   parameter_count, step_estimate, training_estimate)
 from janus_pretrain.model import JanusForPretraining
 from janus_pretrain.model.block_mask import block_mask_bytes, janus_block_mask_analytic
 from janus_pretrain.model.fusion_attention import fusion_attention_reference
@@ -81,7 +81,7 @@ def test_checkpointing_and_chunking_lower_the_predicted_peak(repo_root):
     assert base.model.activation_checkpointing == "layer"
 
 
-@pytest.mark.parametrize("backend", ["reference", "cuda"], ids=["cpu_reference", "gpu_kernels"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_predicted_bytes_per_bp_do_not_grow_with_length_except_the_block_mask(repo_root, backend):
     # fixed buffers make bytes/bp fall with L; any hidden L^2 term would make it rise
     config = load_config(repo_root / "configs/1m.yaml", ["model.activation_checkpointing=layer"])
@@ -91,8 +91,28 @@ def test_predicted_bytes_per_bp_do_not_grow_with_length_except_the_block_mask(re
         est = training_estimate(config, n, backend)
         per_bp.append((est.total - sum(t.bytes for t in est.terms if t.name == "Flex block mask")) / n)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(per_bp, per_bp[1:])), per_bp
-    if backend == "cuda":  # the one quadratic term: 4 int32 (2L/128)^2 tensors
+    names = {t.name for t in training_estimate(config, 1 << 20, backend).terms}
+    # the one quadratic term, 4 int32 (2L/128)^2 tensors, exists on the Flex path only
+    assert ("Flex block mask" in names) == (backend == "cuda-flex")
+    if backend == "cuda-flex":
         assert block_mask_bytes(1 << 21) == pytest.approx(4 * block_mask_bytes(1 << 20), rel=1e-3)
+
+
+def test_backend_of_a_kernel_set_and_unknown_backends(repo_root):
+    assert backend_of("cuda", "pieces", "cuda") == "cuda"
+    assert backend_of("cuda", "flex", "cuda") == "cuda-flex"
+    assert backend_of("torch", "pieces", "cuda") == "torch-cuda"
+    assert backend_of("torch", "pieces", "cpu") == backend_of("reference", "reference", "cpu") == "reference"
+    with pytest.raises(ValueError, match="backend must be one of cuda, cuda-flex, torch-cuda, reference"):
+        training_estimate(load_config(repo_root / "configs/1m.yaml"), 1024, "flash")
+
+
+def test_fusion_pieces_remove_the_block_mask_and_lengthen_the_longest_fit(repo_root):
+    config = load_config(repo_root / "configs/1m.yaml")
+    pieces, flex = (training_estimate(config, 1 << 21, b) for b in ("cuda", "cuda-flex"))
+    mask = block_mask_bytes(1 << 21)  # 16 GiB at 2 Mbp
+    assert pieces.total < flex.total - mask / 2
+    assert max_seq_len(config, 80e9, "cuda") > max_seq_len(config, 80e9, "cuda-flex")
 
 
 def test_1m_config_meets_the_issue_targets_on_one_80gb_gpu(repo_root, capsys):
