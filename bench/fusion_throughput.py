@@ -24,16 +24,21 @@ from janus_pretrain.model.kernels import select_kernels
 QUERY_BLOCK = 1024  # model.fusion_query_block default (the model shrinks it past its score budget)
 
 
-def seconds(fn, q, k, v, grad) -> float:
-    """Wall time of one forward + backward."""
+# wall: elapsed time; process: CPU time of this process, which a crowded shared machine does not
+# inflate (meaningful with --threads 1; not on a GPU, whose work the CPU clock does not see)
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def seconds(fn, q, k, v, grad, clock=time.perf_counter) -> float:
+    """Time of one forward + backward."""
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     sync = torch.cuda.synchronize if q.is_cuda else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start = clock()
     out = fn(*leaves)
     out.backward(grad)
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -46,15 +51,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per path and length (best kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="process: CPU time (for --threads 1 on a shared CPU machine)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
+    if args.clock == "process" and device.type == "cuda":
+        parser.error("--clock process measures CPU time; on a GPU use the wall clock")
+    clock = CLOCKS[args.clock]
     kernels = select_kernels("auto", device)
     print(f"fusion attention fwd+bwd, B={args.batch} H={args.heads} Dh={args.d_model // args.heads} {args.dtype} "
-          f"on {device.type}, threads={torch.get_num_threads()}; new = {kernels.choices['fusion_attention']}")
+          f"on {device.type}, threads={torch.get_num_threads()}, {args.clock} clock; "
+          f"new = {kernels.choices['fusion_attention']}")
     rows = []
     for seq_len in args.lengths:
         shape = (args.batch, args.heads, 2 * seq_len, args.d_model // args.heads)
@@ -63,10 +74,10 @@ def main() -> None:
         if seq_len <= args.reference_max:
             paths["old"] = lambda *t: fusion_attention_reference(*t, seq_len, query_block=QUERY_BLOCK)
         best = {name: float("inf") for name in paths}
-        seconds(paths["new"], q, k, v, grad)  # warm-up: allocator, kernel dispatch
+        seconds(paths["new"], q, k, v, grad, clock)  # warm-up: allocator, kernel dispatch
         for _ in range(args.repeats):
             for name, fn in paths.items():
-                best[name] = min(best[name], seconds(fn, q, k, v, grad))
+                best[name] = min(best[name], seconds(fn, q, k, v, grad, clock))
         row = {"seq_len": seq_len, **{f"{name}_s": round(t, 3) for name, t in best.items()}}
         line = f"  L={seq_len:>7}: new {best['new']:8.2f} s"
         if "old" in best:
@@ -78,7 +89,8 @@ def main() -> None:
         rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device.type, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+            json.dump({"device": device.type, "threads": torch.get_num_threads(), "clock": args.clock, "rows": rows},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

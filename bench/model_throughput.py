@@ -20,18 +20,24 @@ from janus_pretrain.config import ModelConfig, load_config
 from janus_pretrain.model import JanusForPretraining
 
 
-def tokens_per_second(model: torch.nn.Module, seq_len: int, batch: int, steps: int, loss_of) -> float:
+# wall: elapsed time; process: CPU time of this process, which a crowded shared machine does not
+# inflate (meaningful with --threads 1, where CPU time and elapsed time agree on an idle machine)
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def tokens_per_second(model: torch.nn.Module, seq_len: int, batch: int, steps: int, loss_of,
+                      clock=time.perf_counter) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(7, 11, (batch, seq_len))
     timings = []
     for step in range(steps + 1):  # the first step warms up allocators and caches
-        start = time.perf_counter()
+        start = clock()
         loss = loss_of(model, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step:
-            timings.append(time.perf_counter() - start)
+            timings.append(clock() - start)
     return batch * seq_len / (sum(timings) / len(timings))
 
 
@@ -66,6 +72,8 @@ def main() -> None:
     parser.add_argument("--vs-jamba", action="store_true", help="also time transformers' JambaForCausalLM")
     parser.add_argument("--jamba-seq-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="process: CPU time (for --threads 1 on a shared machine)")
     parser.add_argument("--fusion-kernels", nargs="+", default=["reference", "pieces"],
                         choices=["reference", "pieces", "flex"], help="model.fusion_kernel values to compare")
     args = parser.parse_args()
@@ -80,10 +88,12 @@ def main() -> None:
         torch.manual_seed(0)
         janus = JanusForPretraining(config)
         print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), fusion_kernel={fusion}, "
-              f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}")
+              f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}, "
+              f"{args.clock} clock")
         for seq_len in args.seq_lens:
             batch = max(1, args.tokens_per_step // seq_len)
-            results[fusion, seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss)
+            results[fusion, seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss,
+                                                         CLOCKS[args.clock])
             print(f"  janus   L={seq_len:>7} batch={batch:>3}: {results[fusion, seq_len]:9.1f} tokens/s", flush=True)
     base_len, first = args.seq_lens[0], args.fusion_kernels[0]
     for fusion in args.fusion_kernels:
@@ -99,7 +109,7 @@ def main() -> None:
         torch.manual_seed(0)
         jamba = jamba_model(config, n_layers=2 * config.n_layers)
         batch = max(1, args.tokens_per_step // args.jamba_seq_len)
-        jamba_tps = tokens_per_second(jamba, args.jamba_seq_len, batch, args.steps, jamba_loss)
+        jamba_tps = tokens_per_second(jamba, args.jamba_seq_len, batch, args.steps, jamba_loss, CLOCKS[args.clock])
         print(f"  jamba   L={args.jamba_seq_len:>7} batch={batch:>3}: {jamba_tps:9.1f} tokens/s "
               f"({sum(p.numel() for p in jamba.parameters()) / 1e6:.2f} M parameters, {2 * config.n_layers} layers)")
         print(f"ratio janus L={base_len} / jamba L={args.jamba_seq_len}: {janus_tps / jamba_tps:.2f} "

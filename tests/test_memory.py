@@ -139,6 +139,18 @@ def test_analytic_block_mask_equals_torch_create_block_mask(seq_len):
                                                                                    "full_kv_indices", "full_q_indices"))
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("seq_len", [1, 100, 640, 2048])
+def test_analytic_block_mask_equals_create_block_mask_on_cuda(seq_len):
+    from torch.nn.attention.flex_attention import create_block_mask
+    n = 2 * seq_len
+    ref = create_block_mask(janus_mask_mod(seq_len), B=None, H=None, Q_LEN=n, KV_LEN=n, device="cuda")
+    mine = janus_block_mask_analytic(seq_len, "cuda")
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                 "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        assert torch.equal(getattr(ref, name), getattr(mine, name)), name
+
+
 @pytest.mark.parametrize("seq_len", [37, 200, 320])  # tiles straddling L: marked partial, still exact
 def test_flex_attention_with_the_analytic_mask_equals_the_reference(seq_len):
     from torch.nn.attention.flex_attention import flex_attention

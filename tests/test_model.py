@@ -192,3 +192,18 @@ def test_dt_bias_and_A_log_follow_mamba_initialisation():
     assert dt.min() >= config.dt_init_floor * 0.999 and dt.max() <= config.dt_max * 1.001
     expected = torch.log(torch.arange(1, config.d_state + 1, dtype=torch.float32)).expand(config.d_inner, -1)
     assert torch.equal(mixer.A_log.detach(), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_no_leak_on_cuda_with_the_kernels_this_gpu_has(dtype):
+    """The whole model on the GPU with kernels=auto (package kernels where they import, the fusion
+    pieces on the GPU's flash kernel in bf16, math pieces in fp32)."""
+    model = build(tiny_config(kernels="auto")).to(device="cuda", dtype=dtype).eval()
+    x = random_bases(2, 300).cuda()
+    with torch.no_grad():
+        base = model(x).logits
+        for p in (0, 1, 150, 298, 299):
+            diff = (model(_changed_base(x, p)).logits - base).abs().amax(dim=-1)  # (B, L)
+            assert torch.equal(diff[:, p], torch.zeros(2, device="cuda", dtype=dtype)), f"logits[{p}] saw x[{p}]"
+            assert (torch.cat([diff[:, :p], diff[:, p + 1:]], dim=1) > 0).float().mean() > 0.99
