@@ -12,6 +12,7 @@ kernel (model.fusion_kernel) against the first one given, at each L.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -27,18 +28,26 @@ CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 def tokens_per_second(model: torch.nn.Module, seq_len: int, batch: int, steps: int, loss_of,
                       clock=time.perf_counter) -> float:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return interleaved_tokens_per_second({"model": model}, seq_len, batch, steps, loss_of, clock)["model"]
+
+
+def interleaved_tokens_per_second(models: dict, seq_len: int, batch: int, steps: int, loss_of,
+                                  clock=time.perf_counter) -> dict:
+    """Training tokens/s of each model; their steps alternate, so that a shared machine's load
+    changes hit all of them alike (a ratio between them is then worth more than each figure)."""
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
     x = torch.randint(7, 11, (batch, seq_len))
-    timings = []
+    timings = {name: [] for name in models}
     for step in range(steps + 1):  # the first step warms up allocators and caches
-        start = clock()
-        loss = loss_of(model, x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step:
-            timings.append(clock() - start)
-    return batch * seq_len / (sum(timings) / len(timings))
+        for name, model in models.items():
+            start = clock()
+            loss = loss_of(model, x)
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[name].step()
+            if step:
+                timings[name].append(clock() - start)
+    return {name: batch * seq_len / (sum(t) / len(t)) for name, t in timings.items()}
 
 
 def janus_loss(model, x):
@@ -82,19 +91,21 @@ def main() -> None:
     config = load_config(args.config).model if args.config else ModelConfig()
     # on CPU the other ops run their torch implementations either way; only the fusion differs
     config.kernels = "reference" if not torch.cuda.is_available() else config.kernels
-    results = {}
-    for fusion in args.fusion_kernels:
-        config.fusion_kernel = fusion
+    models = {}
+    for fusion in args.fusion_kernels:  # same seed: the same weights on every fusion path
         torch.manual_seed(0)
-        janus = JanusForPretraining(config)
-        print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), fusion_kernel={fusion}, "
-              f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}, "
-              f"{args.clock} clock")
-        for seq_len in args.seq_lens:
-            batch = max(1, args.tokens_per_step // seq_len)
-            results[fusion, seq_len] = tokens_per_second(janus, seq_len, batch, args.steps, janus_loss,
-                                                         CLOCKS[args.clock])
-            print(f"  janus   L={seq_len:>7} batch={batch:>3}: {results[fusion, seq_len]:9.1f} tokens/s", flush=True)
+        models[fusion] = JanusForPretraining(dataclasses.replace(config, fusion_kernel=fusion))
+    janus = models[args.fusion_kernels[-1]]
+    print(f"Janus d_model={config.d_model} n_layers={config.n_layers} (x2 streams), "
+          f"{sum(p.numel() for p in janus.parameters()) / 1e6:.2f} M parameters, threads={torch.get_num_threads()}, "
+          f"{args.clock} clock, fusion kernels {', '.join(args.fusion_kernels)} (steps interleaved)")
+    results = {}
+    for seq_len in args.seq_lens:
+        batch = max(1, args.tokens_per_step // seq_len)
+        measured = interleaved_tokens_per_second(models, seq_len, batch, args.steps, janus_loss, CLOCKS[args.clock])
+        for fusion, tps in measured.items():
+            results[fusion, seq_len] = tps
+            print(f"  janus   L={seq_len:>7} batch={batch:>3} fusion={fusion:<9}: {tps:9.1f} tokens/s", flush=True)
     base_len, first = args.seq_lens[0], args.fusion_kernels[0]
     for fusion in args.fusion_kernels:
         for seq_len in args.seq_lens[1:]:
