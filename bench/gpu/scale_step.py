@@ -54,7 +54,8 @@ def _sync(device: torch.device) -> None:
 def run(args) -> dict:
     import deepspeed
 
-    from janus_pretrain.engine.deepspeed_config import BatchPlan, deepspeed_config
+    from janus_pretrain.config import BatchPlan
+    from janus_pretrain.engine.deepspeed_config import deepspeed_config
     from janus_pretrain.engine.distributed import init_distributed
     from janus_pretrain.engine.moe_bridge import attach_moe_markers
     from janus_pretrain.engine.optim import build_optimizer, build_scheduler
