@@ -127,7 +127,8 @@ def main() -> int:
     except Exception as exc:  # OOM included: the record says what failed and at what memory
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         oom = isinstance(exc, torch.cuda.OutOfMemoryError)
-        _emit(args.out, {"label": args.label, "event": "error", "oom": oom, "error": f"{type(exc).__name__}: {exc}"[:2000],
+        _emit(args.out, {"label": args.label, "event": "error", "oom": oom,
+                         "error": f"{type(exc).__name__}: {exc}"[:2000],
                          "traceback": traceback.format_exc()[-4000:], **_memory(device)})
         return 1
     return 0

@@ -40,7 +40,8 @@ FUSION_KERNELS = ("auto", "pieces", "flex", "reference")
 _CUDA_KERNELS = {
     "mamba_ssm": ("mamba_ssm.ops.selective_scan_interface", ("selective_scan_fn",)),
     "causal_conv1d": ("causal_conv1d", ("causal_conv1d_fn",)),
-    "flash_attn": ("flash_attn.flash_attn_interface", ("flash_attn_func", "_flash_attn_forward", "_flash_attn_backward")),
+    "flash_attn": ("flash_attn.flash_attn_interface",
+                   ("flash_attn_func", "_flash_attn_forward", "_flash_attn_backward")),
 }
 # 'cuda' must have these: torch has no fused equivalent (attention falls back to torch's own flash kernel)
 _REQUIRED_FOR_CUDA = ("mamba_ssm", "causal_conv1d")
@@ -248,7 +249,8 @@ def select_kernels(preference: str = "auto", device: torch.device | str = "cpu",
             return found[package][attr], f"{fast} ({package} imports)"
         return None, f"{slow} ({no_package or missing.get(package, f'{package} not found')})"
 
-    scan_fn, scan_why = pick("mamba_ssm", "selective_scan_fn", "mamba_ssm selective_scan_fn", "torch chunked scan")
+    scan_fn, scan_why = pick("mamba_ssm", "selective_scan_fn", "mamba_ssm selective_scan_fn",
+                             "torch chunked scan")
     conv_fn, conv_why = pick("causal_conv1d", "causal_conv1d_fn", "causal_conv1d_fn", "torch conv1d")
     attn_fn, attn_why = pick("flash_attn", "flash_attn_func", "flash_attn_func", "torch SDPA")
 
@@ -258,7 +260,8 @@ def select_kernels(preference: str = "auto", device: torch.device | str = "cpu",
     elif fusion == "auto":
         fusion = "reference" if preference == "reference" else "pieces"
         fusion_source = f"model.fusion_kernel auto, {source} {preference}"
-    pieces, fusion_why = (), {"reference": "exact query-blocked reference", "flex": "FlexAttention, Janus block mask"}.get(fusion)
+    pieces = ()
+    fusion_why = {"reference": "exact query-blocked reference", "flex": "FlexAttention, Janus block mask"}.get(fusion)
     if fusion == "pieces":
         if device.type == "cuda":
             pieces, fusion_why = _cuda_pieces(found)
