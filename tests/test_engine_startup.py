@@ -104,7 +104,10 @@ def _isolate(monkeypatch, *keys: str) -> None:
     import torch
 
     for key in (*keys, "OMP_NUM_THREADS", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        # setenv first: delenv of an absent key records no undo, and what prepare_environment then
+        # sets (RANK=3, WORLD_SIZE=4, ...) would leak into later tests' subprocesses
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
 
 

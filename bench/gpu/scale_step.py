@@ -122,6 +122,13 @@ def main() -> int:
     if args.steps < 1:
         parser.error("--steps must be >= 1 (tokens/s is measured after the warm-up step)")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    # one process by design: a rank layout inherited from a launcher or a test process would make
+    # the process group wait for ranks that never come
+    from janus_pretrain.engine.distributed import free_port
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        del os.environ[key]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(free_port()))
     try:
         run(args)
     except Exception as exc:  # OOM included: the record says what failed and at what memory
