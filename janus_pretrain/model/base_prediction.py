@@ -32,11 +32,6 @@ def mlm_eval_passes(probability: float) -> int:
     return max(1, round(1.0 / probability))
 
 
-def forward_passes(objective: str, probability: float = 0.15) -> int:
-    """Forward passes predict_bases makes per batch (callers in lock-step collectives need it)."""
-    return mlm_eval_passes(probability) if objective == "mlm" else 1
-
-
 @torch.no_grad()
 def predict_bases(model, input_ids: torch.Tensor) -> BasePredictions:
     """`model` is a JanusForPretraining (or anything with .config and model(ids).logits)."""
