@@ -87,6 +87,7 @@ def check_floats(section: Any, name: str, where: str) -> None:
 
 @dataclass
 class ModelConfig:
+    objective: Literal["janus", "mlm", "clm"] = "janus"  # training objective (docs/objectives.md); configs and exports without it are janus
     vocab_size: int = 16  # tokenizer vocabulary padded to 16 (janus_pretrain.tokenizer)
     d_model: int = 72  # width D of both streams and of the fusion block
     n_layers: int = 8  # decoder layers; each holds a forward and a backward stream block
@@ -117,14 +118,18 @@ class ModelConfig:
     fusion_query_block: int = 1024  # query rows per block in the reference fusion attention
     loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
     ffn_chunk: int = 65536  # rows per recomputed FFN/expert chunk when activation_checkpointing is on; 0 = all rows
+    mlm_probability: float = 0.15  # objective mlm: fraction of A/C/G/T positions chosen for the loss
+    mlm_mask_fraction: float = 0.8  # objective mlm: chosen positions replaced by [MASK]
+    mlm_random_fraction: float = 0.1  # objective mlm: chosen positions replaced by a random base (the rest stay)
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {
         "dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE, "router_aux_loss_coef": NON_NEGATIVE,
-        "initializer_range": POSITIVE, "norm_eps": POSITIVE}
+        "initializer_range": POSITIVE, "norm_eps": POSITIVE,
+        "mlm_probability": Range(0.0, 1.0, open_low=True), "mlm_mask_fraction": FRACTION, "mlm_random_fraction": FRACTION}
     # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"kernels", "fusion_kernel", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk",
-         "ffn_chunk"})
+         "ffn_chunk", "mlm_probability", "mlm_mask_fraction", "mlm_random_fraction"})  # mlm_*: the training recipe
 
     def architecture(self) -> dict[str, Any]:
         """The fields that define the weights and what they compute (everything but RUNTIME_FIELDS)."""
@@ -156,7 +161,10 @@ class ModelConfig:
     def describe_layers(self) -> str:
         rows = [f"  layer {i}: {mixer:9s} + {ffn}" for i, (mixer, ffn) in enumerate(self.layer_map())]
         experts = f"{self.num_experts} experts, top-{self.top_k}" if any(f == "moe" for _, f in self.layer_map()) else "no MoE"
-        return "\n".join([f"Janus layer map (x2 streams, {experts}, then fusion attention):", *rows])
+        shape = {"janus": "x2 streams, {}, then fusion attention (Janus mask)",
+                 "mlm": "x2 streams, {}, then fusion attention (unmasked)",
+                 "clm": "forward stream only, {}, no fusion"}[self.objective].format(experts)
+        return "\n".join([f"{self.objective} layer map ({shape}):", *rows])
 
     def validate(self, where: str = "<config>") -> None:
         check_floats(self, "model", where)
@@ -177,6 +185,10 @@ class ModelConfig:
                 raise ConfigError(f"{where}: model.{key} must be positive (got {getattr(self, key)})")
         if self.vocab_size < 12:
             raise ConfigError(f"{where}: model.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
+        if self.mlm_mask_fraction + self.mlm_random_fraction > 1:
+            raise ConfigError(f"{where}: model.mlm_mask_fraction={self.mlm_mask_fraction} + mlm_random_fraction="
+                              f"{self.mlm_random_fraction} must be at most 1 (the rest of the chosen positions stay "
+                              f"unchanged); lower one of them")
 
     def has_moe(self) -> bool:
         return any(ffn == "moe" for _, ffn in self.layer_map())

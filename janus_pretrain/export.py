@@ -3,7 +3,8 @@
 An export loads with torch, safetensors and this package only; DeepSpeed is never imported
 here (launch/convert_checkpoint.py builds exports from DeepSpeed checkpoints).
 
-  EXPORT_DIR/config.json        {"format": ..., "tokenizer_version": ..., "model": ModelConfig,
+  EXPORT_DIR/config.json        {"format": ..., "tokenizer_version": ..., "model": ModelConfig (its
+                                 "objective" says what the logits mean; absent = janus),
                                  "weights_dtype": "float32", "run": {...training summary...}}
   EXPORT_DIR/model.safetensors  full state_dict of JanusForPretraining, every expert included
   EXPORT_DIR/README.md          model card: architecture, training run, data, how to load
@@ -63,8 +64,12 @@ def check_state_matches(state: dict[str, torch.Tensor], model_config: ModelConfi
 def _model_card(model_config: ModelConfig, state: dict[str, torch.Tensor], run: dict[str, Any],
                 weights_dtype: str) -> str:
     total = sum(t.numel() for t in state.values())
+    logits_mean = {"janus": "base p given both sides, never p itself",
+                   "mlm": "base p given the whole input (mask p with [MASK] id 3 to predict it)",
+                   "clm": "base p+1 given bases 0..p"}[model_config.objective]
     lines = ["# Janus DNA model export", "",
              "Bidirectional hybrid Mamba + attention + MoE DNA model (JanusDNA-style), exported by janus-pretrain.", "",
+             f"- objective: {model_config.objective} (docs/objectives.md)",
              f"- parameters: {total:,} (all experts)",
              f"- weights: stored as {weights_dtype}; source: {run.get('weights_source', 'model state')}",
              f"- tokenizer: {TOKENIZER_VERSION} (A7 C8 G9 T10 N11, vocabulary {model_config.vocab_size})",
@@ -84,7 +89,7 @@ def _model_card(model_config: ModelConfig, state: dict[str, torch.Tensor], run: 
         lines.append("")
     lines += ["## Load", "", "```python", "from janus_pretrain.export import load_pretrained",
               "model = load_pretrained('EXPORT_DIR')      # JanusForPretraining, eval mode, no DeepSpeed needed",
-              "logits = model(input_ids).logits          # (B, L, vocab): base p given both sides, never p itself",
+              f"logits = model(input_ids).logits          # (B, L, vocab): {logits_mean}",
               "states = model.backbone(input_ids).hidden_states  # (B, L, D)", "```", ""]
     return "\n".join(lines)
 

@@ -391,6 +391,10 @@ def main(argv=None) -> int:
     print(f"predicted peak {est.total / 1e9:.1f} GB of {args.device_gb:.0f} GB "
           f"({'fits' if est.total <= device else 'does NOT fit'}); "
           f"longest seq_len that fits: {longest:,} bp")
+    if m.objective != "janus":  # the model above counts two streams and the fusion block
+        print(f"note: model.objective={m.objective}: predicted for the janus layout; "
+              + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm" else
+                 "mlm has the same layout; its unmasked fusion runs torch's fused attention, not modelled apart"))
     return 0
 
 

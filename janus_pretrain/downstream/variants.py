@@ -152,6 +152,13 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
                    batch_size: int = 8, device: str | torch.device = "cpu",
                    on_ref_mismatch: str = "report") -> list[dict]:
     """One row per variant (input order): COLUMNS. `model(ids).logits` is (B, L, vocab)."""
+    objective = getattr(getattr(model, "config", None), "objective", "janus")
+    if objective != "janus":
+        # mlm logits at p saw base p (unless masked), clm logits at p predict p+1 from the left only:
+        # neither is the score defined above, and reading them as if it were would be silently wrong
+        raise VariantError(f"zero-shot scoring needs a model trained with objective janus; this one was trained "
+                           f"with objective {objective}, whose logits at a position do not give P(base | both "
+                           f"sides without it). Use launch/finetune.py or launch/embed.py with this export instead")
     fasta = open_fasta(fasta_path)
     jobs, statuses = plan(variants, fasta, window, on_ref_mismatch)
     windows: dict[tuple[str, int, int], list[int]] = {}  # window -> variant indices (multi-allelic share one)

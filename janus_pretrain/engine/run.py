@@ -30,7 +30,17 @@ def build_model(config: RunConfig, ctx) -> torch.nn.Module:
     from janus_pretrain.model import JanusForPretraining
 
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and any ep_size
-    return JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name)
+    return JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name,
+                               mask_seed=config.train.seed)
+
+
+def parameter_line(config: RunConfig) -> str:
+    """Counted on a full model (every expert) on the meta device: no memory, no RNG, no process group."""
+    from janus_pretrain.model import JanusForPretraining
+
+    with torch.device("meta"):
+        total, activated = JanusForPretraining(config.model).parameter_counts()
+    return f"objective {config.model.objective}: {total:,} parameters, {activated:,} activated per token"
 
 
 def build_data(config: RunConfig, ctx, micro_batch: int):
@@ -63,6 +73,7 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
         return CONFIG_EXIT_CODE
     if main:
         print(config.model.describe_layers(), flush=True)
+        print(parameter_line(config), flush=True)
         print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
               f"ranks = {plan.tokens_per_step} tokens per optimizer step; ZeRO-{config.parallel.zero_stage}, "
               f"ep_size {config.parallel.ep_size}, {config.train.precision}", flush=True)

@@ -262,7 +262,7 @@ class Trainer:
         self.log.scalars(self.step, results)
         if "valid/all/loss" in results:
             self.log.message(f"validation at step {self.step}: loss {results['valid/all/loss']:.4f} "
-                             f"accuracy {results['valid/all/accuracy']:.4f}")
+                             f"({results['valid/all/bpc']:.4f} bits per base) accuracy {results['valid/all/accuracy']:.4f}")
 
     def _log(self, interval_tokens: int, interval_time: float, result: StepResult) -> None:
         counts = {}

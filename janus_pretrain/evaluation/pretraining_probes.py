@@ -100,6 +100,8 @@ class ProbeRunner:
     def _run_task(self, task: Task, data: dict, module: torch.nn.Module) -> dict[str, float]:
         prefix = f"probe/{task.name}"
         if task.kind == "zero_shot_snv":
+            if getattr(module.config, "objective", "janus") != "janus":
+                return {}  # defined for the janus read-out only (score_variants refuses mlm/clm): no probe value
             from janus_pretrain.downstream.task_metrics import compute_metrics
             from janus_pretrain.downstream.variants import score_variants
 

@@ -6,6 +6,7 @@ No positional encoding: the Mamba layers before them carry position, as in Jamba
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from janus_pretrain.model.kernels import KernelSlot
@@ -43,12 +44,15 @@ class CausalSelfAttention(_MultiHeadProjections):
 
 
 class FusionAttention(_MultiHeadProjections):
-    """Attention over [forward rows ; backward rows] (2L rows) under the Janus mask."""
+    """Attention over [forward rows ; backward rows] (2L rows) under the Janus mask, or unmasked
+    (janus_mask=False, the mlm objective: every row reads every row)."""
 
-    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot, query_block: int):
+    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot, query_block: int,
+                 janus_mask: bool = True):
         super().__init__(d_model, n_heads, std)
         self.kernels = kernels
         self.query_block = query_block
+        self.janus_mask = janus_mask
 
     def block_rows(self, batch: int, heads: int, n_keys: int) -> int:
         """Query rows per reference block: query_block, fewer where the block's (B, H, rows, 2L)
@@ -58,6 +62,10 @@ class FusionAttention(_MultiHeadProjections):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # (B, 2L, D) -> (B, 2L, D)
         q, k, v = (t.transpose(1, 2) for t in self.split_heads(rows))  # (B, H, 2L, Dh)
+        if not self.janus_mask:
+            # no mask: torch's SDPA runs its own flash kernel (CPU and CUDA), O(L) memory
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 2L, Dh)
+            return self.out_proj(out.transpose(1, 2).flatten(2))
         out = self.kernels.get(rows.device).fusion_attention(q, k, v, rows.shape[1] // 2,
                                                              query_block=self.block_rows(*q.shape[:3]))
         return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, 2L, D)

@@ -1,6 +1,12 @@
 """The Janus model: two causal streams, a fusion attention with the Janus mask, and a read-out
 that predicts every position from both sides without seeing it (DESIGN.md section 1).
 
+model.objective picks what the same building blocks are trained for (docs/objectives.md):
+  janus  the model below, loss at every A/C/G/T position
+  mlm    the same streams and fusion block, fusion unmasked, out[p] = F[p] + B[p], inputs
+         corrupted BERT-style (model/masking.py), loss at the chosen positions only
+  clm    the forward stream only (no backward stream, no fusion): out[p] = h_f[p] predicts x[p+1]
+
   e = E(x)                                   # (B, L, D)
   h_f = e ; h_b = reverse(e)                 # each causal in its own order
   n_layers x [pre-norm mixer + pre-norm FFN] per stream (own weights; Mamba in/out projections
@@ -22,7 +28,8 @@ from janus_pretrain.config import ModelConfig
 from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.layers import RMSNorm, SwiGLU, init_linear
-from janus_pretrain.model.loss import janus_loss
+from janus_pretrain.model.loss import janus_loss, next_base_targets
+from janus_pretrain.model.masking import mlm_corrupt
 from janus_pretrain.model.mamba import MambaMixer, mamba_projections
 from janus_pretrain.model.moe import MoEFeedForward
 
@@ -74,6 +81,7 @@ class JanusLayer(nn.Module):
 
     def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group=None, ep_group_name=None):
         super().__init__()
+        both_streams = config.objective != "clm"
         # "layer" checkpoints each stream's block on its own: the same inputs are kept, but
         # backward recomputes one stream at a time, halving the largest recomputed phase
         self.checkpoint_streams = config.activation_checkpointing == "layer"
@@ -81,10 +89,13 @@ class JanusLayer(nn.Module):
         if config.tie_mamba_projections and not config.is_attention_layer(index):
             self.mamba_in_proj, self.mamba_out_proj = shared = mamba_projections(config)
         self.fwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.fwd")
-        self.bwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.bwd")
+        self.bwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared,
+                               f"layers.{index}.bwd") if both_streams else None
 
-    def forward(self, h_f: torch.Tensor, h_b: torch.Tensor):
+    def forward(self, h_f: torch.Tensor, h_b: torch.Tensor | None):
         h_f, aux_f = _maybe_checkpoint(self.checkpoint_streams, self.fwd, h_f)
+        if self.bwd is None:  # clm: the forward stream alone
+            return h_f, None, aux_f
         h_b, aux_b = _maybe_checkpoint(self.checkpoint_streams, self.bwd, h_b)
         return h_f, h_b, aux_f + aux_b
 
@@ -101,7 +112,8 @@ class FusionBlock(nn.Module):
         std = config.initializer_range
         self.checkpoint = config.activation_checkpointing != "none"
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block)
+        self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block,
+                                    janus_mask=config.objective == "janus")
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, self.checkpoint, config.ffn_chunk)
 
@@ -123,6 +135,13 @@ def janus_readout(fused: torch.Tensor) -> torch.Tensor:
     return F.pad(forward_rows[:, :-1], (0, 0, 1, 0)) + F.pad(backward_rows[:, 1:], (0, 0, 0, 1))
 
 
+def mlm_readout(fused: torch.Tensor) -> torch.Tensor:
+    """(B, 2L, D) -> (B, L, D) with out[p] = F[p] + B[p]: the position itself included (its input
+    is [MASK], a random base or unchanged, so it carries no reliable information)."""
+    seq_len = fused.shape[1] // 2
+    return fused[:, :seq_len] + fused[:, seq_len:]
+
+
 @dataclass
 class BackboneOutput:
     hidden_states: torch.Tensor  # (B, L, D) read-out states, final norm applied
@@ -130,7 +149,8 @@ class BackboneOutput:
 
 
 class JanusModel(nn.Module):
-    """Backbone: token ids (B, L) -> per-position states (B, L, D) that never saw their own base."""
+    """Backbone: token ids (B, L) -> per-position states (B, L, D). janus: a state never saw its
+    own base; mlm: it saw the (corrupted) input at its position; clm: it saw x[0..p] only."""
 
     def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None):
         super().__init__()
@@ -142,39 +162,49 @@ class JanusModel(nn.Module):
         self.embedding.weight._no_weight_decay = True
         self.layers = nn.ModuleList(JanusLayer(config, i, self.kernels, ep_group, ep_group_name)
                                     for i in range(config.n_layers))
-        self.fusion = FusionBlock(config, self.kernels)
+        self.fusion = FusionBlock(config, self.kernels) if config.objective != "clm" else None
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
-        self.num_moe_blocks = 2 * sum(config.is_expert_layer(i) for i in range(config.n_layers))
+        streams = 1 if config.objective == "clm" else 2
+        self.num_moe_blocks = streams * sum(config.is_expert_layer(i) for i in range(config.n_layers))
 
     def moe_layers(self) -> list[MoEFeedForward]:
         return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
 
     def forward(self, input_ids: torch.Tensor) -> BackboneOutput:
         e = self.embedding(input_ids)  # (B, L, D)
-        h_f, h_b = e, e.flip(1)
+        objective = self.config.objective
+        h_f, h_b = e, None if objective == "clm" else e.flip(1)
         aux = e.new_zeros((), dtype=torch.float32)
         for layer in self.layers:
             h_f, h_b, layer_aux = layer(h_f, h_b)  # checkpoints its streams under "layer"
             aux = aux + layer_aux
-        fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
-        hidden = self.norm_f(janus_readout(fused))  # (B, L, D)
+        if objective == "clm":
+            hidden = self.norm_f(h_f)  # (B, L, D), state p saw x[0..p]
+        else:
+            fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
+            readout = janus_readout if objective == "janus" else mlm_readout
+            hidden = self.norm_f(readout(fused))  # (B, L, D)
         return BackboneOutput(hidden, aux / max(self.num_moe_blocks, 1))
 
 
 @dataclass
 class JanusOutput:
-    logits: torch.Tensor | None  # (B, L, vocab); None when the loss was computed in chunks
+    logits: torch.Tensor | None  # (B, L, vocab), row p predicts x[p] (clm: x[p+1]); None when the loss was chunked
     loss: torch.Tensor | None = None  # ce_loss + router_aux_loss_coef * aux_loss
-    ce_loss: torch.Tensor | None = None  # mean CE over A/C/G/T targets (weighted by loss_weight)
+    ce_loss: torch.Tensor | None = None  # mean CE over the objective's A/C/G/T targets (weighted by loss_weight)
     aux_loss: torch.Tensor | None = None  # MoE load-balancing loss (mean over MoE blocks)
 
 
 class JanusForPretraining(nn.Module):
-    """Backbone + optional MLP + LM head, trained with CE at every A/C/G/T position."""
+    """Backbone + optional MLP + LM head, trained with CE at the objective's A/C/G/T targets.
 
-    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None):
+    mask_seed (the run's train.seed) keys the mlm corruption; it is not a weight.
+    """
+
+    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None, mask_seed: int = 0):
         super().__init__()
         self.config = config
+        self.mask_seed = mask_seed
         self.backbone = JanusModel(config, ep_group, ep_group_name)
         std = config.initializer_range
         self.mlp = SwiGLU(config.d_model, config.ffn_dim, std) if config.final_mlp else None
@@ -183,6 +213,13 @@ class JanusForPretraining(nn.Module):
     def moe_layers(self) -> list[MoEFeedForward]:
         return self.backbone.moe_layers()
 
+    def parameter_counts(self) -> tuple[int, int]:
+        """(total, activated per token): a token uses top_k of num_experts experts per MoE layer."""
+        total = sum(p.numel() for p in self.parameters())
+        experts = sum(p.numel() for n, p in self.named_parameters() if ".experts." in n)
+        num_experts = max(self.config.num_experts, 1)
+        return total, total - experts + experts * self.config.top_k // num_experts
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, l, D) -> (B, l, vocab)
         if self.mlp is not None:
             hidden = hidden + self.mlp(hidden)
@@ -190,6 +227,18 @@ class JanusForPretraining(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 loss_weight: torch.Tensor | None = None) -> JanusOutput:
+        """Without labels: logits of the given ids, nothing corrupted. With labels: the objective's
+        loss; under mlm the inputs are corrupted here, keyed by (mask_seed, sample)."""
+        objective = self.config.objective
+        if labels is not None and objective == "mlm":
+            c = self.config
+            corrupted = mlm_corrupt(input_ids, self.mask_seed, c.mlm_probability, c.mlm_mask_fraction,
+                                    c.mlm_random_fraction)
+            input_ids = corrupted.input_ids
+            chosen = corrupted.selected.float()  # (B, L)
+            loss_weight = chosen if loss_weight is None else loss_weight * chosen
+        elif labels is not None and objective == "clm":
+            labels, loss_weight = next_base_targets(labels, loss_weight)
         backbone = self.backbone(input_ids)
         if labels is None:
             return JanusOutput(logits=self.head(backbone.hidden_states), aux_loss=backbone.aux_loss)

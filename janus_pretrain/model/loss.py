@@ -1,4 +1,5 @@
-"""Pretraining loss: cross-entropy at every position whose target is A/C/G/T.
+"""Pretraining loss: cross-entropy at every position whose target is A/C/G/T (clm: target x[p+1];
+mlm: the model zeroes the weight of positions it did not choose).
 
 With chunk > 0 the head and the loss run over `chunk` positions at a time under activation
 checkpointing, so full-length (B, L, vocab) fp32 logits never exist (1 Mbp x 16 x 4 bytes per
@@ -10,13 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from janus_pretrain.tokenizer import A_ID, T_ID
+from janus_pretrain.tokenizer import A_ID, PAD_ID, T_ID
 
 
 def target_weights(labels: torch.Tensor, loss_weight: torch.Tensor | None) -> torch.Tensor:
     """(B, L) float: 0 where the target is not a base (N, padding, specials), else loss_weight or 1."""
     is_base = ((labels >= A_ID) & (labels <= T_ID)).float()
     return is_base if loss_weight is None else is_base * loss_weight.float()
+
+
+def next_base_targets(labels: torch.Tensor, loss_weight: torch.Tensor | None):
+    """clm: the target of position p is x[p+1]; the last position has none (PAD, weight 0)."""
+    shifted = F.pad(labels[:, 1:], (0, 1), value=PAD_ID)  # (B, L)
+    weight = None if loss_weight is None else F.pad(loss_weight[:, 1:], (0, 1), value=0.0)
+    return shifted, weight
 
 
 def _weighted_ce_sum(head, hidden: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
