@@ -144,12 +144,16 @@ def check_keys(spec: SpeciesSpec, info: FastaInfo) -> None:
         seen[safe] = name
 
 
-_READERS: dict[str, WindowReader] = {}  # per worker process: one open pyfaidx handle per cache file
+# one open pyfaidx handle per (process, cache file): a forked worker must never reuse its parent's
+# handle, whose file offset it would share with the parent and its siblings (interleaved seeks and
+# reads returned wrong bases when one process rebuilt shards in-process and then forked workers)
+_READERS: dict[tuple[int, str], WindowReader] = {}
 
 
 def write_shard(plan: ShardPlan, out_dir: str) -> dict:
     """Write one shard (temporary name, then rename); returns its counts."""
-    reader = _READERS.get(plan.cache) or _READERS.setdefault(plan.cache, WindowReader(plan.cache))
+    key = (os.getpid(), plan.cache)
+    reader = _READERS.get(key) or _READERS.setdefault(key, WindowReader(plan.cache))
     final = Path(out_dir) / plan.name
     tmp = temporary_path(final)
     samples, bp, dropped_n = 0, 0, 0
