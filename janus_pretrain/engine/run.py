@@ -108,6 +108,10 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     except (ConfigError, CheckpointError) as exc:  # e.g. resuming a checkpoint written with another world size
         if main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        # every rank takes these decisions together (the resume choice and the save outcome are
+        # agreed through collectives, config checks are the same everywhere): leave together, or
+        # a rank still tearing down its process group aborts when the first one is gone
+        agreed_exit = True
         return CONFIG_EXIT_CODE
     except ManifestError as exc:  # a damaged shard or sample (data.on_corrupt: error): only this rank read it
         print(f"error: rank {ranks['rank']}: {exc}", file=sys.stderr, flush=True)
