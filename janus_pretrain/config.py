@@ -488,6 +488,20 @@ def config_from_dict(raw: dict, where: str = "<dict>", overrides: list[str] | tu
     return config
 
 
+def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict:
+    """A YAML file whose top level is a mapping; `kind` and `expected` word the errors
+    ("config file not found", "top level must be a mapping <expected>")."""
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path}")
+    try:
+        raw = safe_load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping {expected}")
+    return raw
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a run YAML (sections model, data, train, ...) with optional `key=value` overrides.
 
@@ -495,14 +509,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     file's directory, relative ones from overrides or defaults against the working directory.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = safe_load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections (model, data, train, ...)")
+    raw = read_yaml_mapping(path, "config", "of sections (model, data, train, ...)")
     for dotted in RunConfig.PATH_KEYS:
         section, key = dotted.split(".")
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None

@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from janus_pretrain.config import ConfigError, build_section, safe_load_yaml
+from janus_pretrain.config import ConfigError, build_section, read_yaml_mapping
 from janus_pretrain.downstream.task_metrics import METRICS, default_metrics
 
 KINDS = ("classification", "regression", "zero_shot_snv")
@@ -192,14 +190,7 @@ def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> T
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file not found: {path}")
-    try:
-        raw = safe_load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping with keys name, recipe, tasks")
+    raw = read_yaml_mapping(path, "suite", "with keys name, recipe, tasks")
     suite = build_section(SuiteFile, raw, "", str(path))
     build_section(Recipe, suite.recipe, "recipe", str(path))  # an unknown recipe key fails here, once
     if not suite.tasks:
