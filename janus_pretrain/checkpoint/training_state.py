@@ -166,11 +166,11 @@ class TrainingCheckpointer:
             failure = None
         except OSError as exc:
             written, failure = {}, exc
-        failures = [None] * dist.get_world_size()
         mine = None if failure is None else (f"rank {self.ctx.rank}: {failure.strerror or failure}",
                                              failure.errno in (errno.ENOSPC, errno.EDQUOT))
-        dist.all_gather_object(failures, mine)  # every rank learns the cause, so rank 0's line names it
-        found = [f for f in failures if f]
+        reports = [None] * dist.get_world_size()
+        dist.all_gather_object(reports, (mine, written))  # each rank's failure (so rank 0's line names it) or digests
+        found = [f for f, _ in reports if f]
         if found:
             if self.ctx.is_main:
                 self.dir.discard(tag)
@@ -178,8 +178,7 @@ class TrainingCheckpointer:
                 else "check checkpoint.dir"
             raise CheckpointWriteError(f"could not write checkpoint {folder} ({found[0][0]}); {hint}; the last "
                                        f"complete checkpoint, {self.last_tag or 'none'}, is intact")
-        digests = [None] * dist.get_world_size()
-        dist.all_gather_object(digests, written)  # every rank's {file name: sha256}
+        digests = [d for _, d in reports]  # every rank's {file name: sha256}
         if self.ctx.is_main:
             self.dir.mark_complete(tag, {**meta, "files": {k: v for d in digests for k, v in d.items()}})
             self.dir.set_latest(tag)
