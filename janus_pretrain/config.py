@@ -203,7 +203,8 @@ class DataConfig:
     max_n_frac: float = 0.1  # skip crops whose N fraction exceeds this
     shuffle_buffer: int = 256  # samples held for shuffling
     crops_per_window: int = 0  # random crops taken from each window; 0 = window_bp // seq_len (at least 1)
-    num_workers: int = 1  # dataloader worker processes per rank
+    num_workers: int = 1  # dataloader worker processes per rank (lowered to divide streams / ranks)
+    streams: int = 0  # slot streams of the global sample order, fixed for the run; ranks must divide it; 0 = ranks x num_workers at the start (set e.g. 64 to resume on other rank counts)
     repeat_weight: float = 1.0  # loss weight of soft-masked (repeat) bases; 1 = no down-weighting
     valid_max_batches: int = 0  # validation batches per species; 0 = the whole split
     verify_shards: bool = True  # check each shard's sha256 against manifest.json before a loader process first reads it
@@ -214,6 +215,9 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         check_floats(self, "data", where)
+        if self.streams < 0 or self.num_workers < 0:
+            raise ConfigError(f"{where}: data.streams and data.num_workers must be >= 0 "
+                              f"(got {self.streams}, {self.num_workers})")
 
 
 @dataclass
@@ -366,6 +370,9 @@ class RunConfig:
         if world_size % ep:
             raise ConfigError(f"{where}: parallel.ep_size={ep} does not divide the world size {world_size} "
                               f"(ranks); use an ep_size that divides the number of ranks")
+        if self.data.streams % world_size:
+            raise ConfigError(f"{where}: data.streams={self.data.streams} is not divisible by the world size "
+                              f"{world_size} (ranks); each rank reads an equal share of the slot streams")
         return batch_plan(self, world_size)
 
 

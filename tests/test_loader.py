@@ -95,10 +95,79 @@ def test_resume_refuses_a_different_run_shape(bundled_shards):
     stream = TrainStream(config(bundled_shards), micro_batch=2)
     take(stream, 1)
     state = stream.state_dict()
-    with pytest.raises(ValueError, match="world_size"):
-        TrainStream(config(bundled_shards), micro_batch=2, rank=0, world_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="rank 0 of 1's data state given to rank 0 of 2"):
+        TrainStream(config(bundled_shards, streams=2), micro_batch=2, rank=0, world_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="micro batch"):
+        TrainStream(config(bundled_shards), micro_batch=1).load_state_dict(state)
     with pytest.raises(ValueError, match="fingerprint"):
         TrainStream(config(bundled_shards, seq_len=512), micro_batch=2).load_state_dict(state)
+
+
+def _global_order(shards, world: int, workers: int, steps: int, accum: int, state=None) -> tuple[list, list]:
+    """Micro batches of `steps` optimizer steps in global order (g = n * world + rank), and the
+    ranks' states after them."""
+    streams = [TrainStream(config(shards, num_workers=workers, streams=4), micro_batch=2, rank=r,
+                           world_size=world, seed=7) for r in range(world)]
+    for stream in streams:
+        if state is not None:
+            stream.load_state_dict(state)
+    per_rank = [take(stream, steps * accum) for stream in streams]
+    states = [stream.state_dict() for stream in streams]
+    for stream in streams:
+        stream.close()
+    return [per_rank[g % world][g // world] for g in range(steps * accum * world)], states
+
+
+def test_the_global_sample_order_does_not_depend_on_ranks_or_workers(bundled_shards):
+    """Same data.streams: 1 rank x 4 micro batches, 2 ranks x 2, 4 ranks x 1 per step (with 0, 1
+    or 2 worker processes) hand out the same micro batches in the same global order."""
+    one, _ = _global_order(bundled_shards, world=1, workers=0, steps=3, accum=4)
+    for world, workers in ((2, 2), (4, 1), (1, 2)):
+        other, _ = _global_order(bundled_shards, world=world, workers=workers, steps=3, accum=4 // world)
+        assert_same(other, one)
+
+
+@pytest.mark.parametrize("target", [1, 4])
+def test_elastic_resume_continues_the_global_stream_on_another_rank_count(bundled_shards, target):
+    """2 ranks run 3 steps; every rank's state merged (global_state) lets 1 or 4 ranks continue
+    with exactly the micro batches an uninterrupted 1-rank run takes next: none repeated, none skipped."""
+    from janus_pretrain.data.loader import global_state
+
+    straight, _ = _global_order(bundled_shards, world=1, workers=0, steps=5, accum=4)
+    first, states = _global_order(bundled_shards, world=2, workers=2, steps=3, accum=2)
+    state = json.loads(json.dumps(global_state(states)))
+    rest, _ = _global_order(bundled_shards, world=target, workers=1, steps=2, accum=4 // target, state=state)
+    assert_same(first + rest, straight)
+
+
+def test_elastic_resume_refuses_rank_counts_that_do_not_divide_the_streams(bundled_shards):
+    from janus_pretrain.data.loader import global_state
+
+    _, states = _global_order(bundled_shards, world=2, workers=1, steps=1, accum=1)
+    with pytest.raises(ValueError, match="3 ranks do not divide it"):
+        TrainStream(config(bundled_shards), micro_batch=2, rank=0, world_size=3, seed=7).load_state_dict(
+            global_state(states))
+
+
+def test_workers_are_lowered_to_divide_each_ranks_slots(bundled_shards):
+    stream = TrainStream(config(bundled_shards, num_workers=3, streams=4), micro_batch=2, rank=0, world_size=1)
+    assert stream.workers == 2  # 4 slots per rank: 3 workers would not share them evenly
+
+
+def test_a_version_1_state_with_one_worker_per_rank_still_resumes(bundled_shards):
+    stream = TrainStream(config(bundled_shards, num_workers=1), micro_batch=2, rank=1, world_size=2, seed=2)
+    take(stream, 3)
+    state = stream.state_dict()
+    expected = take(stream, 2)
+    stream.close()
+    old = {"version": 1, "batches": state["batches"], "worker_states": [state["slots"]["1"]], "seed": 2, "rank": 1,
+           "world_size": 2, "workers": 1, "fingerprint": state["fingerprint"]}
+    resumed = TrainStream(config(bundled_shards, num_workers=1), micro_batch=2, rank=1, world_size=2, seed=2)
+    resumed.load_state_dict(old)
+    assert_same(take(resumed, 2), expected)
+    resumed.close()
+    with pytest.raises(ValueError, match="version 1 with 2 workers"):
+        resumed.load_state_dict({**old, "workers": 2, "worker_states": [None, None]})
 
 
 @pytest.mark.parametrize("species", ["dmel", "lambda", "hsap_chrM"])  # many shards / fewer shards than slots

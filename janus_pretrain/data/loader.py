@@ -1,13 +1,22 @@
-"""Training stream with exact resume, on top of torch's DataLoader and the slot streams.
+"""Training stream with exact resume, also onto another number of ranks or workers.
 
-Batching happens in the workers: each dataloader worker owns one slot (samples.SlotStream) and
-yields whole (micro_batch, seq_len) batches, each carrying the worker's state after it. torch's
-DataLoader hands out the batches of an IterableDataset round-robin over its workers (batch i
-comes from worker i % W), so the main process knows which worker produced each batch it passes
-on, and keeps that worker's state. Resuming after n batches restarts every worker from its kept
-state and rotates the worker ids by n % W, so the first batch comes from the worker that an
-uninterrupted run would have asked next. num_workers=0 runs the single slot in-process and
-gives the same batches as num_workers=1.
+The global stream. Samples come from `data.streams` slot streams (samples.SlotStream, each a
+pure function of (seed, slot, streams) and the manifest). Micro batch g of the whole run (counted
+over all ranks, g = 0, 1, 2, ...) is the next `micro_batch` crops of slot g % S. Rank r of W
+takes the micro batches g = n * W + r (n = 0, 1, ... its own count), so it owns exactly the slots
+s = r (mod W) and visits them in turn; this needs W to divide S. Within a rank, dataloader worker
+w of K takes the rank's batches n = w (mod K) (torch's DataLoader hands out an IterableDataset's
+batches round-robin over its workers), which needs K to divide S / W; K is lowered to the largest
+such divisor of data.num_workers when needed.
+
+So the stream does not depend on W or K: an optimizer step of M = grad_accum * W micro batches
+consumes micro batches [t*M, (t+1)*M) whatever the layout, as long as micro_batch and the global
+batch stay. A checkpoint holds every slot's state (a few numbers, see samples.py) and the count
+of micro batches handed out; a resume on any W dividing S continues every slot where it stopped:
+no sample repeated, none skipped, at the granularity of a micro batch.
+
+Each batch carries its slot's state after it, so the main process knows every slot's position
+without asking the workers. num_workers=0 runs the slots in-process and gives the same batches.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ from janus_pretrain.data.samples import Crop, SlotStream
 from janus_pretrain.data.shard_integrity import ShardError, ShardReader
 from janus_pretrain.tokenizer import A_ID, COMPLEMENT_IDS, PAD_ID, T_ID, encode_numpy
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: slots by id over data.streams (1: one slot per rank x worker)
 log = logging.getLogger(__name__)
 
 
@@ -70,39 +79,61 @@ def _fingerprint(config: DataConfig, micro_batch: int, manifest: dict, weights: 
             "micro_batch": micro_batch}
 
 
+def worker_count(streams: int, world_size: int, wanted: int) -> int:
+    """Dataloader workers per rank: the largest divisor of streams / world_size not above `wanted`."""
+    per_rank = streams // world_size
+    return max(k for k in range(1, max(1, min(wanted, per_rank)) + 1) if per_rank % k == 0)
+
+
 class _Batches(IterableDataset):
-    """Each dataloader worker: one slot's batches, each tagged with the worker's state after it.
+    """Each dataloader worker: its slots' batches in the global order, each tagged with the
+    slot's state after it.
 
     Holds plain values only (no reference to the TrainStream), so it pickles under 'spawn' too.
     """
 
-    def __init__(self, stream: "TrainStream", starts: list, rotate: int):
+    def __init__(self, stream: "TrainStream"):
         self.manifest, self.weights, self.config = stream.manifest, stream.weights, stream.config
-        self.seed, self.rank, self.world_size, self.workers = stream.seed, stream.rank, stream.world_size, stream.workers
-        self.micro_batch, self.starts, self.rotate = stream.micro_batch, starts, rotate
+        self.seed, self.rank, self.world_size = stream.seed, stream.rank, stream.world_size
+        self.streams, self.workers, self.micro_batch = stream.streams, stream.workers, stream.micro_batch
+        self.first = stream.batches  # the rank's count of batches already handed out
+        self.states = dict(stream.slot_states)
+
+    def _slot(self, slot: int, reader: ShardReader) -> SlotStream:
+        c = self.config
+        stream = SlotStream(self.manifest, self.weights, seed=self.seed, slot=slot, n_slots=self.streams,
+                            seq_len=c.seq_len, crops_per_window=c.crops_per_window, rc_augment=c.rc_augment,
+                            max_n_frac=c.max_n_frac, shuffle_buffer=c.shuffle_buffer, reader=reader)
+        if slot in self.states:
+            stream.load_state_dict(self.states[slot])
+        return stream
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker = ((info.id if info else 0) + self.rotate) % self.workers
+        # DataLoader worker i gives the i-th, (i+K)-th ... batch from now on: the rank's batch
+        # first + i, whose worker in the global order is (first + i) % K
+        n = self.first + (info.id if info else 0)
+        step = self.workers if info else 1
+        per_rank = self.streams // self.world_size
+        slots: dict[int, SlotStream] = {}
+        verified: set[str] = set()  # shards hashed by this worker, whichever slot read them first
         c = self.config
-        slot = SlotStream(self.manifest, self.weights, seed=self.seed, slot=self.rank * self.workers + worker,
-                          n_slots=self.world_size * self.workers, seq_len=c.seq_len,
-                          crops_per_window=c.crops_per_window, rc_augment=c.rc_augment,
-                          max_n_frac=c.max_n_frac, shuffle_buffer=c.shuffle_buffer,
-                          reader=ShardReader(c.verify_shards, c.on_corrupt))
-        if self.starts[worker] is not None:
-            slot.load_state_dict(self.starts[worker])
         while True:
+            slot = self.rank + (n % per_rank) * self.world_size
             try:
-                crops = [slot.next() for _ in range(self.micro_batch)]
+                if slot not in slots:
+                    # one reader per slot: its count of dropped samples is part of the slot's state
+                    slots[slot] = self._slot(slot, ShardReader(c.verify_shards, c.on_corrupt, verified))
+                crops = [slots[slot].next() for _ in range(self.micro_batch)]
             except ShardError as exc:
                 # DataLoader would re-raise it wrapped in the worker's traceback; the main process
                 # raises it again with just this line
                 yield {"_error": str(exc)}
                 return
             batch = encode_crops(crops, c.seq_len, c.repeat_weight)
-            batch["_state"] = json.dumps({"worker": worker, "slot": slot.state_dict()})
+            batch["_state"] = json.dumps({"slot": slot, "state": slots[slot].state_dict()})
             yield batch
+            n += step
 
 
 class TrainStream:
@@ -124,7 +155,6 @@ class TrainStream:
         self.manifest = read_manifest(config.manifest)
         self.weights = mixture_weights(self.manifest, config.mixture)
         self.species_names: list[str] = list(self.manifest["species_order"])
-        self.workers = max(1, config.num_workers)
         if config.seq_len > self.manifest["window_bp"]:
             log.warning("data.seq_len=%d exceeds the shards' window_bp=%d: every sample is padded (loss weight 0)",
                         config.seq_len, self.manifest["window_bp"])
@@ -133,17 +163,29 @@ class TrainStream:
             log.warning("data.shuffle_buffer=%d holds fewer than 4 windows' worth of crops (%d per window): "
                         "consecutive samples of a species will mostly share a window; raise shuffle_buffer or "
                         "lower crops_per_window", config.shuffle_buffer, crops)
-        self.batches = 0  # batches handed out so far
-        self.worker_states: list[dict | None] = [None] * self.workers
+        self._set_streams(config.streams or world_size * max(1, config.num_workers))
+        self.batches = 0  # batches this rank handed out so far
+        self.slot_states: dict[int, dict] = {}  # state of each of this rank's slots after its last batch
         self._iter: Iterator[dict] | None = None
         self._loader: DataLoader | None = None
+
+    def _set_streams(self, streams: int) -> None:
+        if streams % self.world_size:
+            raise ValueError(f"the data stream has {streams} slots (data.streams) and {self.world_size} ranks do not "
+                             f"divide it; run on a number of ranks that divides {streams}")
+        self.streams = streams
+        self.workers = worker_count(streams, self.world_size, max(1, self.config.num_workers))
+        if self.workers < self.config.num_workers:
+            log.warning("data.num_workers=%d lowered to %d: each rank's %d of the %d slots (data.streams) are "
+                        "split evenly over its workers", self.config.num_workers, self.workers,
+                        streams // self.world_size, streams)
 
     def __iter__(self) -> "TrainStream":
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._iter is None:
-            dataset = _Batches(self, list(self.worker_states), self.batches % self.workers)
+            dataset = _Batches(self)
             if self.config.num_workers > 0:
                 self._loader = DataLoader(dataset, batch_size=None, num_workers=self.workers, prefetch_factor=2)
                 self._iter = iter(self._loader)
@@ -154,39 +196,90 @@ class TrainStream:
             self.close()
             raise ShardError(batch["_error"])
         tag = json.loads(batch.pop("_state"))
-        self.worker_states[tag["worker"]] = tag["slot"]
+        self.slot_states[tag["slot"]] = tag["state"]
         self.batches += 1
         return batch
 
     @property
     def corrupt_samples(self) -> int:
-        """Samples dropped as corrupt (data.on_corrupt: skip) by this rank's workers over the whole run.
+        """Samples dropped as corrupt (data.on_corrupt: skip) from this rank's slots over the whole run.
 
-        Each worker's count travels in its state with every batch and is saved in checkpoints, so
+        Each slot's count travels in its state with every batch and is saved in checkpoints, so
         it includes the samples dropped before a resume. The trainer logs it as data/corrupt_samples.
         """
-        return sum(int(state.get("corrupt", 0)) for state in self.worker_states if state)
+        return sum(int(state.get("corrupt", 0)) for state in self.slot_states.values())
 
     def close(self) -> None:
         """Stop the worker processes (they restart on the next batch)."""
         self._iter, self._loader = None, None
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, "batches": self.batches, "worker_states": list(self.worker_states),
-                "seed": self.seed, "rank": self.rank, "world_size": self.world_size, "workers": self.workers,
+        return {"version": STATE_VERSION, "batches": self.batches, "streams": self.streams,
+                "slots": {str(k): v for k, v in sorted(self.slot_states.items())},
+                "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
                 "fingerprint": _fingerprint(self.config, self.micro_batch, self.manifest, self.weights)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue exactly after the batches that `state` had handed out (same seed, rank, world, workers)."""
+        """Continue exactly after the micro batches that `state` had handed out: this rank's own
+        state (same world size), or global_state() of every rank's (any world size dividing the
+        slot count)."""
+        state = _upgrade(state)
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"data loader state version {state.get('version')!r}, expected {STATE_VERSION}")
         mine = self.state_dict()
-        for key in ("seed", "rank", "world_size", "workers", "fingerprint"):
+        for key in ("seed", "fingerprint"):
             if state[key] != mine[key]:
                 raise ValueError(f"cannot resume the data stream exactly: '{key}' was {state[key]!r} when saved "
-                                 f"and is {mine[key]!r} now (data.num_workers, world size, seed and the data "
-                                 f"section must match the saved run)")
+                                 f"and is {mine[key]!r} now (the seed, micro batch and data section must match "
+                                 f"the saved run)")
+        if "global_batches" not in state and (state["rank"], state["world_size"]) != (self.rank, self.world_size):
+            raise ValueError(f"rank {state['rank']} of {state['world_size']}'s data state given to rank {self.rank} "
+                             f"of {self.world_size}; pass global_state() of every rank's state")
+        if self.config.streams and self.config.streams != state["streams"]:
+            raise ValueError(f"data.streams is {self.config.streams} and the saved stream has {state['streams']} "
+                             f"slots; the slot count is fixed for the whole run (set data.streams to "
+                             f"{state['streams']} or 0)")
+        self._set_streams(int(state["streams"]))
+        slots = {int(k): v for k, v in state["slots"].items()}
+        if "global_batches" in state:
+            total = int(state["global_batches"])
+            if total % self.world_size:
+                raise ValueError(f"{total} micro batches were handed out over all ranks, not a multiple of the "
+                                 f"{self.world_size} ranks; the stream can only be split after whole optimizer steps")
+            self.batches = total // self.world_size
+            slots = {s: v for s, v in slots.items() if s % self.world_size == self.rank}
+        else:
+            self.batches = int(state["batches"])
         self.close()
-        self.batches = int(state["batches"])
-        self.worker_states = list(state["worker_states"])
+        self.slot_states = slots
 
+
+def global_state(states: list[dict]) -> dict:
+    """Every rank's state_dict() -> one state any rank of any layout can load (slots by id)."""
+    states = sorted((_upgrade(s) for s in states), key=lambda s: s["rank"])
+    world = states[0]["world_size"]
+    if [s["rank"] for s in states] != list(range(world)):
+        raise ValueError(f"data states of ranks {[s['rank'] for s in states]} given, need every rank of {world}")
+    for key in ("version", "streams", "seed", "fingerprint"):
+        if any(s[key] != states[0][key] for s in states):
+            raise ValueError(f"the ranks' data states disagree on '{key}'")
+    if len({s["batches"] for s in states}) != 1:
+        raise ValueError(f"ranks handed out different numbers of micro batches {[s['batches'] for s in states]}")
+    slots = {k: v for s in states for k, v in s["slots"].items()}
+    return {"version": STATE_VERSION, "global_batches": states[0]["batches"] * world, "streams": states[0]["streams"],
+            "slots": slots, "seed": states[0]["seed"], "fingerprint": states[0]["fingerprint"]}
+
+
+def _upgrade(state: dict) -> dict:
+    """A version 1 state (one slot per rank x worker, before data.streams) with one worker per
+    rank numbered its slots as this version does: convert it; with more workers it cannot be."""
+    if state.get("version") != 1:
+        return state
+    if state.get("workers") != 1:
+        raise ValueError(f"data loader state version 1 with {state.get('workers')} workers per rank (written before "
+                         f"elastic resume); continue with the janus-pretrain version that wrote it, or start a new run "
+                         f"from its weights with checkpoint.init_from")
+    slots = {str(state["rank"]): state["worker_states"][0]} if state["worker_states"][0] is not None else {}
+    return {"version": STATE_VERSION, "batches": state["batches"], "streams": state["world_size"], "slots": slots,
+            "seed": state["seed"], "rank": state["rank"], "world_size": state["world_size"],
+            "fingerprint": state["fingerprint"]}

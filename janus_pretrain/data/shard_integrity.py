@@ -79,13 +79,14 @@ def _clean(exc: BaseException) -> str:
 class ShardReader:
     """Samples of manifest shard entries (dicts with path, samples, and sha256/bytes in format v2)."""
 
-    def __init__(self, verify: bool = True, on_corrupt: str = "error"):
+    def __init__(self, verify: bool = True, on_corrupt: str = "error", verified: set[str] | None = None):
+        """verified: shards already hashed in this process, shared by the readers of one worker."""
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"data.on_corrupt must be one of {list(ON_CORRUPT)}, got {on_corrupt!r}")
         self.verify, self.on_corrupt = verify, on_corrupt
         self.corrupt = 0  # samples dropped under on_corrupt=skip, since this reader was made
         self.hashed_bytes = 0  # bytes hashed for verification (tests and the cost estimate read it)
-        self._verified: set[str] = set()  # shards hashed in this process: each is hashed once
+        self._verified: set[str] = set() if verified is None else verified  # hashed in this process: once each
 
     def windows(self, shards: list[dict]) -> Iterator[tuple[str, bytes] | None]:
         """(key, dna) of every sample, in shard order; None where a sample was dropped (skip mode)."""
