@@ -54,10 +54,14 @@ class SyntheticStream:
                 "species": torch.zeros(self.micro_batch, dtype=torch.long)}
 
     def state_dict(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, "world": self.world}
+
+    @staticmethod
+    def global_state(states: list[dict]) -> dict:
+        return {"global_k": states[0]["k"] * len(states)}  # micro batches handed out over all ranks
 
     def load_state_dict(self, state: dict) -> None:
-        self.k = state["k"]
+        self.k = state["global_k"] // self.world if "global_k" in state else state["k"]
 
 
 class TestTrainer(Trainer):

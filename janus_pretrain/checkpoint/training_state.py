@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,8 +32,12 @@ from janus_pretrain.digests import file_digest
 from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
                                               tag_for_step)
 
-# meta.json keys that must equal the resuming run's (resharding is not supported)
+# meta.json keys of the parallel layout; a resume onto other values reshards (checkpoint/reshard.py)
 LAYOUT_KEYS = ("world_size", "ep_size", "zero_stage")
+
+
+def describe_layout(layout: dict) -> str:
+    return f"world {layout['world_size']} / ep {layout['ep_size']} / ZeRO-{layout['zero_stage']}"
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -95,6 +100,7 @@ def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
             "partition_count": int(optimizer.partition_count[i]),
             "partition_numel": int(optimizer.single_partition_of_fp32_groups[i].numel()),
             "padding": int(optimizer.groups_padding[i]),
+            "param_paddings": [int(x) for x in optimizer.round_robin_bit16_padding[i]],
         })
     return layout
 
@@ -110,7 +116,7 @@ def merge_expert_state(ckpt_dir: Path, ep_rank: int):
         if own:
             if not path.is_file():
                 raise FileNotFoundError(f"checkpoint {ckpt_dir} has no {path.name} for expert-parallel rank {ep_rank}")
-            state.update(_load_ours(path))
+            state.update(load_ours(path))
         dst.load_state_dict(state, strict=True)
     return load
 
@@ -122,6 +128,8 @@ class Restored:
     folder: Path
     meta: dict  # meta.json of the checkpoint
     components: dict  # this rank's component states, by the names given to save()
+    all_components: list[dict] | None = None  # every source rank's, when the layout changed
+    reshard_note: str | None = None  # "resharding from ... to ... (N s)" when the layout changed
 
 
 class TrainingCheckpointer:
@@ -213,19 +221,26 @@ class TrainingCheckpointer:
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
 
-    def verify(self, tag: str) -> str | None:
+    def verify(self, tag: str, layout: dict | None = None) -> str | None:
         """This rank's problem with `tag` (digest mismatch, missing file, unsafe pickle), or None.
-        Checks exactly the files this rank reads on resume: DeepSpeed's module state, its own
-        state, its ZeRO partition and the experts its ep_rank holds."""
+        On the layout that wrote it: checks exactly the files this rank reads on resume
+        (DeepSpeed's module state, its own state, its ZeRO partition, the experts of its ep_rank).
+        On another layout (resharding): the ranks share the digest checks of all files, and the
+        pickles are scanned where they are read (checkpoint/reshard.py)."""
         folder = self.dir.path(tag)
         try:
             meta = self.dir.read_meta(tag)
             recorded = meta.get("files") if self.check_digests else None  # None: not checked (scan only)
+            if layout is not None and any(meta[k] != layout[k] for k in LAYOUT_KEYS):
+                if recorded is not None:
+                    verify_digests(folder, recorded, sorted(recorded)[self.ctx.rank::layout["world_size"]])
+                check_pickle_safe(folder / MODEL_STATES, trust=self.trust_pickles)
+                return None
             names = [MODEL_STATES, rank_file(self.ctx.rank)]
             if recorded is not None:
                 verify_digests(folder, recorded, names)
             check_pickle_safe(folder / rank_file(self.ctx.rank), trust=self.trust_pickles)
-            own = _load_ours(folder / rank_file(self.ctx.rank))
+            own = load_ours(folder / rank_file(self.ctx.rank))
             extra = [own["zero_file"]] if own.get("zero_file") else []
             experts = experts_file(self.ctx.ep_rank)
             if (recorded is not None and experts in recorded) or (recorded is None and (folder / experts).exists()):
@@ -238,7 +253,7 @@ class TrainingCheckpointer:
             return f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
         return None
 
-    def choose(self, choice: str) -> str | None:
+    def choose(self, choice: str, layout: dict | None = None) -> str | None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies on every rank
         (falling back past damaged ones, loudly); none; or a tag, which must verify. Rank 0
         proposes, every rank verifies its own files, all follow the same decision."""
@@ -256,7 +271,7 @@ class TrainingCheckpointer:
         shared = [candidates]
         dist.broadcast_object_list(shared, src=0)  # rank 0's view of the directory decides
         for tag in shared[0]:
-            problem = self.verify(tag)
+            problem = self.verify(tag, layout)
             problems = [None] * dist.get_world_size()
             dist.all_gather_object(problems, problem)
             found = [p for p in problems if p]
@@ -275,25 +290,38 @@ class TrainingCheckpointer:
 
     def load(self, engine, choice: str, layout: dict, check_meta=None) -> Restored | None:
         """Restore the engine and RNG from the chosen checkpoint; None when starting fresh.
-        layout: this run's world_size, ep_size and zero_stage, which must equal the checkpoint's;
-        check_meta(folder, meta): raises CheckpointError when the run cannot continue from it
-        (called before any tensor is loaded)."""
-        tag = self.choose(choice)
+        layout: this run's world_size, ep_size and zero_stage; when they differ from the
+        checkpoint's, the state is resharded (checkpoint/reshard.py). check_meta(folder, meta):
+        raises CheckpointError when the run cannot continue from it (before any tensor is loaded)."""
+        tag = self.choose(choice, layout)
         if tag is None:
             return None
         folder = self.dir.path(tag)
         meta = self.dir.read_meta(tag)
-        for key in LAYOUT_KEYS:
-            if meta[key] != layout[key]:
-                raise CheckpointError(f"checkpoint {folder} was written with {key}={meta[key]}, this run has "
-                                      f"{layout[key]}; resume with the same setting or start fresh with --resume none")
         if check_meta is not None:
             check_meta(folder, meta)
-        engine.load_checkpoint(str(self.dir.root), tag, custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
-        own = _load_ours(folder / rank_file(self.ctx.rank))
+        if all(meta[key] == layout[key] for key in LAYOUT_KEYS):
+            engine.load_checkpoint(str(self.dir.root), tag,
+                                   custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
+            own = load_ours(folder / rank_file(self.ctx.rank))
+            set_rng_state(own["rng"])
+            self.resumed_tag = self.last_tag = tag
+            return Restored(tag, folder, meta, own)
+        from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, read_rank_files
+
+        start = time.perf_counter()
+        ranks = read_rank_files(folder, int(meta["world_size"]))
+        source = SourceCheckpoint(folder, ranks, trust=self.trust_pickles)
+        experts = int(meta["config"]["model"].get("num_experts", 1))
+        apply_to_engine(engine, source, folder, max(1, experts // int(meta["ep_size"])), self.trust_pickles)
+        own = ranks[self.ctx.rank % len(ranks)]  # RNG: from the source rank of the same number (mod its world)
         set_rng_state(own["rng"])
+        dist.barrier()
+        note = (f"resharding from {describe_layout(meta)} to {describe_layout(layout)} took "
+                f"{time.perf_counter() - start:.1f} s (read {len(source.opened)} of {len(ranks)} ZeRO partition "
+                f"files on rank {self.ctx.rank})")
         self.resumed_tag = self.last_tag = tag
-        return Restored(tag, folder, meta, own)
+        return Restored(tag, folder, meta, own, [ranks[r] for r in sorted(ranks)], note)
 
 
 def _numpy_reconstruct():
@@ -301,7 +329,7 @@ def _numpy_reconstruct():
     return core.multiarray._reconstruct
 
 
-def _load_ours(path: Path) -> dict:
+def load_ours(path: Path) -> dict:
     """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
     (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
     numpy RNG state as an array)."""

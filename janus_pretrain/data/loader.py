@@ -213,6 +213,11 @@ class TrainStream:
         """Stop the worker processes (they restart on the next batch)."""
         self._iter, self._loader = None, None
 
+    @staticmethod
+    def global_state(states: list[dict]) -> dict:
+        """Every rank's state_dict() -> one state any rank of any layout can load (module function)."""
+        return global_state(states)
+
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "batches": self.batches, "streams": self.streams,
                 "slots": {str(k): v for k, v in sorted(self.slot_states.items())},

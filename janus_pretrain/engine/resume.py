@@ -1,7 +1,8 @@
 """What a resumed run takes from its checkpoint and what from its own run config.
 
 The checkpoint is the truth for the state: weights, optimizer moments, counters, data position,
-RNG. The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
+RNG, on the run's own parallel layout (world size, ep_size, ZeRO stage: a different one is
+resharded by checkpoint/reshard.py, as long as the global batch and the micro batch stay). The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
 weight decay), the schedule (warm-up, min lr, total steps) and clipping apply from the resumed
 step on, and what changed is logged. The architecture and the data section cannot change
 (the weights and the data position would not mean the same): one clear error listing the keys.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from janus_pretrain.checkpoint.layout import CheckpointError
-from janus_pretrain.config import ModelConfig, RunConfig, model_config_from_dict, to_dict
+from janus_pretrain.config import BatchPlan, ModelConfig, RunConfig, model_config_from_dict, to_dict
 
 # run-config keys whose change takes effect on resume
 SETTINGS = {"optimizer": ("lr", "betas", "eps", "weight_decay"), "schedule": ("warmup_fraction", "min_lr"),
@@ -37,17 +38,50 @@ def check_architecture(folder: Path, meta: dict, config: RunConfig) -> None:
                               f"run (--resume none or another checkpoint.dir)")
 
 
+def check_batch(folder: Path, meta: dict, config: RunConfig, plan: BatchPlan) -> None:
+    """On another layout the run continues only with the saved global and micro batch (the same
+    samples per optimizer step); say which setting keeps it."""
+    if all(meta.get(k) == v for k, v in (("world_size", plan.world_size), ("ep_size", config.parallel.ep_size),
+                                         ("zero_stage", config.parallel.zero_stage))):
+        return
+    streams = meta.get("data_streams")
+    if streams and streams % plan.world_size:
+        raise CheckpointError(f"checkpoint {folder}: its data stream has {streams} slots (data.streams), which "
+                              f"{plan.world_size} ranks cannot share evenly; resume on a number of ranks dividing "
+                              f"{streams}")
+    saved_seq = meta.get("config", {}).get("data", {}).get("seq_len", plan.seq_len)
+    saved_tokens = meta["micro_batch"] * meta["grad_accum"] * meta["world_size"] * saved_seq
+    if meta["micro_batch"] != plan.micro_batch:
+        raise CheckpointError(f"checkpoint {folder} was trained with train.micro_batch={meta['micro_batch']}, this run "
+                              f"has {plan.micro_batch}; a resume on another layout keeps the micro batch (set "
+                              f"train.micro_batch={meta['micro_batch']})")
+    if saved_tokens != plan.tokens_per_step:
+        accum, rest = divmod(saved_tokens, plan.micro_batch * plan.seq_len * plan.world_size)
+        fix = (f"set train.global_batch_tokens={saved_tokens} and train.grad_accum=0 (= {accum} on "
+               f"{plan.world_size} ranks)") if not rest and accum else \
+            f"use a rank count that divides {saved_tokens // (plan.micro_batch * plan.seq_len)} micro batches per step"
+        raise CheckpointError(f"checkpoint {folder} used {saved_tokens} tokens per optimizer step ({meta['world_size']} "
+                              f"ranks x {meta['grad_accum']} accumulation), this run {plan.tokens_per_step} "
+                              f"({plan.world_size} ranks x {plan.grad_accum}); a resume on another layout keeps the "
+                              f"global batch: {fix}")
+
+
 def load_data_state(stream, restored, config: RunConfig) -> None:
-    """Continue the data stream exactly, or say which data keys changed and what to do."""
+    """Continue the data stream exactly, or say which data keys changed and what to do. After a
+    layout change every source rank's state is merged into one the new ranks split among them."""
     try:
-        stream.load_state_dict(restored.components["data"])
+        if restored.all_components is not None:
+            state = stream.global_state([c["data"] for c in restored.all_components])
+        else:
+            state = restored.components["data"]
+        stream.load_state_dict(state)
     except ValueError as exc:
         changed = _diff(restored.meta.get("config", {}).get("data", {}), to_dict(config.data), "data")
         raise CheckpointError(f"checkpoint {restored.folder}: the data stream cannot continue exactly "
                               f"({str(exc).splitlines()[0]})"
                               + (f"; changed: {'; '.join(changed)}" if changed else "")
-                              + "; resume with the checkpoint's data section and world size, or start a new run "
-                                "(--resume none)") from None
+                              + "; resume with the checkpoint's data section, or start a new run "
+                                "(--resume none, or checkpoint.init_from for its weights)") from None
 
 
 def apply_run_hyperparameters(engine, meta: dict, config: RunConfig) -> list[str]:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
 from janus_pretrain.engine.watchdog import Watchdog
-from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, load_data_state
+from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, check_batch, load_data_state
 from janus_pretrain.config import BatchPlan, RunConfig, to_dict
 from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
@@ -288,7 +288,8 @@ class Trainer:
                 "tokenizer_version": TOKENIZER_VERSION, "vocab": vocabulary(),
                 "world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
                 "zero_stage": self.config.parallel.zero_stage, "precision": self.config.train.precision,
-                "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum}
+                "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum,
+                "data_streams": getattr(self.train_stream, "streams", None)}
 
     def save(self) -> str | None:
         """Checkpoint now, unless this is a streak of NaN/inf steps or some state is not finite
@@ -299,6 +300,10 @@ class Trainer:
             return None
         return self.checkpoints.save(self.engine, self.step, self._meta(), {"data": self.train_stream.state_dict()})
 
+    def _check_resumable(self, folder: Path, meta: dict) -> None:
+        check_architecture(folder, meta, self.config)
+        check_batch(folder, meta, self.config, self.plan)
+
     def resume(self) -> None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies; none; or a tag.
         The checkpoint gives the weights, optimizer moments, counters, data position and RNG;
@@ -306,10 +311,12 @@ class Trainer:
         layout = {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
                   "zero_stage": self.config.parallel.zero_stage}
         restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, layout,
-                                         check_meta=lambda folder, meta: check_architecture(folder, meta, self.config))
+                                         check_meta=self._check_resumable)
         if restored is None:
             self.log.truncate_after(0)
             return
+        if restored.reshard_note:
+            self.log.message(restored.reshard_note)
         load_data_state(self.train_stream, restored, self.config)
         self.progress.load_state_dict(restored.meta)
         changed = apply_run_hyperparameters(self.engine, restored.meta, self.config)

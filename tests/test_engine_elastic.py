@@ -1,0 +1,119 @@
+"""Elastic resume: a checkpoint written on one layout (world size, ep_size, ZeRO stage) continues
+on another, against an uninterrupted run on the bundled genomes.
+
+The reference trains 2 ranks x ep 2 for 4 steps and checkpoints after step 2. Resuming that
+step-2 checkpoint on 1 rank / ep 1 (and, slow, on 4 ranks / ep 4) must give: the fp32 master
+weights and AdamW moments of every parameter (dense and each expert by its global id) equal to
+the checkpoint's right after resharding (it is a copy), the same samples in steps 3 and 4 (the
+data stream is layout-independent, data/loader.py) and so the reference's losses, weights and
+optimizer states after step 4 within fp32 rounding (only summation order differs).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine_launch import bundled_shards, logs, merged_weights, metrics, run, small_config
+from janus_pretrain.checkpoint.layout import CheckpointDir
+from janus_pretrain.checkpoint.reshard import SourceCheckpoint, read_rank_files
+
+LOSS_ATOL = 2e-5  # steps 3-4: same samples, same math, another reduction order
+STATE_ATOL = 1e-6
+
+
+def _config(out: Path, manifest: Path, world: int, ep: int, zero: int = 2, **train) -> dict:
+    # micro batch 1, 4 samples per step on any layout; 4 slot streams so 1, 2 and 4 ranks can share them
+    return small_config(out, data={"manifest": str(manifest), "seq_len": 64, "num_workers": 0, "streams": 4,
+                                   "shuffle_buffer": 8},
+                        train={"micro_batch": 1, "grad_accum": 0, "global_batch_tokens": 4 * 64, "steps": 4,
+                               "grad_clip": 0.05, **train},
+                        parallel={"ep_size": ep, "zero_stage": zero}, checkpoint={"every": 2, "keep": 3})
+
+
+def optimizer_state(checkpoint_dir: Path, tag: str) -> dict[str, dict[str, torch.Tensor]]:
+    folder = CheckpointDir(checkpoint_dir, 3).path(tag)
+    meta = CheckpointDir(checkpoint_dir, 3).read_meta(tag)
+    return SourceCheckpoint(folder, read_rank_files(folder, meta["world_size"])).full_state()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    manifest = bundled_shards(tmp_path_factory)
+    out = tmp_path_factory.mktemp("elastic") / "reference"
+    codes = run(2, {"config": _config(out, manifest, world=2, ep=2), "data": "real"}, out)
+    assert codes == [0, 0], logs(out)
+    return {"out": out, "manifest": manifest, "metrics": metrics(out), "weights": merged_weights(out, 2),
+            "state_2": optimizer_state(out / "checkpoints", "step_00000002"),
+            "state_4": optimizer_state(out / "checkpoints", "step_00000004")}
+
+
+def _resume_on(reference, tmp_path: Path, world: int, ep: int, zero: int = 2, timeout: float = 300):
+    out = tmp_path / f"world{world}_ep{ep}"
+    shutil.copytree(reference["out"] / "checkpoints", out / "checkpoints")
+    shutil.rmtree(out / "checkpoints" / "step_00000004")
+    (out / "checkpoints" / "latest").write_text("step_00000002")
+    config = _config(out, reference["manifest"], world=world, ep=ep, zero=zero)
+    codes = run(world, {"config": config, "data": "real"}, out, timeout=timeout)
+    assert codes == [0] * world, logs(out)
+    return out
+
+
+def _assert_continues_like_reference(reference, out: Path, world: int) -> None:
+    log = logs(out)
+    assert f"resharding from world 2 / ep 2 / ZeRO-2 to world {world}" in log
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == [3, 4]
+    for got, want in zip(steps, reference["metrics"][2:]):
+        assert got["loss"] == pytest.approx(want["loss"], abs=LOSS_ATOL), (got, want)
+        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-9)
+    weights = merged_weights(out, world)
+    assert set(weights) == set(reference["weights"])
+    for key, value in reference["weights"].items():
+        torch.testing.assert_close(weights[key], value, atol=STATE_ATOL, rtol=0, msg=lambda m: f"{key}: {m}")
+    state = optimizer_state(out / "checkpoints", "step_00000004")
+    assert set(state) == set(reference["state_4"])
+    for name, want in reference["state_4"].items():
+        for key in ("fp32", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[name][key], want[key], atol=STATE_ATOL, rtol=1e-5,
+                                       msg=lambda m: f"{name} {key}: {m}")
+
+
+def test_reference_trained_and_the_optimizer_state_is_not_trivial(reference):
+    """Guards the comparisons below: moments exist for every parameter and moved between steps."""
+    first, last = reference["state_2"], reference["state_4"]
+    assert any(".experts.3." in name for name in first)  # rank 1's experts are in the merged state
+    for name in first:
+        assert first[name]["exp_avg_sq"].abs().max() > 0, name
+        assert not torch.equal(first[name]["exp_avg"], last[name]["exp_avg"]), name
+
+
+def test_resume_on_one_rank_and_ep_1_continues_the_two_rank_run(reference, tmp_path):
+    out = _resume_on(reference, tmp_path, world=1, ep=1)
+    _assert_continues_like_reference(reference, out, world=1)
+
+
+def test_zero_stage_1_resumes_a_zero_stage_2_checkpoint(reference, tmp_path):
+    out = _resume_on(reference, tmp_path, world=2, ep=1, zero=1)
+    assert "resharding from world 2 / ep 2 / ZeRO-2 to world 2 / ep 1 / ZeRO-1" in logs(out)
+    _assert_continues_like_reference(reference, out, world=2)
+
+
+@pytest.mark.slow
+def test_resume_on_four_ranks_and_ep_4_continues_the_two_rank_run(reference, tmp_path):
+    out = _resume_on(reference, tmp_path, world=4, ep=4, timeout=600)
+    _assert_continues_like_reference(reference, out, world=4)
+
+
+def test_a_layout_change_that_cannot_keep_the_global_batch_is_refused_before_training(reference, tmp_path):
+    out = tmp_path / "bigger_batch"
+    shutil.copytree(reference["out"] / "checkpoints", out / "checkpoints")
+    config = _config(out, reference["manifest"], world=1, ep=1)
+    config["train"].update(global_batch_tokens=8 * 64)
+    codes = run(1, {"config": config, "data": "real"}, out)
+    assert codes == [2], logs(out)
+    assert "keeps the global batch: set train.global_batch_tokens=256 and train.grad_accum=0" in logs(out)
+    assert not (out / "metrics.jsonl").exists() or metrics(out) == []
