@@ -300,6 +300,7 @@ class CheckpointConfig:
     resume: str = "auto"  # auto: continue from `latest` if present; none: start fresh; or a tag
     verify: bool = True  # check every file's sha256 (recorded at save) before resuming from it
     trust_pickles: bool = False  # skip the scan that refuses pickles referencing code we never write
+    init_from: str = ""  # new run from trained weights: an export dir or a checkpoint dir[:TAG] (used only when there is nothing to resume)
 
     def validate(self, where: str) -> None:
         if self.keep < 1:
@@ -350,7 +351,8 @@ class RunConfig:
     source: str = ""  # the YAML file this run was loaded from (set by load_config, not by users)
 
     # dotted keys holding file-system paths (made absolute at load, see the module docstring)
-    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.manifest", "checkpoint.dir", "logging.dir", "eval.suite")
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("data.manifest", "checkpoint.dir", "checkpoint.init_from", "logging.dir",
+                                            "eval.suite")
 
     def validate(self) -> None:
         where = self.source or "<config>"

@@ -117,3 +117,56 @@ def test_a_layout_change_that_cannot_keep_the_global_batch_is_refused_before_tra
     assert codes == [2], logs(out)
     assert "keeps the global batch: set train.global_batch_tokens=256 and train.grad_accum=0" in logs(out)
     assert not (out / "metrics.jsonl").exists() or metrics(out) == []
+
+
+# ---- warm start: checkpoint.init_from ----
+
+def _warm_config(out: Path, manifest: Path, source: str, world: int = 1, ep: int = 1, seq_len: int = 128, **train):
+    config = _config(out, manifest, world=world, ep=ep, **train)
+    config["data"]["seq_len"] = seq_len  # the next stage of a length curriculum
+    config["train"]["global_batch_tokens"] = 4 * seq_len
+    config["checkpoint"]["init_from"] = source
+    return config
+
+
+def test_init_from_a_checkpoint_starts_step_0_from_its_master_weights(reference, tmp_path):
+    """A NaN first step applies no update, so the weights after it are the initial ones: exactly
+    the source's fp32 master weights, on another layout and sequence length."""
+    out = tmp_path / "warm"
+    source = f"{reference['out'] / 'checkpoints'}:step_00000004"
+    codes = run(1, {"config": _warm_config(out, reference["manifest"], source, steps=1), "data": "real",
+                    "nan": {"steps": [1]}}, out)
+    assert codes == [0], logs(out)
+    assert "initialised from checkpoint" in logs(out) and "step 4" in logs(out)
+    assert [m["step"] for m in metrics(out)] == [1]
+    weights = merged_weights(out, 1)
+    for name, want in reference["state_4"].items():
+        assert torch.equal(weights[name], want["fp32"]), name
+
+
+def test_init_from_an_export_then_a_requeue_resumes_its_own_checkpoint(reference, tmp_path):
+    from janus_pretrain.checkpoint.convert import convert_to_export
+
+    export = tmp_path / "export"
+    convert_to_export(reference["out"] / "checkpoints", export)
+    out = tmp_path / "warm_export"
+    config = _warm_config(out, reference["manifest"], str(export), world=2, ep=2, steps=2)
+    codes = run(2, {"config": config, "data": "real"}, out)
+    assert codes == [0, 0], logs(out)
+    assert f"initialised from export {export}" in logs(out)
+    first = metrics(out)
+    assert [m["step"] for m in first] == [1, 2] and first[0]["loss"] < reference["metrics"][0]["loss"] - 0.05
+    config["train"]["steps"] = 3  # the job again (a requeue, or a longer run): continues its own run
+    codes = run(2, {"config": config, "data": "real"}, out)
+    assert codes == [0, 0], logs(out)
+    assert "not used: resuming this run's own checkpoint" in logs(out)
+    assert [m["step"] for m in metrics(out)] == [1, 2, 3]
+
+
+def test_init_from_another_architecture_is_one_error_listing_the_keys(reference, tmp_path):
+    out = tmp_path / "wider"
+    config = _warm_config(out, reference["manifest"], str(reference["out"] / "checkpoints"))
+    config["model"]["d_model"] = 24
+    codes = run(1, {"config": config, "data": "real"}, out)
+    assert codes == [2], logs(out)
+    assert "holds another model: model.d_model: 16 there, 24 here" in logs(out)

@@ -26,12 +26,25 @@ DIVERGED_EXIT_CODE = 3  # stopped after train.max_bad_steps consecutive NaN/inf 
 CONFIG_EXIT_CODE = 2  # a startup check failed, or the checkpoint to resume does not fit the run
 
 
-def build_model(config: RunConfig, ctx) -> torch.nn.Module:
+def build_model(config: RunConfig, ctx, message: Callable[[str], None] = lambda line: None) -> torch.nn.Module:
+    """The model of this rank (its experts only), initialised from checkpoint.init_from when
+    set and there is no checkpoint of the run's own to resume."""
     from janus_pretrain.model import JanusForPretraining
 
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and any ep_size
-    return JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name,
-                               mask_seed=config.train.seed)
+    model = JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name,
+                                mask_seed=config.train.seed)
+    if config.checkpoint.init_from:
+        from janus_pretrain.checkpoint.warm_start import initial_weights, load_into, will_resume
+
+        if will_resume(config):
+            message(f"checkpoint.init_from={config.checkpoint.init_from} not used: resuming this run's own "
+                    f"checkpoint in {config.checkpoint.dir}")
+        else:
+            state, source = initial_weights(config.checkpoint.init_from, config.model, config.source or "<config>")
+            load_into(model, state)
+            message(f"initialised from {source}: step 0, fresh optimizer, schedule and data stream")
+    return model
 
 
 def parameter_line(config: RunConfig) -> str:
@@ -83,7 +96,7 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     agreed_exit = False  # set on paths every rank takes together; only then is a final barrier safe
     trainer = None
     try:
-        model = build_model(config, ctx)
+        model = build_model(config, ctx, message=lambda line: print(line, flush=True) if main else None)
         stream, valid, species = data(config, ctx, plan.micro_batch)
         trainer = (trainer_class or Trainer)(config, ctx, plan, model, stream, valid, species, preemption)
         try:
