@@ -170,3 +170,16 @@ def test_init_from_another_architecture_is_one_error_listing_the_keys(reference,
     codes = run(1, {"config": config, "data": "real"}, out)
     assert codes == [2], logs(out)
     assert "holds another model: model.d_model: 16 there, 24 here" in logs(out)
+
+
+def test_a_damaged_partition_file_stops_a_resharding_resume_with_one_line(reference, tmp_path):
+    """On another layout the ranks share the digest checks of every file of the checkpoint."""
+    out = tmp_path / "damaged"
+    shutil.copytree(reference["out"] / "checkpoints", out / "checkpoints")
+    zero_file = sorted((out / "checkpoints" / "step_00000002").glob("*optim_states.pt"))[-1]
+    zero_file.write_bytes(zero_file.read_bytes()[:-100])
+    config = _config(out, reference["manifest"], world=1, ep=1)
+    config["checkpoint"]["resume"] = "step_00000002"
+    codes = run(1, {"config": config, "data": "real"}, out)
+    assert codes == [2], logs(out)
+    assert f"{zero_file.name}" in logs(out) and "DAMAGED" in logs(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from janus_pretrain.digests import DIGEST, file_digest
@@ -95,3 +96,21 @@ def training_tensors(engine) -> dict[str, torch.Tensor]:
             if isinstance(state.get(key), torch.Tensor):
                 tensors[f"optimizer {key} #{k}"] = state[key]
     return tensors
+
+
+def _numpy_reconstruct():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    return core.multiarray._reconstruct
+
+
+def load_ours(path: Path) -> dict:
+    """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
+    (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
+    numpy RNG state as an array)."""
+    try:
+        with torch.serialization.safe_globals([_numpy_reconstruct(), np.ndarray, np.dtype,
+                                               type(np.dtype(np.uint32))]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IntegrityError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
+            from None

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from janus_pretrain.checkpoint.integrity import check_pickle_safe
+from janus_pretrain.checkpoint.integrity import check_pickle_safe, load_ours
 from janus_pretrain.checkpoint.layout import MODEL_STATES, CheckpointError, experts_file, rank_file
 
 MOMENTS = ("exp_avg", "exp_avg_sq")  # torch AdamW's per-parameter state besides 'step'
@@ -44,6 +44,12 @@ class Place:
     @property
     def numel(self) -> int:
         return int(torch.Size(self.shape).numel())
+
+
+def expert_param_names(module: torch.nn.Module) -> list[str]:
+    from deepspeed.moe.utils import is_moe_param
+
+    return [name for name, p in module.named_parameters() if is_moe_param(p)]
 
 
 class SourceCheckpoint:
@@ -137,8 +143,6 @@ def training_weights(folder: Path, module: torch.nn.Module, experts_per_source_r
     """The training-dtype weights of `module`'s parameters (dense ones from DeepSpeed's model
     states, experts from the files of the source ep ranks that hold this module's expert ids)
     and DeepSpeed's model states (counters, lr schedule)."""
-    from janus_pretrain.checkpoint.training_state import expert_param_names, load_ours
-
     check_pickle_safe(folder / MODEL_STATES, trust=trust)
     model_states = torch.load(folder / MODEL_STATES, map_location="cpu", weights_only=False, mmap=True)
     experts = set(expert_param_names(module))
@@ -202,6 +206,4 @@ def apply_to_engine(engine, source: SourceCheckpoint, folder: Path, experts_per_
 
 
 def read_rank_files(folder: Path, world: int) -> dict[int, dict]:
-    from janus_pretrain.checkpoint.training_state import load_ours
-
     return {rank: load_ours(folder / rank_file(rank)) for rank in range(world)}

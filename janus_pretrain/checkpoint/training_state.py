@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 
 from janus_pretrain.atomic_io import temporary_path
-from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, nonfinite_names, training_tensors,
-                                                 verify_digests)
+from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, load_ours, nonfinite_names,
+                                                 training_tensors, verify_digests)
+from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, expert_param_names, read_rank_files
 from janus_pretrain.digests import file_digest
 from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
                                               tag_for_step)
@@ -74,12 +75,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate(py)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def expert_param_names(module: torch.nn.Module) -> list[str]:
-    from deepspeed.moe.utils import is_moe_param
-
-    return [name for name, p in module.named_parameters() if is_moe_param(p)]
 
 
 def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
@@ -307,36 +302,24 @@ class TrainingCheckpointer:
             set_rng_state(own["rng"])
             self.resumed_tag = self.last_tag = tag
             return Restored(tag, folder, meta, own)
-        from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, read_rank_files
-
         start = time.perf_counter()
-        ranks = read_rank_files(folder, int(meta["world_size"]))
-        source = SourceCheckpoint(folder, ranks, trust=self.trust_pickles)
-        experts = int(meta["config"]["model"].get("num_experts", 1))
-        apply_to_engine(engine, source, folder, max(1, experts // int(meta["ep_size"])), self.trust_pickles)
+        problem = None
+        try:
+            ranks = read_rank_files(folder, int(meta["world_size"]))
+            source = SourceCheckpoint(folder, ranks, trust=self.trust_pickles)
+            experts = int(meta["config"]["model"].get("num_experts", 1))
+            apply_to_engine(engine, source, folder, max(1, experts // int(meta["ep_size"])), self.trust_pickles)
+        except (IntegrityError, OSError, KeyError, ValueError) as exc:  # CheckpointError is a ValueError
+            problem = f"rank {self.ctx.rank}: {type(exc).__name__ + ': ' if isinstance(exc, KeyError) else ''}{exc}"
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, problem)  # each rank read other files: decide together
+        found = [p for p in problems if p]
+        if found:
+            raise CheckpointError(f"cannot reshard checkpoint {folder} onto {describe_layout(layout)}: {found[0]}")
         own = ranks[self.ctx.rank % len(ranks)]  # RNG: from the source rank of the same number (mod its world)
         set_rng_state(own["rng"])
-        dist.barrier()
         note = (f"resharding from {describe_layout(meta)} to {describe_layout(layout)} took "
                 f"{time.perf_counter() - start:.1f} s (read {len(source.opened)} of {len(ranks)} ZeRO partition "
                 f"files on rank {self.ctx.rank})")
         self.resumed_tag = self.last_tag = tag
         return Restored(tag, folder, meta, own, [ranks[r] for r in sorted(ranks)], note)
-
-
-def _numpy_reconstruct():
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    return core.multiarray._reconstruct
-
-
-def load_ours(path: Path) -> dict:
-    """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
-    (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
-    numpy RNG state as an array)."""
-    try:
-        with torch.serialization.safe_globals([_numpy_reconstruct(), np.ndarray, np.dtype,
-                                               type(np.dtype(np.uint32))]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise IntegrityError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
-            from None
