@@ -315,10 +315,26 @@ class CheckpointConfig:
 class LoggingConfig:
     dir: str = "runs/default/tensorboard"  # TensorBoard log directory
     every: int = 10  # optimizer steps between log lines and scalars
+    # where scalars go besides metrics.jsonl (engine/logging_backends.py): tensorboard (logging.dir),
+    # csv (<run dir>/csv, one file per metric), wandb (Weights & Biases; pip install 'janus-pretrain[wandb]')
+    backends: list[str] = field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str = "janus-pretrain"  # W&B project (backends includes wandb)
+    wandb_entity: str = ""  # W&B user or team; empty = your default entity
+    wandb_name: str = ""  # W&B run name; empty = the run directory's name
+
+    BACKENDS: ClassVar[tuple[str, ...]] = ("tensorboard", "csv", "wandb")
 
     def validate(self, where: str) -> None:
         if self.every < 1:
             raise ConfigError(f"{where}: logging.every must be >= 1 (got {self.every})")
+        for name in self.backends:
+            if name not in self.BACKENDS or self.backends.count(name) > 1:
+                raise ConfigError(f"{where}: logging.backends={self.backends}: {name!r} is "
+                                  f"{'unknown' if name not in self.BACKENDS else 'listed twice'}; choose each of "
+                                  f"{list(self.BACKENDS)} at most once")
+        if "wandb" in self.backends and not self.wandb_project:
+            raise ConfigError(f"{where}: logging.wandb_project is empty but logging.backends includes wandb; "
+                              f"set logging.wandb_project")
 
 
 @dataclass

@@ -59,6 +59,11 @@ def test_1m_config_builds_and_runs_one_step_at_a_short_length(tmp_path_factory, 
     (step,) = metrics(tmp_path)
     assert step["step"] == 1 and 2.0 < step["ce_loss"] < 3.5  # about ln(16) at init
     assert "final: step=1" in log
+    best = json.loads((tmp_path / "run_summary.json").read_text())["best_validation"]  # the final validation
+    assert list(best)[0] == "all" and len(best) >= 2 and all(b["step"] == 1 for b in best.values())
+    species = [b["loss"] for name, b in best.items() if name != "all"]
+    assert min(species) <= best["all"]["loss"] <= max(species)  # the pooled loss is a token-weighted mean
+    assert "best validation loss (step):" in log
 
 
 def test_damaged_shard_ends_the_run_with_one_line(tmp_path_factory, tmp_path):

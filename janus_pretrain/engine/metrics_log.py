@@ -1,11 +1,14 @@
-"""TensorBoard scalars, the stdout progress line and metrics.jsonl (rank 0 only).
+"""Scalars to the chosen backends, the stdout progress line, metrics.jsonl and validation.jsonl
+(rank 0 only).
 
 metrics.jsonl lives in the run directory (the parent of checkpoint.dir): one JSON object per
 optimizer step, {"step", "loss", "ce_loss", "aux_loss", "lr", "grad_norm", "tokens_seen",
 "skipped"}, losses averaged over all ranks and micro batches; with probes (eval.every), lines
-{"step", "probe/<task>/<metric>": ...} in between. On resume, lines after the resumed
-step are dropped first, so the file always describes one consistent history (what an
-uninterrupted run would have written).
+{"step", "probe/<task>/<metric>": ...} in between. validation.jsonl beside it: one line per
+validation, {"step", "valid/<species>/loss", ".../bpc", ".../accuracy"} (species "all" included).
+On resume, lines after the resumed step are dropped first, so each file always describes one
+consistent history (what an uninterrupted run would have written); the backends
+(logging.backends: tensorboard, csv, wandb; engine/logging_backends.py) do the same.
 """
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ from pathlib import Path
 import torch
 
 from janus_pretrain.atomic_io import atomic_write_text
+from janus_pretrain.config import LoggingConfig
+from janus_pretrain.engine.logging_backends import make_backends
+
+METRICS_FILE = "metrics.jsonl"  # <run dir>/metrics.jsonl (see the module docstring)
+VALIDATION_FILE = "validation.jsonl"  # <run dir>/validation.jsonl
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -32,45 +40,69 @@ def _fmt_rate(value: float) -> str:
     return f"{value:.0f}"
 
 
-class MetricsLogger:
-    def __init__(self, tensorboard_dir: str, metrics_file: Path, enabled: bool, total_steps: int):
-        self.enabled, self.total_steps = enabled, total_steps
-        self.metrics_file = metrics_file
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+def _truncate_jsonl(path: Path, step: int) -> None:
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
-            # opened in truncate_after, once the resumed step is known (see there)
-            self._open_writer = lambda purge_step: SummaryWriter(tensorboard_dir, purge_step=purge_step)
-            metrics_file.parent.mkdir(parents=True, exist_ok=True)
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _append_values(path: Path, step: int, values: dict[str, float]) -> None:
+    """A line {"step", **values} with non-finite values as null (JSON has no NaN)."""
+    _append_jsonl(path, {"step": step, **{k: (v if math.isfinite(v) else None) for k, v in values.items()}})
+
+
+class MetricsLogger:
+    def __init__(self, config: LoggingConfig, run_dir: Path, enabled: bool, total_steps: int,
+                 run_config: dict | None = None):
+        """run_config: the whole run config as a dict (W&B shows it beside the run)."""
+        self.enabled, self.total_steps = enabled, total_steps
+        self.metrics_file, self.validation_file = run_dir / METRICS_FILE, run_dir / VALIDATION_FILE
+        self.backends = make_backends(config, run_dir, run_config or {}) if enabled else {}
+        self.opened = False  # backends open in truncate_after, once the resumed step is known
+        self.latest: dict[str, float] = {}  # the last finite value of every scalar logged (for the run summary)
+        self.locations: dict[str, str] = {}  # where each backend writes (directory, command or URL), once open
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
         """Keep only the steps <= `step` (a resumed run re-does the ones after its checkpoint):
-        in metrics.jsonl, and in TensorBoard through its purge_step, which hides the events of
-        steps > `step` that a killed run had already written."""
+        in metrics.jsonl, validation.jsonl and every backend (TensorBoard through its purge_step,
+        which hides the events of steps > `step` that a killed run had already written)."""
         if not self.enabled:
             return
-        if self.writer is None:
-            self.writer = self._open_writer(step + 1 if step > 0 else None)
-        if not self.metrics_file.is_file():
-            return
-        kept = [line for line in self.metrics_file.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        atomic_write_text(self.metrics_file, "".join(line + "\n" for line in kept))
+        if not self.opened:
+            for name, backend in self.backends.items():
+                backend.open(step)
+                self.locations[name] = backend.location()
+            self.opened = True
+        for path in (self.metrics_file, self.validation_file):
+            _truncate_jsonl(path, step)
 
     def step(self, record: dict) -> None:
         """Every optimizer step: one line of metrics.jsonl."""
-        if not self.enabled:
-            return
-        with open(self.metrics_file, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.enabled:
+            _append_jsonl(self.metrics_file, record)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        if self.writer is None:
+        if not self.opened:
             return
-        for key, value in values.items():
-            if value is not None and math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        finite = {key: float(value) for key, value in values.items() if value is not None and math.isfinite(value)}
+        self.latest.update(finite)
+        events = [(key, value, step) for key, value in finite.items()]
+        for backend in self.backends.values():
+            backend.write_events(events)
+
+    def validation(self, step: int, values: dict[str, float]) -> None:
+        """Held-out loss, bits per base and accuracy per species: the backends and validation.jsonl."""
+        if not self.enabled:
+            return
+        self.scalars(step, values)
+        _append_values(self.validation_file, step, values)
 
     def probes(self, step: int, values: dict[str, float]) -> None:
         """Probe metrics (janus_pretrain.evaluation.pretraining_probes): TensorBoard, a line of their own
@@ -78,23 +110,20 @@ class MetricsLogger:
         if not self.enabled:
             return
         self.scalars(step, values)
-        finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
-        with open(self.metrics_file, "a") as handle:
-            handle.write(json.dumps({"step": step, **finite}) + "\n")
+        _append_values(self.metrics_file, step, values)
         shown = " ".join(f"{k.removeprefix('probe/')}={v:.3f}" for k, v in values.items()
                          if "/valid_" not in k and math.isfinite(v))
         print(f"probe at step {step}: {shown}", flush=True)
 
     def experts(self, step: int, counts: dict[str, torch.Tensor]) -> None:
         """Tokens routed to each expert of each MoE layer (summed over ranks) since the last log."""
-        if self.writer is None:
-            return
+        values = {}
         for layer, per_expert in counts.items():
             total = max(1, int(per_expert.sum()))
-            for expert, count in enumerate(per_expert.tolist()):
-                self.writer.add_scalar(f"experts/{layer}/expert_{expert:02d}", count, step)
-            self.writer.add_scalar(f"experts/{layer}/max_over_mean",
-                                   float(per_expert.max()) * len(per_expert) / total, step)
+            values.update({f"experts/{layer}/expert_{expert:02d}": count
+                           for expert, count in enumerate(per_expert.tolist())})
+            values[f"experts/{layer}/max_over_mean"] = float(per_expert.max()) * len(per_expert) / total
+        self.scalars(step, values)
 
     def progress(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -109,6 +138,7 @@ class MetricsLogger:
             print(text, flush=True)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+        if self.opened:
+            for backend in self.backends.values():
+                backend.close()
+            self.opened = False

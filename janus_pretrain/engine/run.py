@@ -101,11 +101,7 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
         trainer = (trainer_class or Trainer)(config, ctx, plan, model, stream, valid, species, preemption)
         try:
             trainer.train()
-            code = 0
-            if main:
-                print(f"checkpoints: {config.checkpoint.dir} (latest -> {trainer.last_tag}); "
-                      f"TensorBoard: tensorboard --logdir {config.logging.dir}; "
-                      f"metrics: {trainer.run_dir / 'metrics.jsonl'}", flush=True)
+            code = 0  # the trainer printed the run summary (engine/summary.py)
         except Preempted as exc:
             if main:
                 print(str(exc), flush=True)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from janus_pretrain.config import BatchPlan, ConfigError, RunConfig
+from janus_pretrain.engine.logging_backends import check_available
 
 
 def check_data(config: RunConfig) -> None:
@@ -55,6 +56,7 @@ def startup_checks(config: RunConfig, world_size: int, check_data_files: bool = 
     """All checks in the order a user would fix them; returns the resolved batch plan."""
     config.validate()  # again: a config built in code may have been changed since it was loaded
     plan = config.check_world_size(world_size)
+    check_available(config.logging, config.source or "config")  # e.g. wandb chosen but not installed
     if check_data_files:
         check_data(config)
     check_checkpoint_dir(config)  # on every rank: each writes its own checkpoint files

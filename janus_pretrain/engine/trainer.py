@@ -30,6 +30,7 @@ from janus_pretrain.engine.metrics_log import MetricsLogger, peak_memory_gb
 from janus_pretrain.engine.moe_bridge import attach_moe_markers
 from janus_pretrain.engine.optim import build_optimizer, build_scheduler
 from janus_pretrain.engine.preemption import Preempted, PreemptionFlag
+from janus_pretrain.engine.summary import summarize
 from janus_pretrain.engine.evaluate_loss import evaluate
 from janus_pretrain.tokenizer import BASE_IDS, N_ID, TOKENIZER_VERSION
 
@@ -116,7 +117,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config, dist_init_required=False)
         self.run_dir = run_dir(config)
-        self.log = MetricsLogger(config.logging.dir, self.run_dir / "metrics.jsonl", ctx.is_main, config.train.steps)
+        self.log = MetricsLogger(config.logging, self.run_dir, ctx.is_main, config.train.steps, to_dict(config))
         self.checkpoints = TrainingCheckpointer(config.checkpoint.dir, config.checkpoint.keep, ctx, self.log.message,
                                                 trust_pickles=config.checkpoint.trust_pickles,
                                                 verify=config.checkpoint.verify)
@@ -144,7 +145,7 @@ class Trainer:
 
     # ---- the loop ----
     def train(self) -> TrainResult:
-        cfg = self.config
+        cfg, started = self.config, time.perf_counter()
         self.preemption.install()
         self.resume()
         batches = iter(self.train_stream)
@@ -186,6 +187,7 @@ class Trainer:
             if hasattr(self.train_stream, "close"):
                 self.train_stream.close()  # stop data-loader workers
         if self.ctx.is_main:
+            print(summarize(self, time.perf_counter() - started).text(), flush=True)
             print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
         return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
 
@@ -259,7 +261,7 @@ class Trainer:
             return
         results = evaluate(self.engine.module, self.valid_batches(), self.species_names, self.ctx.device,
                            self.plan.seq_len)
-        self.log.scalars(self.step, results)
+        self.log.validation(self.step, results)
         if "valid/all/loss" in results:
             self.log.message(f"validation at step {self.step}: loss {results['valid/all/loss']:.4f} "
                              f"({results['valid/all/bpc']:.4f} bits per base) accuracy {results['valid/all/accuracy']:.4f}")
