@@ -20,7 +20,7 @@ class _Stream:
 def test_changed_data_section_is_one_line_naming_the_keys(tmp_path):
     old = config_from_dict({"data": {"seq_len": 512}}, "old.yaml")
     new = config_from_dict({"data": {"seq_len": 1024}}, "new.yaml")
-    restored = SimpleNamespace(components={"data": {}}, meta={"config": to_dict(old)}, folder=Path("ck/step_00000002"))
+    restored = SimpleNamespace(components={"data": {}}, all_components=None, meta={"config": to_dict(old)}, folder=Path("ck/step_00000002"))
     with pytest.raises(CheckpointError) as info:
         load_data_state(_Stream(), restored, new)
     message = str(info.value)
