@@ -131,3 +131,21 @@ def test_old_export_still_loads_and_gains_transformers_support(tmp_path):
     assert torch.equal(JanusDNAForMaskedLM.from_pretrained(export).lm_head.weight, model.lm_head.weight)
     load_pretrained(export)  # digest still verifies
 
+
+
+@pytest.mark.parametrize("tokenizer_first", [True, False])
+def test_package_classes_save_what_an_export_carries(tmp_path, tokenizer_first):
+    """save_pretrained of the package's own classes (transformers copies no code for them) writes
+    the export's code files, config.json keys and AutoTokenizer entry, in either order."""
+    model, export = small_export(tmp_path)
+    head, tokenizer, saved = JanusDNAForMaskedLM.from_pretrained(export), JanusDNATokenizer(), tmp_path / "saved"
+    for save in ((tokenizer, head) if tokenizer_first else (head, tokenizer)):
+        save.save_pretrained(saved)
+    assert {p.name: p.read_text() for p in saved.glob("*.py")} == {p.name: p.read_text() for p in export.glob("*.py")}
+    config, exported = (json.loads((d / "config.json").read_text()) for d in (saved, export))
+    assert {k: config[k] for k in ("auto_map", "model_type", "remote_code", "model")} == \
+        {k: exported[k] for k in ("auto_map", "model_type", "remote_code", "model")}
+    tokenizer_config = json.loads((saved / TOKENIZER_CONFIG_NAME).read_text())
+    assert tokenizer_config["auto_map"] == {"AutoTokenizer": list(AUTO_MAP["AutoTokenizer"])}
+    assert tokenizer_config["mask_token"] == "[MASK]"  # transformers' own settings kept
+    assert torch.equal(load_pretrained(saved).lm_head.weight, model.lm_head.weight)

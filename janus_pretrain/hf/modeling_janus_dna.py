@@ -16,6 +16,7 @@ This file is copied into every export (janus_pretrain/hf/remote_code.py).
 """
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,15 @@ class JanusDNAPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save, then config.json records the new weights' digest and dtype, so
-        janus_pretrain.export.load_pretrained verifies and loads the directory."""
+        janus_pretrain.export.load_pretrained verifies and loads the directory. transformers copies
+        the code of classes it loaded from an export; for the package's own classes the export's
+        build step writes it, so the directory loads where janus_pretrain is not installed."""
         super().save_pretrained(save_directory, *args, **kwargs)
         config_path, weights = Path(save_directory) / CONFIG_NAME, Path(save_directory) / WEIGHTS_NAME
         config = json.loads(config_path.read_text())
+        if __name__.startswith("janus_pretrain."):  # never true in an export's copy, which lacks the build step:
+            # imported by name so that the copy does not carry it
+            config.update(importlib.import_module("janus_pretrain.hf.remote_code").write_remote_code(save_directory))
         config.pop("weights_sha256", None)
         if weights.is_file():  # one file (not sharded): what our loader reads
             config["weights_sha256"] = file_digest(weights)

@@ -24,6 +24,9 @@ from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
 PACKAGE = "janus_pretrain"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# tokenizer_config.json's keys that make AutoTokenizer find the tokenizer in the export
+TOKENIZER_ENTRY = {"tokenizer_class": TOKENIZER_CLASS, "auto_map": {"AutoTokenizer": AUTO_MAP["AutoTokenizer"]},
+                   "tokenizer_version": TOKENIZER_VERSION}
 ENTRY_MODULES = tuple(f"{PACKAGE}.hf.{name}" for name in (CONFIG_MODULE, MODELING_MODULE, TOKENIZER_MODULE))
 
 
@@ -87,14 +90,15 @@ def package_source(text: str, remote_code: dict[str, str]) -> str:
 
 
 def write_remote_code(export_dir: str | Path) -> dict:
-    """Write the code files and tokenizer_config.json into `export_dir`; returns the keys config.json
-    needs for transformers (model_type, architectures, auto_map, remote_code)."""
+    """Write the code files and tokenizer_config.json (or add the tokenizer entry to the one there)
+    into `export_dir`; returns the keys config.json needs for transformers (model_type,
+    architectures, auto_map, remote_code)."""
     export_dir = Path(export_dir)
     closure = module_closure()
     for flat, dotted in closure.items():
         (export_dir / flat).write_text(relative_source(dotted))
-    tokenizer_config = {"tokenizer_class": TOKENIZER_CLASS, "auto_map": {"AutoTokenizer": AUTO_MAP["AutoTokenizer"]},
-                        "tokenizer_version": TOKENIZER_VERSION}
-    (export_dir / TOKENIZER_CONFIG_NAME).write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
+    tokenizer_config = export_dir / TOKENIZER_CONFIG_NAME  # a tokenizer's save_pretrained may have written one
+    settings = json.loads(tokenizer_config.read_text()) if tokenizer_config.is_file() else {}
+    tokenizer_config.write_text(json.dumps({**settings, **TOKENIZER_ENTRY}, indent=2, sort_keys=True) + "\n")
     return {"model_type": MODEL_TYPE, "architectures": [HEAD_CLASS], "auto_map": dict(AUTO_MAP),
             "remote_code": closure}

@@ -9,6 +9,8 @@ This file is copied into every export (janus_pretrain/hf/remote_code.py).
 """
 from __future__ import annotations
 
+import importlib
+
 from transformers import PreTrainedTokenizer
 
 from janus_pretrain.tokenizer import A_ID, C_ID, G_ID, N_ID, SPECIAL_TOKENS, T_ID, decode, encode_numpy
@@ -55,6 +57,15 @@ class JanusDNATokenizer(PreTrainedTokenizer):
                                 already_has_special_tokens: bool = False) -> list[int]:
         ids = token_ids_0 + (token_ids_1 or [])
         return [int(i < len(SPECIAL_TOKENS)) for i in ids] if already_has_special_tokens else [0] * len(ids)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save; for the package's own class (whose code transformers does not copy)
+        the export's build step adds the code and tokenizer_config.json's AutoTokenizer entry."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        if __name__.startswith("janus_pretrain."):  # never true in an export's copy, which lacks the build step:
+            # imported by name so that the copy does not carry it; config.json's keys come with the model's save
+            importlib.import_module("janus_pretrain.hf.remote_code").write_remote_code(save_directory)
+        return files
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         return ()
