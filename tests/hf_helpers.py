@@ -1,7 +1,7 @@
 """Run an export through Hugging Face transformers the way a user without janus_pretrain would:
 a fresh interpreter in which `import janus_pretrain` fails (the package is blocked in sys.modules,
-since an editable install would otherwise find it from any directory), PYTHONPATH unset, the
-working directory and HF_HOME in a temporary directory, HF_HUB_OFFLINE=1.
+since an editable install would otherwise find it from any directory), the repository taken out
+of PYTHONPATH, the working directory and HF_HOME in a temporary directory, HF_HUB_OFFLINE=1.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = r"""
 import json, sys
 sys.modules["janus_pretrain"] = None  # an editable install would be found from any directory
@@ -22,6 +23,7 @@ try:
 except ImportError:
     pass
 import torch
+import transformers
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 spec = json.load(open(sys.argv[1]))
@@ -31,7 +33,7 @@ assert not info["missing_keys"] and not info["unexpected_keys"], info
 assert not head.training
 backbone = AutoModel.from_pretrained(export, trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained(export, trust_remote_code=True)
-out = {"head_class": type(head).__name__, "backbone_class": type(backbone).__name__,
+out = {"transformers": transformers.__version__, "head_class": type(head).__name__, "backbone_class": type(backbone).__name__,
        "token_ids": [tokenizer(text)["input_ids"] for text in spec["texts"]]}
 with torch.no_grad():
     out["logits"] = head(ids).logits
@@ -57,7 +59,10 @@ def transformers_forward(export: Path, ids: torch.Tensor, work: Path, texts: tup
     spec = {"export": str(export), "ids": str(work / "ids.pt"), "texts": list(texts), "out": str(work / "out.pt"),
             "save_to": str(save_to) if save_to else None}
     (work / "spec.json").write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)
+    paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
+    if paths:  # e.g. another transformers version under test; never the repository
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(work / "hf_home"), OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", _SCRIPT, str(work / "spec.json")], cwd=work, env=env,
                             capture_output=True, text=True, timeout=300)
