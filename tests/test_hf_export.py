@@ -15,7 +15,7 @@ from hf_helpers import transformers_forward
 from janus_pretrain.digests import file_digest
 from janus_pretrain.export import add_remote_code, load_pretrained
 from janus_pretrain.export_layout import AUTO_MAP, TOKENIZER_CONFIG_NAME
-from janus_pretrain.hf.remote_code import ENTRY_MODULES, package_source
+from janus_pretrain.hf.remote_code import ENTRY_MODULES, RemoteCodeError, package_imports, package_source
 from janus_pretrain.tokenizer import NUCLEOTIDE_CODES, TokenizerError, encode
 
 pytest.importorskip("transformers")
@@ -49,6 +49,19 @@ def test_export_carries_the_package_code(tmp_path):
     assert config["auto_map"] == json.loads(json.dumps(AUTO_MAP)) and config["model_type"] == "janus_dna"
     assert json.loads((export / TOKENIZER_CONFIG_NAME).read_text())["auto_map"]["AutoTokenizer"][0].startswith(
         "tokenization_janus_dna.")
+
+
+def test_package_imports_that_cannot_be_made_relative_are_refused(tmp_path):
+    """The build step copies modules, not packages: `from janus_pretrain.model import X` (the
+    package's __init__) or `import janus_pretrain.x` would leave the copy needing janus_pretrain."""
+    module = tmp_path / "m.py"
+    for line, match in (("from janus_pretrain.model import JanusModel", "names a package"),
+                        ("import janus_pretrain.model.janus", "cannot be made relative")):
+        module.write_text(f"def f():\n    {line}\n")
+        with pytest.raises(RemoteCodeError, match=match):
+            package_imports(module)
+    module.write_text("from janus_pretrain.model.janus import JanusModel\n")
+    assert [node.module for node in package_imports(module)] == ["janus_pretrain.model.janus"]
 
 
 def test_transformers_without_janus_pretrain_matches_our_loader(tmp_path):

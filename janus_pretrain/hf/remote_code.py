@@ -38,7 +38,7 @@ def _module_path(dotted: str) -> Path:
     return PACKAGE_DIR.parent.joinpath(*dotted.split(".")).with_suffix(".py")
 
 
-def _package_imports(path: Path) -> list[ast.ImportFrom]:
+def package_imports(path: Path) -> list[ast.ImportFrom]:
     """Every `from janus_pretrain... import` in a file; other forms of importing the package are refused."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -65,7 +65,7 @@ def module_closure() -> dict[str, str]:
         if flat in seen:
             raise RemoteCodeError(f"{dotted} and {seen[flat]} would both be {flat} in an export; rename one")
         seen[flat] = dotted
-        todo.extend(node.module for node in _package_imports(_module_path(dotted)))
+        todo.extend(node.module for node in package_imports(_module_path(dotted)))
     return dict(sorted(seen.items()))
 
 
@@ -73,7 +73,7 @@ def relative_source(dotted: str) -> str:
     """The source of package module `dotted` with its package imports made relative."""
     path = _module_path(dotted)
     lines = path.read_text().splitlines(keepends=True)
-    for node in _package_imports(path):
+    for node in package_imports(path):
         old, new = f"from {node.module} import", f"from .{node.module.rpartition('.')[2]} import"
         line = lines[node.lineno - 1]
         if line.count(old) != 1:
