@@ -1,7 +1,9 @@
-"""Standalone model directories: config.json + model.safetensors + README.md.
+"""Standalone model directories: config.json + model.safetensors + README.md, and the code that
+loads them with Hugging Face transformers (janus_pretrain/hf/, file list in export_layout.py).
 
-An export loads with torch, safetensors and this package only; DeepSpeed is never imported
-here (launch/convert_checkpoint.py builds exports from DeepSpeed checkpoints).
+An export loads with torch, safetensors and this package only, or with transformers and no
+janus_pretrain at all; DeepSpeed is never imported here (launch/convert_checkpoint.py builds
+exports from DeepSpeed checkpoints).
 
   EXPORT_DIR/config.json        {"format": ..., "tokenizer_version": ..., "model": ModelConfig (its
                                  "objective" says what the logits mean; absent = janus),
@@ -20,13 +22,13 @@ from typing import Any
 
 import torch
 
+from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.config import ModelConfig, model_config_from_dict, to_dict
 from janus_pretrain.digests import file_digest
+from janus_pretrain.export_layout import CARD_NAME, CONFIG_NAME, EXPORT_FORMAT, WEIGHTS_NAME
+from janus_pretrain.hf.remote_code import write_remote_code
 from janus_pretrain.model import JanusForPretraining, JanusModel
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
-
-EXPORT_FORMAT = "janus-pretrain-export-v1"
-CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 
 
 class ExportError(ValueError):
@@ -90,7 +92,14 @@ def _model_card(model_config: ModelConfig, state: dict[str, torch.Tensor], run: 
     lines += ["## Load", "", "```python", "from janus_pretrain.export import load_pretrained",
               "model = load_pretrained('EXPORT_DIR')      # JanusForPretraining, eval mode, no DeepSpeed needed",
               f"logits = model(input_ids).logits          # (B, L, vocab): {logits_mean}",
-              "states = model.backbone(input_ids).hidden_states  # (B, L, D)", "```", ""]
+              "states = model.backbone(input_ids).hidden_states  # (B, L, D)", "```", "",
+              "With Hugging Face transformers (janus_pretrain not needed; the code is in this directory):", "",
+              "```python", "from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer",
+              "tokenizer = AutoTokenizer.from_pretrained('EXPORT_DIR', trust_remote_code=True)",
+              "input_ids = tokenizer(['ACGTACGT'], return_tensors='pt')['input_ids']",
+              "logits = AutoModelForMaskedLM.from_pretrained('EXPORT_DIR', trust_remote_code=True)(input_ids).logits",
+              "states = AutoModel.from_pretrained('EXPORT_DIR', trust_remote_code=True)(input_ids).last_hidden_state",
+              "```", ""]
     return "\n".join(lines)
 
 
@@ -113,6 +122,7 @@ def write_export(state: dict[str, torch.Tensor], model_config: ModelConfig, out_
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "export_format": EXPORT_FORMAT})
         config["weights_sha256"] = file_digest(tmp / WEIGHTS_NAME)  # checked by load_pretrained
+        config.update(write_remote_code(tmp))  # transformers' entry points and the code they run
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_NAME).write_text(_model_card(model_config, tensors, run, weights_dtype))
         if out_dir.exists():
@@ -148,6 +158,18 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
         raise ExportError(f"{path}: tokenizer_version {config.get('tokenizer_version')!r} differs from this "
                           f"package's {TOKENIZER_VERSION!r}; token ids would not match")
     return config
+
+
+def add_remote_code(export_dir: str | Path) -> Path:
+    """Make an export written before transformers support (or by an older janus_pretrain) load with
+    transformers: this package's code files and tokenizer_config.json are (re)written, config.json
+    gains model_type/auto_map; the weights are not touched, so their digest still holds."""
+    export_dir = Path(export_dir)
+    config = read_export_config(export_dir)
+    model_config_from_dict(dict(config["model"]), str(export_dir / CONFIG_NAME))  # this code must read it
+    config.update(write_remote_code(export_dir))
+    atomic_write_text(export_dir / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return export_dir
 
 
 def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",

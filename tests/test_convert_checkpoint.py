@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from engine_launch import REPO, logs, merged_weights, run, small_config
-from janus_pretrain.checkpoint.convert import ConvertError, convert_checkpoint
+from hf_helpers import transformers_forward
+from janus_pretrain.checkpoint.convert import ConvertError, convert_checkpoint, convert_to_export
 from janus_pretrain.config import model_config_from_dict
 from janus_pretrain.export import load_pretrained
 from janus_pretrain.model import JanusForPretraining
@@ -67,6 +68,19 @@ def test_cli_export_equals_engine_weights_and_logits(ep2_run, tmp_path):
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert config["run"]["step"] == STEPS and config["run"]["ep_size"] == 2 and config["run"]["tokens_seen"] > 0
     assert f"step: {STEPS}" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_transformers_logits_equal_our_loader(ep2_run, tmp_path):
+    """The export of the ep_size 2 run, loaded by transformers where janus_pretrain cannot be
+    imported (tests/hf_helpers.py), gives our loader's logits and states, to fp32 rounding."""
+    pytest.importorskip("transformers")
+    export = tmp_path / "export"
+    convert_to_export(ep2_run / "checkpoints", export)
+    out = transformers_forward(export, _ids(), tmp_path / "hf")
+    ours = load_pretrained(export)
+    with torch.no_grad():
+        torch.testing.assert_close(out["logits"], ours(_ids()).logits)
+        torch.testing.assert_close(out["hidden"], ours.backbone(_ids()).hidden_states)
 
 
 def test_training_moved_the_weights(ep2_run):
