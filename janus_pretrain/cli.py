@@ -1,5 +1,5 @@
 """Conventions every command shares: `janus <verb>` (janus_pretrain/commands/), the thin wrappers
-launch/*.py and data_prep/*.py over the same functions, and `python -m janus_pretrain.memory`.
+launch/*.py and data_prep/*.py over the same functions.
 
 The wrappers stay files because launchers need them by path (`deepspeed launch/pretrain.py`,
 `srun python launch/pretrain.py`, launch/slurm_pretrain.sh) and a fresh clone runs them without

@@ -24,7 +24,6 @@ flash/Flex attention and the fusion pieces keep q, k, v, out and the log-sum-exp
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
@@ -360,8 +359,3 @@ def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", g
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
-
-if __name__ == "__main__":  # the command lives with the others: janus_pretrain/commands/memory.py
-    from janus_pretrain.commands.memory import main
-
-    sys.exit(main(prog="python -m janus_pretrain.memory"))

@@ -12,7 +12,7 @@ import sys
 
 from janus_pretrain import __version__, cli
 
-# verb -> (module under janus_pretrain.commands, the script wrapper launchers and older docs use)
+# verb -> (module under janus_pretrain.commands, the script wrapper launchers and older docs use, if any)
 VERBS = {
     "shard": ("shard", "data_prep/shard_genomes.py"),
     "pretrain": ("pretrain", "launch/pretrain.py"),
@@ -22,7 +22,7 @@ VERBS = {
     "score-variants": ("score_variants", "launch/score_variants.py"),
     "evaluate": ("evaluate", "launch/evaluate.py"),
     "make-tasks": ("make_tasks", "data_prep/make_tasks.py"),
-    "memory": ("memory", "python -m janus_pretrain.memory"),
+    "memory": ("memory", None),
 }
 
 
@@ -37,7 +37,8 @@ def usage() -> str:
         summary = (command_module(verb).__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {verb:<15} {summary}")
     lines += ["", "Each command is also a script, for launchers that need a path (deepspeed, torchrun, srun):",
-              "  " + ", ".join(script for _, script in VERBS.values() if script.endswith(".py"))]
+              "  " + ", ".join(script for _, script in VERBS.values() if script),
+              "Without installing (a fresh clone): python -m janus_pretrain <command> ..."]
     return "\n".join(lines)
 
 

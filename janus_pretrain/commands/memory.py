@@ -3,7 +3,7 @@
     janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8] [--device-gb 80] \
         [--backend cuda|cuda-flex|torch-cuda|reference] [--seq-len N]
 
-(also `python -m janus_pretrain.memory ...`). Backends are kernel sets: cuda = mamba_ssm,
+Backends are kernel sets: cuda = mamba_ssm,
 causal_conv1d, flash attention and the causal-pieces fusion (the GPU default); cuda-flex = the
 same with model.fusion_kernel=flex; torch-cuda = a GPU without kernel packages; reference = the
 CPU reference kernels in fp32. The model and its assumptions: janus_pretrain/memory.py,
