@@ -60,10 +60,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     for f in dataclasses.fields(TaskOptions):
         value = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
+        old = (flag,) if f.name.endswith("window") else ()  # lengths in bases are --*-bp in every command
+        flag += "-bp" if old else ""
         if isinstance(value, list):
-            parser.add_argument(flag, default="", help="comma-separated")
+            cli.flag(parser, flag, *old, dest=f.name, default="", help="comma-separated")
         else:
-            parser.add_argument(flag, type=type(value), default=value)
+            cli.flag(parser, flag, *old, dest=f.name, type=type(value), default=value, help=f"default {value}")
     args = parser.parse_args(argv)
     from janus_pretrain.data.genomes import DataPrepError
     from janus_pretrain.digests import file_digest

@@ -10,8 +10,9 @@
 Launchers need a script path, so several processes start launch/pretrain.py (the same command);
 `janus pretrain` itself runs in the one process it is started in.
 --dry-run prints the resolved config (YAML), the layer map, parameter counts, the batch plan for
---ranks ranks (default: the launcher's world size, else 1) and the memory model's prediction,
-checks the data, and exits without training or initialising DeepSpeed.
+--ranks ranks (default: the launcher's world size, else 1), the memory model's prediction and
+whether the data is ready, and exits 0 without training or initialising DeepSpeed (2: the config
+cannot run on that many ranks).
 Exit codes: 0 done, 2 bad config or damaged shard (one-line message), 3 too many NaN/inf steps,
 75 preempted after saving a checkpoint (requeue and rerun; --resume auto continues), 76 a rank made
 no progress for train.watchdog_s (requeue; resumes from the latest checkpoint).
@@ -25,7 +26,7 @@ from janus_pretrain import cli
 
 
 def dry_run(config, ranks: int) -> int:
-    """Everything a run would decide before its first step, printed; 0 if the run could start."""
+    """Everything a run would decide before its first step, printed; 2 if the config cannot run on `ranks`."""
     import torch
     import yaml
 
@@ -52,9 +53,10 @@ def dry_run(config, ranks: int) -> int:
     print(report(config, plan.seq_len, backend, ranks, 80.0, config.source or "<config>"))
     try:
         check_data(config)
-    except ConfigError as exc:
-        return cli.fail(exc)
-    print("dry run: config, batch plan and data checked; nothing trained")
+        print("data: manifest found, windows long enough")
+    except ConfigError as exc:  # reported, not fatal: a plan is worth seeing before the data exists
+        print(f"data: NOT READY: {exc}")
+    print("dry run: nothing trained, DeepSpeed not started")
     return 0
 
 
