@@ -68,6 +68,8 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     'pip install --no-build-isolation -e ".[gpu]"': Skip("installs the CUDA kernel packages (GPU machine)"),
     'pip install -e ".[eval]"': Skip("installs packages from PyPI"),
     "pip wheel --no-deps --no-build-isolation": Skip("builds CUDA kernel wheels (GPU machine)"),
+    'pip install -e ".[wandb]"': Skip("installs packages from PyPI"),
+    "pip install 'janus-pretrain[wandb]'": Skip("installs packages from PyPI"),
     "janus shard --genomes GENOMES.yaml --out runs/shards --window-bp 1048576": Help(
         "synopsis (the bundled genomes are shorter than 1 Mbp); docs/data.md's bundled form runs"),
     "janus pretrain --config configs/1m.yaml --dry-run --ranks 8": Run(check="dry_run_plan"),
@@ -93,6 +95,11 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         "the README's laptop launch, which runs, without its OMP_NUM_THREADS=1"),
     "torchrun --standalone --nproc_per_node 2 launch/pretrain.py ...": Help("synopsis of another launcher"),
     "deepspeed --num_gpus 8 launch/pretrain.py --config configs/1m.yaml": Skip("needs 8 GPUs"),
+    "deepspeed --num_gpus 8 launch/pretrain.py --config configs/1k.yaml --set checkpoint.dir=runs/stage1/checkpoints "
+    "--set logging.dir=runs/stage1/tensorboard": Skip("needs 8 GPUs"),
+    "deepspeed --num_gpus 8 launch/pretrain.py --config configs/1k.yaml --set data.seq_len=16384 "
+    "--set train.micro_batch=2 --set checkpoint.init_from=runs/stage1/checkpoints "
+    "--set checkpoint.dir=runs/stage2/checkpoints --set logging.dir=runs/stage2/tensorboard": Skip("needs 8 GPUs"),
     "deepspeed launch/pretrain.py": Help("the launcher with its defaults"),
     "sbatch launch/slurm_pretrain.sh configs/1m.yaml": SLURM,
     "tensorboard --logdir runs/demo/tensorboard": Skip("starts a web server"),
@@ -194,7 +201,7 @@ def doc_commands() -> dict[str, list[str]]:
             elif fence.group(1) == "python":
                 python_blocks += 1
                 found[f"python block {python_blocks} of {name}"] = [f"{name}:{line}", fence.group(2)]
-        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M).replace("\\\n", " ")
         for indented in re.finditer(r"^ {4,}(\S.*)$", prose, re.M):
             if _is_command(indented.group(1)):
                 add(re.sub(r"\s#.*$", "", indented.group(1)), name)
