@@ -26,7 +26,7 @@ import yaml  # noqa: E402
 from janus_pretrain.config import DataConfig  # noqa: E402
 from janus_pretrain.data import TrainStream  # noqa: E402
 from janus_pretrain.data.fasta_cache import scan_fasta  # noqa: E402
-from janus_pretrain.data.prepare import parser as shard_parser  # noqa: E402
+from janus_pretrain.commands.shard import parser as shard_parser  # noqa: E402
 from janus_pretrain.data.prepare import run as shard_run  # noqa: E402
 
 

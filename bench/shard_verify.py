@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from janus_pretrain.data.manifest import read_manifest  # noqa: E402
-from janus_pretrain.data.prepare import parser as shard_parser  # noqa: E402
+from janus_pretrain.commands.shard import parser as shard_parser  # noqa: E402
 from janus_pretrain.data.prepare import run as shard_run  # noqa: E402
 from janus_pretrain.data.shard_integrity import ShardReader, sample_problem  # noqa: E402
 from janus_pretrain.digests import file_digest  # noqa: E402

@@ -1,27 +1,91 @@
-"""Conventions every command-line script shares (launch/*.py, data_prep/*.py, python -m
-janus_pretrain.memory), so that each script holds only its own flags and its call into the package.
+"""Conventions every command shares: `janus <verb>` (janus_pretrain/commands/), the thin wrappers
+launch/*.py and data_prep/*.py over the same functions.
 
-The scripts stay files because launchers need them by path (`deepspeed launch/pretrain.py`,
+The wrappers stay files because launchers need them by path (`deepspeed launch/pretrain.py`,
 `srun python launch/pretrain.py`, launch/slurm_pretrain.sh) and a fresh clone runs them without
-installing; that is also why each one still puts the repository root on sys.path itself (it has
-to, before it can import this module).
+installing; that is also why each one still puts the repository root on sys.path itself.
 
-- `--help` shows the script's docstring verbatim: it is the script's manual.
-- Input a user can fix ends in one line `error: <what and where>` on stderr and exit code 2, never
-  a traceback; exit 0 means done. (Pretraining adds 3 and 75: engine/run.py.)
+- `--help` shows the command module's docstring verbatim: it is the command's manual.
+- One flag name per thing, in every command: `--model EXPORT_DIR` (an exported model),
+  `--checkpoint DIR` (a DeepSpeed checkpoint), `--config RUN.yaml` and `--set KEY=VALUE`, `--out`,
+  `--fasta`, `--window-bp` (bases per window or context), `--batch-size`, `--device`, `--threads`,
+  `--seed`, `--ranks`, `--progress/--no-progress`. Older spellings stay as hidden aliases
+  (`flag`), so scripts written against them keep working.
+- Input a user can fix, bad flags included, ends in one line `error: <what and where>` on stderr
+  and exit code 2, never a traceback or a usage dump; exit 0 means done. (Pretraining adds 3, 75
+  and 76: engine/run.py.)
+- Progress bars (tqdm, on stderr) show only when stderr is a terminal, unless `--progress` or
+  `--no-progress` says otherwise, so logs and tests never see them.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import shlex
 import sys
 
 EXIT_BAD_INPUT = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the house error style: one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's line breaks; leaves hidden aliases out of the option list."""
+
+    def _format_action_invocation(self, action):
+        hidden = getattr(action, "hidden_aliases", ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [o for o in action.option_strings if o not in hidden]
+        return super()._format_action_invocation(action)
+
+
 def parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
-    """An argument parser whose help is `doc` (the script's __doc__) with its line breaks kept."""
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """An argument parser whose help is `doc` (the command's __doc__) with its line breaks kept."""
+    return OneLineParser(prog=prog, description=doc, formatter_class=_Formatter)
+
+
+def flag(parser: argparse.ArgumentParser, name: str, *old: str, **kwargs) -> argparse.Action:
+    """parser.add_argument(name, ...) that also accepts the earlier spellings `old`, unlisted in --help."""
+    action = parser.add_argument(name, *old, **kwargs)
+    action.hidden_aliases = old
+    return action
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                       help="progress bars on stderr (default: only when stderr is a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                       help="no progress bars")
+
+
+def bar_disable(progress: bool | None) -> bool | None:
+    """tqdm's `disable` for a --progress choice: None (auto) lets tqdm hide bars off a terminal."""
+    return None if progress is None else not progress
+
+
+def step_bar(bar):
+    """A `progress(step, total)` callback (downstream.finetune.train_classifier) driving a tqdm bar."""
+    def progress(step: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = step
+            bar.refresh()
+    return progress
+
+
+def command_line(prog: str | None, argv: list[str] | None) -> str:
+    """The command as typed, for the files that record how they were made (manifests, results)."""
+    words = [prog] if prog else ["python", sys.argv[0]]
+    return " ".join(words + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
 
 
 def fail(error: Exception | str) -> int:

@@ -1,7 +1,6 @@
 """Predicted peak memory per GPU (or CPU process) of one training step, with a breakdown.
 
-    python -m janus_pretrain.memory --config configs/1m.yaml [--set k=v ...] [--gpus 8]
-                                    [--device-gb 80] [--backend cuda|cuda-flex|torch-cuda|reference]
+    janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8]     (janus_pretrain/commands/memory.py)
 
 Backends (kernel sets, model/kernels.py): cuda = mamba_ssm, causal_conv1d, flash attention and
 the causal-pieces fusion (the GPU default); cuda-flex = the same with model.fusion_kernel=flex;
@@ -25,11 +24,9 @@ flash/Flex attention and the fusion pieces keep q, k, v, out and the log-sum-exp
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
-from janus_pretrain import cli
-from janus_pretrain.config import ConfigError, ModelConfig, RunConfig, load_config
+from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
 from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
 from janus_pretrain.model.block_mask import block_mask_bytes
 
@@ -362,41 +359,3 @@ def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", g
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
-
-def main(argv=None) -> int:
-    parser = cli.parser(__doc__, prog="python -m janus_pretrain.memory")
-    parser.add_argument("--config", required=True, help="run YAML, e.g. configs/1m.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
-    parser.add_argument("--gpus", type=int, default=1, help="data-parallel ranks (ZeRO-2 partitions)")
-    parser.add_argument("--device-gb", type=float, default=80.0, help="memory of one device, in GB (10^9 bytes)")
-    parser.add_argument("--backend", choices=BACKENDS, default="cuda",
-                        help="kernel set: cuda (packages + fusion pieces), cuda-flex, torch-cuda, reference")
-    parser.add_argument("--seq-len", type=int, default=0, help="default: data.seq_len of the config")
-    args = parser.parse_args(argv)
-    if args.gpus < 1 or args.device_gb <= 0 or args.seq_len < 0:
-        parser.error("--gpus must be >= 1, --device-gb > 0 and --seq-len >= 0")
-    try:
-        config = load_config(args.config, args.set)
-        seq_len = args.seq_len or config.data.seq_len
-        est = training_estimate(config, seq_len, args.backend, args.gpus)
-        device = args.device_gb * 1e9
-        longest = max_seq_len(config, device, args.backend, args.gpus)
-    except ConfigError as exc:
-        return cli.fail(exc)
-    m = config.model
-    print(f"{args.config}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {args.backend}, "
-          f"{config.train.precision}, {args.gpus} GPU(s), ep_size {config.parallel.ep_size}, "
-          f"activation_checkpointing {m.activation_checkpointing}, loss_chunk {m.loss_chunk}, ffn_chunk {m.ffn_chunk}")
-    print(est.table())
-    print(f"predicted peak {est.total / 1e9:.1f} GB of {args.device_gb:.0f} GB "
-          f"({'fits' if est.total <= device else 'does NOT fit'}); "
-          f"longest seq_len that fits: {longest:,} bp")
-    if m.objective != "janus":  # the model above counts two streams and the fusion block
-        print(f"note: model.objective={m.objective}: predicted for the janus layout; "
-              + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm" else
-                 "mlm has the same layout; its unmasked fusion runs torch's fused attention, not modelled apart"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,60 +1,11 @@
 #!/usr/bin/env python
-"""Zero-shot SNV effect scores: log P(alt) - log P(ref) from one forward pass over the reference
-window centred on each variant (the Janus read-out at a position never sees that position).
-
-    python launch/score_variants.py --model EXPORT_DIR --fasta REF.fa --variants in.vcf --out scores.tsv
-
-VARIANTS: VCF (plain or gzip; POS 1-based; multi-allelic ALTs split) or a TSV chrom, pos, ref,
-alt (1-based pos, optional header). Output TSV columns: chrom pos ref alt score logp_ref logp_alt
-status; status is ok, ref_mismatch:fasta=X (REF disagrees with the FASTA: not scored) or not_snv.
---on-ref-mismatch error stops at the first mismatch instead. Unknown contigs and positions
-outside a contig are errors. Exit codes: 0 done, 2 bad input (one-line message).
-"""
-from __future__ import annotations
-
+"""`janus score-variants` as a script: see janus_pretrain/commands/score_variants.py or `--help`."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
 
-from janus_pretrain import cli  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, help="export directory")
-    parser.add_argument("--fasta", required=True, help="reference FASTA (plain or bgzip)")
-    parser.add_argument("--variants", required=True, help="VCF or TSV chrom, pos, ref, alt")
-    parser.add_argument("--out", required=True, help="output TSV")
-    parser.add_argument("--window", type=int, default=1024, help="bases of context per variant (default 1024)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--on-ref-mismatch", choices=("report", "error"), default="report")
-    args = parser.parse_args(argv)
-    from janus_pretrain.downstream.indexed_fasta import FastaError
-    from janus_pretrain.downstream.variants import VariantError, read_variants, score_variants, write_scores
-    from janus_pretrain.export import ExportError, load_pretrained
-
-    if args.window < 3:
-        return cli.fail("--window must be >= 3")
-    try:
-        variants = read_variants(args.variants)
-        model = load_pretrained(args.model, args.device)
-        rows = score_variants(model, args.fasta, variants, args.window, args.batch_size, args.device,
-                              args.on_ref_mismatch)
-        write_scores(rows, args.out)
-    except (VariantError, FastaError, ExportError) as exc:
-        return cli.fail(exc)
-    counts: dict[str, int] = {}
-    for row in rows:
-        status = row["status"].split(":")[0]
-        counts[status] = counts.get(status, 0) + 1
-    print(f"wrote {args.out}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("ref_mismatch"):
-        print(f"warning: {counts['ref_mismatch']} variants have a REF that disagrees with {args.fasta}; "
-              f"they are marked ref_mismatch and not scored", file=sys.stderr)
-    return 0
-
+from janus_pretrain.commands.score_variants import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

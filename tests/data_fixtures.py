@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from janus_pretrain.compression import compression_of_bytes
-from janus_pretrain.data.prepare import main as shard_main
+from janus_pretrain.commands.shard import main as shard_main
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_YAML = REPO / "configs" / "genomes" / "bundled.yaml"

@@ -275,7 +275,7 @@ def test_validation_covers_the_valid_split_once_over_ranks(bundled_manifest, bun
 
 
 def test_clear_errors_for_missing_manifest_and_unknown_species(tmp_path, bundled_shards):
-    with pytest.raises(ManifestError, match="shard_genomes.py"):
+    with pytest.raises(ManifestError, match="create it with janus shard --genomes"):
         read_manifest(tmp_path / "nowhere")
     with pytest.raises(ManifestError, match=r"data.mixture.*'mouse'"):
         TrainStream(config(bundled_shards, mixture={"mouse": 1.0}), micro_batch=1)

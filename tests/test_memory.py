@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from janus_pretrain.config import load_config
-from janus_pretrain.memory import (BACKENDS, Estimate, backend_of, main, max_seq_len, model_state_terms,
+from janus_pretrain.commands.memory import main
+from janus_pretrain.memory import (BACKENDS, Estimate, backend_of, max_seq_len, model_state_terms,
                                    parameter_count, step_estimate, training_estimate)
 from janus_pretrain.model import JanusForPretraining
 from janus_pretrain.model.block_mask import block_mask_bytes, janus_block_mask_analytic

@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from janus_pretrain.checkpoint.integrity import IntegrityError, check_pickle_safe, verify_digests
 from janus_pretrain.checkpoint.layout import (EXPERTS_GLOB, META, MODEL_STATES, CheckpointDir, CheckpointError,
                                               rank_file)
+from janus_pretrain.cli import bar_disable
 from janus_pretrain.config import ModelConfig, model_config_from_dict
 from janus_pretrain.export import check_state_matches, expected_shapes, write_export
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
@@ -91,12 +93,14 @@ def _split_flat(flat: torch.Tensor, params: list, paddings: list[int] | None, wh
     return out
 
 
-def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trust: bool) -> dict[str, torch.Tensor]:
+def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trust: bool,
+                   progress: bool | None = None) -> dict[str, torch.Tensor]:
     """Reassemble every optimizer param group from the per-rank fp32 partitions."""
     partitions: dict[tuple, dict[int, torch.Tensor]] = {}  # (group index, kind, ep_rank) -> {partition_id: flat}
     layouts: dict[tuple, dict] = {}
     paddings: dict[tuple, list[int]] = {}
-    for rank, info in sorted(ranks.items()):
+    for rank, info in tqdm(sorted(ranks.items()), desc="reading ZeRO partitions", unit="rank",
+                           disable=bar_disable(progress)):
         optim = _load(folder / info["zero_file"], trust)["optimizer_state_dict"]
         flats = [t.detach() for t in optim["single_partition_of_fp32_groups"]]  # saved as leaves needing grad
         if len(flats) != len(info["zero_layout"]):
@@ -147,7 +151,7 @@ def _training_copies(folder: Path, model_states: dict, trust: bool) -> dict[str,
 
 
 def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: ModelConfig | None = None,
-                       verify: bool = True, trust: bool = False) -> Converted:
+                       verify: bool = True, trust: bool = False, progress: bool | None = None) -> Converted:
     """verify: compare every file with the sha256 its meta.json records; trust: skip the pickle
     scan (only for checkpoints from an author you trust)."""
     folder = resolve_tag(Path(run_dir), tag)
@@ -191,7 +195,7 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
     copies = _training_copies(folder, model_states, trust)
     train_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(meta.get("precision"), torch.float32)
     if int(meta.get("zero_stage", 0)) > 0 and all(r["zero_layout"] for r in ranks.values()):
-        state = _zero2_weights(folder, ranks, checks, trust)
+        state = _zero2_weights(folder, ranks, checks, trust, progress)
         note = "fp32 master weights (ZeRO optimizer partitions)"
     else:
         state = {k: v for k, v in copies.items()}
@@ -237,10 +241,10 @@ def data_summary(data: dict) -> dict:
 
 def convert_to_export(run_dir: str | Path, out_dir: str | Path, tag: str = "latest",
                       expect_model: ModelConfig | None = None, overwrite: bool = False, verify: bool = True,
-                      trust: bool = False) -> Converted:
+                      trust: bool = False, progress: bool | None = None) -> Converted:
     if Path(out_dir).exists() and not overwrite:  # before reading gigabytes of optimizer state
         raise ConvertError(f"output directory {out_dir} already exists; pass --overwrite to replace it")
-    converted = convert_checkpoint(run_dir, tag, expect_model, verify=verify, trust=trust)
+    converted = convert_checkpoint(run_dir, tag, expect_model, verify=verify, trust=trust, progress=progress)
     write_export(converted.state, converted.model_config, out_dir, converted.run, overwrite,
                  weights_dtype="float32")
     return converted

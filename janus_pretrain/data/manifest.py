@@ -30,7 +30,7 @@ def read_manifest(path: str | Path) -> dict:
         path = path / "manifest.json"
     if not path.is_file():
         raise ManifestError(f"shard manifest not found: {path}; create it with "
-                            f"python data_prep/shard_genomes.py --genomes GENOMES.yaml --out DIR --window-bp N")
+                            f"janus shard --genomes GENOMES.yaml --out DIR --window-bp N")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -38,7 +38,7 @@ def read_manifest(path: str | Path) -> dict:
     digests = manifest.get("format") == MANIFEST_FORMAT
     if not digests and manifest.get("format") not in LEGACY_FORMATS:
         raise ManifestError(f"{path}: 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}; "
-                            f"reshard with this version's data_prep/shard_genomes.py")
+                            f"reshard with this version's janus shard")
     if not digests:
         log.warning("%s: format %s lists no shard digests, so shards are checked by sample count only "
                     "(data.verify_shards has nothing to verify); reshard into a new directory to add them",

@@ -1,4 +1,5 @@
-"""Driver of data_prep/shard_genomes.py: check arguments and inputs, plan, write shards, manifest last.
+"""The job behind `janus shard` (janus_pretrain/commands/shard.py, data_prep/shard_genomes.py): check
+arguments and inputs, plan, write shards, manifest last.
 
 Layout of OUT: {train,valid,test}/{species}-{index:06d}.tar, manifest.json (written last, so its
 presence means complete), .state/args.json (what a rerun must match) and .state/parts/ (counts,
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from janus_pretrain import cli
+from janus_pretrain.cli import bar_disable
 from janus_pretrain.atomic_io import atomic_write_text, remove_orphaned_temporaries
 from janus_pretrain.data.fasta_cache import scan_fasta
 from janus_pretrain.digests import file_digest
@@ -68,7 +69,7 @@ def check_output(out: Path, wanted: dict) -> str:
     if not out.exists() or all(entry.name == ".cache" for entry in out.iterdir()):
         return "new"
     if not state.is_file():
-        raise DataPrepError(f"--out {out} is not empty and was not written by shard_genomes.py; "
+        raise DataPrepError(f"--out {out} is not empty and was not written by janus shard; "
                             f"choose an empty or new directory")
     had = json.loads(state.read_text())
     if had != wanted:
@@ -111,6 +112,7 @@ def verify_complete(out: Path, manifest: dict, pool) -> tuple[dict[str, str], se
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """Shard as `args` (the flags of `janus shard`) say; `argv`: the command to record in the manifest."""
     check_args(args)
     specs = read_genomes(args.genomes)
     out = Path(args.out)
@@ -150,7 +152,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         jobs = [(p, str(out), p.name in trusted) for sp in plans.values() for split in SPLITS for p in sp.shards[split]]
         results = {}
         done = _tagged(pool, jobs) if pool else ((job, _write(job)) for job in jobs)
-        with tqdm(total=sum(p.bp for p, *_ in jobs), unit="bp", unit_scale=True, desc="sharding", disable=None) as bar:
+        with tqdm(total=sum(p.bp for p, *_ in jobs), unit="bp", unit_scale=True, desc="sharding",
+                  disable=bar_disable(getattr(args, "progress", None))) as bar:
             for (plan, _, _), stats in done:
                 results[plan.name] = stats
                 bar.update(plan.bp)
@@ -199,31 +202,3 @@ def build_manifest(args, argv, wanted, specs, infos, plans, results) -> dict:
             "input_sha256": wanted["inputs"], "window_bp": args.window_bp, "stride_bp": args.stride_bp,
             "min_window_bp": args.min_window_bp, "max_n_frac": args.max_n_frac,
             "species_order": [s.name for s in specs], "species": species, "splits": totals}
-
-
-def parser() -> argparse.ArgumentParser:
-    p = cli.parser("Shard genome FASTA files of many species into WebDataset tar shards.")
-    p.add_argument("--genomes", required=True, help="GENOMES.yaml listing species, FASTA paths, weights, held-out contigs")
-    p.add_argument("--out", required=True, help="output directory (new or empty, or an earlier run with the same arguments)")
-    p.add_argument("--window-bp", type=int, required=True, help="window length of each sample")
-    p.add_argument("--stride-bp", type=int, default=0, help="distance between window starts (default: window, no overlap)")
-    p.add_argument("--max-n-frac", type=float, default=0.5, help="drop windows with a larger fraction of N")
-    p.add_argument("--min-window-bp", type=int, default=None,
-                   help="keep a contig's shorter last window if at least this long (default: min(1024, window))")
-    p.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (over genomes, then over shards)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the assignment of train windows to shards")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cli.log_to_stderr()
-    args = parser().parse_args(argv)
-    try:
-        manifest = run(args, ["data_prep/shard_genomes.py", *argv])
-    except DataPrepError as exc:
-        return cli.fail(exc)
-    for split, total in manifest["splits"].items():
-        log.info("%s: %d samples, %.3f Mbp", split, total["samples"], total["bp"] / 1e6)
-    return 0

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ON_CORRUPT = ("error", "skip")
 _BASES = b"ACGTNacgtn"  # what the sharder writes (IUPAC ambiguity codes became N)
-_RESHARD = ("re-copy the shard directory or rerun data_prep/shard_genomes.py with the same arguments "
+_RESHARD = ("re-copy the shard directory or rerun janus shard (data_prep/shard_genomes.py) with the same arguments "
             "(it rebuilds damaged shards)")
 
 

@@ -174,8 +174,10 @@ def load_classifier(out_dir: str | Path) -> tuple[SequenceClassifier, list[str]]
 
 
 def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Path | None, out_dir: str | Path,
-             test_path: str | Path | None = None, options: FinetuneOptions | None = None, log=print) -> dict:
-    """The whole CLI job: read tables, finetune, evaluate, write the best model and metrics.json."""
+             test_path: str | Path | None = None, options: FinetuneOptions | None = None, log=print,
+             progress=None) -> dict:
+    """The whole CLI job: read tables, finetune, evaluate, write the best model and metrics.json.
+    `progress(step, total)`: see train_classifier."""
     options = options or FinetuneOptions()
     columns = dict(sequence_column=options.sequence_column, label_column=options.label_column)
     train = read_labelled_tsv(train_path, **columns)
@@ -203,7 +205,7 @@ def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Pa
     log(f"finetuning {model_dir} on {len(train_y)} sequences, {len(classes)} classes {classes}; "
         f"valid {len(valid_y)}" + (f", test {len(test_y)}" if test else ""))
     train_ids, valid_ids = encode_all(train.sequences), encode_all(valid.sequences)
-    best_valid, history = train_classifier(model, train_ids, train_y, valid_ids, valid_y, options, log)
+    best_valid, history = train_classifier(model, train_ids, train_y, valid_ids, valid_y, options, log, progress)
     result = {"classes": classes, "valid": best_valid, "history": history, "options": asdict(options),
               "model": str(model_dir)}
     if test:

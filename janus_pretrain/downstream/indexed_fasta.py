@@ -1,10 +1,13 @@
 """Indexed FASTA access through pyfaidx, with errors that say what to do.
 
-pyfaidx indexes plain and BGZF-compressed files (the latter needs Biopython); a plain gzip file
-cannot be indexed at all, so it is refused up front with the commands that fix it.
+pyfaidx indexes plain files. A gzip or bgzip file is checked and decompressed once, by the same
+streaming pass the sharding uses (data/fasta_cache.py), into a plain copy in the FASTA cache,
+keyed by the file's sha256 and reused on later runs: $JANUS_CACHE_DIR, else
+$XDG_CACHE_HOME/janus-pretrain/fasta, else ~/.cache/janus-pretrain/fasta.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyfaidx
@@ -16,20 +19,35 @@ class FastaError(ValueError):
     """A FASTA file or a region of it that cannot be read; names the file and contig."""
 
 
+def cache_dir() -> Path:
+    """Where plain copies of compressed FASTA files go (see the module docstring)."""
+    if os.environ.get("JANUS_CACHE_DIR"):
+        return Path(os.environ["JANUS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "janus-pretrain" / "fasta"
+
+
+def plain_copy(path: Path) -> Path:
+    """The checked, decompressed, indexed copy of compressed FASTA `path` (made on first use)."""
+    from janus_pretrain.data.fasta_cache import scan_fasta
+    from janus_pretrain.data.genomes import DataPrepError
+
+    try:
+        return Path(scan_fasta(path, cache_dir(), path.name.split(".")[0]).cache)
+    except DataPrepError as exc:
+        raise FastaError(str(exc)) from None
+    except OSError as exc:
+        raise FastaError(f"{path}: cannot write its decompressed copy to {cache_dir()} ({exc.strerror or exc}); "
+                         f"set JANUS_CACHE_DIR to a writable directory") from None
+
+
 def open_fasta(path: str | Path) -> pyfaidx.Fasta:
-    """pyfaidx.Fasta returning raw strings (case kept); builds the .fai index next to the file."""
+    """pyfaidx.Fasta returning raw strings (case kept); builds the .fai index next to a plain file."""
     path = Path(path)
     if not path.is_file():
         raise FastaError(f"FASTA file not found: {path}")
-    if is_gzip(path):
-        try:
-            return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
-        except Exception as exc:  # plain gzip, or BGZF without Biopython
-            raise FastaError(f"{path}: cannot index this compressed FASTA ({exc}). Random access needs a plain "
-                             f"file (`gunzip -k {path}`) or a bgzip-compressed one (`gunzip -c {path} | bgzip > "
-                             f"{path.with_suffix('')}.bgz`, and `pip install biopython`)") from None
+    readable = plain_copy(path) if is_gzip(path) else path
     try:
-        return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=False)
+        return pyfaidx.Fasta(str(readable), as_raw=True, sequence_always_upper=False)
     except Exception as exc:
         raise FastaError(f"{path}: not a readable FASTA file ({exc})") from None
 

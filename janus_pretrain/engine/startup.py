@@ -18,7 +18,7 @@ def check_data(config: RunConfig) -> None:
 
     where, manifest = config.source or "config", config.data.manifest
     if not manifest:
-        raise ConfigError(f"{where}: data.manifest is not set; shard genomes with data_prep/shard_genomes.py "
+        raise ConfigError(f"{where}: data.manifest is not set; shard genomes with janus shard "
                           f"and point data.manifest at the manifest.json it writes")
     if Path(manifest).is_dir():
         inside = Path(manifest) / "manifest.json"
@@ -27,7 +27,7 @@ def check_data(config: RunConfig) -> None:
                           f"inside ({hint})")
     if not Path(manifest).is_file():
         raise ConfigError(f"{where}: data.manifest {manifest} does not exist; create it with "
-                          f"data_prep/shard_genomes.py --out <dir> (see docs/training.md)")
+                          f"janus shard --out <dir> (see docs/data.md)")
     try:
         shards = read_manifest(manifest)
         mixture_weights(shards, config.data.mixture)  # unknown species: now, not after the process group started

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from janus_pretrain.cli import bar_disable, step_bar
 from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, predict_logits
 from janus_pretrain.downstream.finetune import FinetuneOptions, train_classifier
 from janus_pretrain.downstream.task_metrics import compute_metrics
@@ -165,15 +166,9 @@ class SuiteRunner:
         model = SequenceClassifier(backbone, len(data.classes), options.rc_conjoin, options.dropout, options.pooling,
                                    lengths.pop() if options.pooling == "flatten" else 0)
 
-        def progress(step: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.n = step
-                bar.refresh()
-
         best, history = train_classifier(model, encode_all(fold.train[0]), fold.train[1].tolist(),
                                          encode_all(fold.valid[0]), fold.valid[1].tolist(), options,
-                                         log=lambda *_: None, progress=progress)
+                                         log=lambda *_: None, progress=step_bar(bar))
         out = {}
         for split in ("valid", "test"):
             logits = predict_logits(model, encode_all(getattr(fold, split)[0]), options.batch_size)
@@ -211,12 +206,14 @@ def plan_units(task: Task, models: list[str], seeds: list[int]) -> tuple[list[tu
 
 
 def run_tasks(runner: SuiteRunner, tasks: list[Task], models: list[str], seeds: list[int],
-              show_progress: bool = True) -> dict[str, dict]:
+              show_progress: bool | None = None) -> dict[str, dict]:
     """{task name: {"data": counts, "runs": [...], "not_applicable": {...}}}; progress bars for
-    task/model/seed units and, inside full finetuning, for optimizer steps."""
+    task/model/seed units and, inside full finetuning, for optimizer steps (show_progress None:
+    only on a terminal)."""
     plans = {t.name: plan_units(t, models, seeds) for t in tasks}
-    outer = tqdm(total=sum(len(u) for u, _ in plans.values()), desc="evaluate", unit="run", disable=not show_progress)
-    inner = tqdm(total=0, desc="  steps", unit="step", leave=False, disable=not show_progress)
+    disable = bar_disable(show_progress)
+    outer = tqdm(total=sum(len(u) for u, _ in plans.values()), desc="evaluate", unit="run", disable=disable)
+    inner = tqdm(total=0, desc="  steps", unit="step", leave=False, disable=disable)
     results = {}
     try:
         for task in tasks:

@@ -1,0 +1,57 @@
+"""Finetune an exported Janus model for sequence classification (pooled states + linear head).
+
+    janus finetune --model EXPORT_DIR --train train.tsv [--valid valid.tsv] [--test test.tsv] --out DIR \
+        [--rc-conjoin] [--epochs 10] [--lr 3e-3] [--batch-size 32] [--patience 3] [--freeze-backbone]
+
+TSV files have a header with a sequence column and a label column (any number of classes).
+Without --valid, a stratified, seeded --valid-fraction of --train is held out for validation.
+Writes DIR/classifier.safetensors + DIR/classifier.json (the best validation state) and
+DIR/metrics.json (accuracy, MCC, AUROC for two classes; valid, test, history).
+Options map 1:1 onto janus_pretrain.downstream.finetune.FinetuneOptions.
+Exit codes: 0 done, 2 bad input (one-line message).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from janus_pretrain import cli
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from janus_pretrain.downstream.finetune import FinetuneOptions
+
+    parser = cli.parser(__doc__, prog)
+    parser.add_argument("--model", required=True, help="export directory (janus convert)")
+    parser.add_argument("--train", required=True, help="training table (TSV)")
+    parser.add_argument("--valid", default=None, help="validation table; default: --valid-fraction of --train")
+    parser.add_argument("--test", default=None, help="test table, scored once with the best validation state")
+    parser.add_argument("--out", required=True, help="output directory")
+    defaults = FinetuneOptions()
+    for field in dataclasses.fields(FinetuneOptions):
+        flag = "--" + field.name.replace("_", "-")
+        value = getattr(defaults, field.name)
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch default")
+    cli.add_progress(parser)
+    args = parser.parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    from janus_pretrain.downstream.finetune import finetune
+    from janus_pretrain.downstream.tsv import TableError
+    from janus_pretrain.export import ExportError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = FinetuneOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneOptions)})
+    with tqdm(desc="finetune", unit="step", disable=cli.bar_disable(args.progress)) as bar:
+        try:
+            finetune(args.model, args.train, args.valid, args.out, args.test, options,
+                     log=lambda line: bar.write(line, file=sys.stdout), progress=cli.step_bar(bar))
+        except (TableError, ExportError, ValueError) as exc:
+            return cli.fail(exc)
+    return 0

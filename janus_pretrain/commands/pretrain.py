@@ -1,0 +1,87 @@
+"""Pretrain a Janus model: parse, load the run config, build, train.
+
+    janus pretrain --config configs/tiny.yaml                                  # 1 process
+    janus pretrain --config configs/1m.yaml --dry-run [--ranks 8]              # plan only, no training
+    torchrun --standalone --nproc_per_node 2 launch/pretrain.py --config ...   # 2 processes
+    deepspeed --num_accelerators 2 launch/pretrain.py --config ...             # CPU machine
+    deepspeed --num_gpus 8 launch/pretrain.py --config configs/1m.yaml         # GPU machine
+    srun python launch/pretrain.py --config ...                                # Slurm (see launch/slurm_pretrain.sh)
+
+Launchers need a script path, so several processes start launch/pretrain.py (the same command);
+`janus pretrain` itself runs in the one process it is started in.
+--dry-run prints the resolved config (YAML), the layer map, parameter counts, the batch plan for
+--ranks ranks (default: the launcher's world size, else 1), the memory model's prediction and
+whether the data is ready, and exits 0 without training or initialising DeepSpeed (2: the config
+cannot run on that many ranks).
+Exit codes: 0 done, 2 bad config or damaged shard (one-line message), 3 too many NaN/inf steps,
+75 preempted after saving a checkpoint (requeue and rerun; --resume auto continues), 76 a rank made
+no progress for train.watchdog_s (requeue; resumes from the latest checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from janus_pretrain import cli
+
+
+def dry_run(config, ranks: int) -> int:
+    """Everything a run would decide before its first step, printed; 2 if the config cannot run on `ranks`."""
+    import torch
+    import yaml
+
+    from janus_pretrain.commands.memory import report
+    from janus_pretrain.config import ConfigError, to_dict
+    from janus_pretrain.engine.run import parameter_line
+    from janus_pretrain.engine.startup import check_data
+
+    print("# resolved config (" + (config.source or "<config>") + ")")
+    resolved = {k: v for k, v in to_dict(config).items() if k != "source"}  # loads back as a run YAML
+    print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+    print(config.model.describe_layers())
+    print(parameter_line(config))
+    try:
+        plan = config.check_world_size(ranks)
+    except ConfigError as exc:
+        return cli.fail(exc)
+    print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
+          f"ranks = {plan.tokens_per_step:,} tokens per optimizer step; {config.train.steps:,} steps = "
+          f"{plan.tokens_per_step * config.train.steps:,} tokens")
+    backend = "cuda" if torch.cuda.is_available() else "reference"
+    print(f"memory ({'this GPU' if backend == 'cuda' else 'no GPU here: CPU reference kernels'}; "
+          f"`janus memory --backend` for others):")
+    print(report(config, plan.seq_len, backend, ranks, 80.0, config.source or "<config>"))
+    try:
+        check_data(config)
+        print("data: manifest found, windows long enough")
+    except ConfigError as exc:  # reported, not fatal: a plan is worth seeing before the data exists
+        print(f"data: NOT READY: {exc}")
+    print("dry run: nothing trained, DeepSpeed not started")
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = cli.parser(__doc__, prog)
+    parser.add_argument("--config", required=True, help="run YAML, e.g. configs/tiny.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an existing key, e.g. --set train.steps=10 (repeatable)")
+    parser.add_argument("--resume", default=None, help="auto (default: latest complete checkpoint if any), "
+                        "none (start fresh) or a checkpoint tag such as step_00000100")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit; train nothing")
+    parser.add_argument("--ranks", type=int, default=0,
+                        help="--dry-run: ranks to plan for (default: the launcher's WORLD_SIZE, else 1)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"checkpoint.resume={args.resume}"] if args.resume else [])
+    from janus_pretrain.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        return cli.fail(exc)
+    if args.dry_run:
+        ranks = args.ranks or int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+        return dry_run(config, ranks)
+    from janus_pretrain.engine.run import run_pretraining
+
+    return run_pretraining(config)
