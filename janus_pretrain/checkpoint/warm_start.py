@@ -1,6 +1,6 @@
 """checkpoint.init_from: start a new run (step 0, fresh optimizer, schedule and data) from trained weights.
 
-The source is a model export (launch/convert_checkpoint.py) or a training checkpoint directory,
+The source is a model export (`janus convert`) or a training checkpoint directory,
 optionally with a tag (`runs/1k/checkpoints:step_00002000`; default: what a resume would pick).
 From a checkpoint the fp32 master weights are rebuilt exactly as the converter does, so any
 world size, ep_size and ZeRO stage can be the source. The weights go into the model before
