@@ -122,6 +122,7 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         subs=(("'data/labels/splice'", "'resplit/splice'"),), check="splice_split_rebuilt"),
     "python bench/finetune_splice.py": BENCH,
     "python block 1 of docs/downstream.md": Run(check="python_example_output"),
+    "python block 2 of docs/downstream.md": Run(),  # transformers with trust_remote_code on the demo export
     # docs/evaluation.md
     "janus make-tasks --fasta F --gtf G --out DIR [--prefix P] [--genomes configs/genomes/bundled.yaml --species S]":
         Help("synopsis; the shipped-task commands below run"),
