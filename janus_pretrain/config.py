@@ -1,8 +1,9 @@
-"""Typed run configuration: one YAML file maps 1:1 onto the dataclasses below.
+"""Typed run configuration: one YAML file maps 1:1 onto the dataclasses below (the model
+section's is in model_config.py, the typed building and float ranges in config_schema.py;
+both are importable from here too).
 
 Unknown keys and wrong types are errors that name the key and the file. `--set a.b=value`
-overrides only keys that exist. The per-layer map (mixer and FFN type of every layer) is
-computed from period/offset here, checked, and printed at start.
+overrides only keys that exist.
 
 Every check of a config's own values lives here (each section's validate(), called at load):
 messages are "<file>: <section>.<key>=<value> <what is wrong>; <what to do>". Checks that need
@@ -15,8 +16,6 @@ on the command line (--set) is relative to the working directory. Both are made 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,174 +23,9 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-
-class _YamlLoader(yaml.SafeLoader):
-    """safe_load, but '1e-3' is a float (YAML 1.1 wants '1.0e-3' and would return a string)."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def safe_load_yaml(text: str):
-    return yaml.load(text, Loader=_YamlLoader)
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix: the message names the key and the file."""
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a float key; every float key must also be finite (YAML has .nan and .inf)."""
-    low: float = -math.inf
-    high: float = math.inf
-    open_low: bool = False  # True: `low` itself is not allowed
-    open_high: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        return ((self.low < value if self.open_low else self.low <= value)
-                and (value < self.high if self.open_high else value <= self.high))
-
-    def __str__(self) -> str:
-        low = "(" if self.open_low or self.low == -math.inf else "["
-        return f"{low}{self.low:g}, {self.high:g}{')' if self.open_high or self.high == math.inf else ']'}"
-
-
-POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
-FRACTION, OPEN_FRACTION = Range(0.0, 1.0), Range(0.0, 1.0, open_high=True)
-
-
-def check_floats(section: Any, name: str, where: str) -> None:
-    """Every float of a config section (alone, in a list or a dict) is finite and in the section's
-    FLOAT_RANGES; a NaN would otherwise pass every `x < 0` check and poison the run later."""
-    ranges = getattr(section, "FLOAT_RANGES", {})
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        items = (value.items() if isinstance(value, dict) else
-                 ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, list) else [("", value)])
-        for suffix, item in items:
-            if not isinstance(item, float):
-                continue
-            key = f"{name}.{f.name}" + (suffix if not isinstance(value, dict) else f".{suffix}")
-            allowed = ranges.get(f.name, Range())
-            if not math.isfinite(item) or item not in allowed:
-                raise ConfigError(f"{where}: {key}={item} must be a finite number in {allowed}; change {key}")
-
-
-@dataclass
-class ModelConfig:
-    objective: Literal["janus", "mlm", "clm"] = "janus"  # training objective (docs/objectives.md); configs and exports without it are janus
-    vocab_size: int = 16  # tokenizer vocabulary padded to 16 (janus_pretrain.tokenizer)
-    d_model: int = 72  # width D of both streams and of the fusion block
-    n_layers: int = 8  # decoder layers; each holds a forward and a backward stream block
-    attn_layer_period: int = 8  # a stream mixer is attention where i % period == offset; 0 = never
-    attn_layer_offset: int = 4  # see attn_layer_period; must be < period
-    expert_layer_period: int = 2  # FFN is a top-k MoE where i % period == offset; 0 = never
-    expert_layer_offset: int = 1  # see expert_layer_period; must be < period
-    num_experts: int = 16  # experts per MoE layer (global count, before expert parallelism)
-    top_k: int = 2  # experts each token is routed to
-    intermediate_size: int = 0  # SwiGLU hidden width of dense FFNs and of each expert; 0 = 4 * d_model
-    n_heads: int = 4  # heads of per-stream attention and of the fusion attention
-    d_state: int = 16  # Mamba SSM state size N
-    d_conv: int = 4  # Mamba depthwise causal conv width
-    expand: int = 2  # Mamba inner width = expand * d_model
-    dt_rank: int = 0  # Mamba dt projection rank; 0 = ceil(d_model / 16)
-    dt_min: float = 0.001  # Mamba dt initialisation range (dt bias = inverse softplus of dt)
-    dt_max: float = 0.1  # see dt_min
-    dt_init_floor: float = 1.0e-4  # lower clamp of the initial dt
-    tie_mamba_projections: bool = True  # share Mamba in/out projections between the two streams
-    final_mlp: bool = False  # a small SwiGLU MLP between the final norm and the LM head
-    router_aux_loss_coef: float = 0.2  # weight of the MoE load-balancing loss in the total loss
-    initializer_range: float = 0.02  # std of normal init for linear and embedding weights
-    norm_eps: float = 1.0e-5  # RMSNorm epsilon
-    kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: each CUDA package kernel that imports, on a GPU; cuda: mamba_ssm + causal_conv1d required
-    fusion_kernel: Literal["auto", "pieces", "flex", "reference"] = "auto"  # auto: causal pieces merged by log-sum-exp, or the exact reference when kernels resolve to reference
-    activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block (+ fusion block, FFN hiddens)
-    scan_chunk: int = 64  # chunk length of the CPU chunked selective scan
-    fusion_query_block: int = 1024  # query rows per block in the reference fusion attention
-    loss_chunk: int = 0  # positions per chunk for head + loss (bounds logits memory); 0 = all at once
-    ffn_chunk: int = 65536  # rows per recomputed FFN/expert chunk when activation_checkpointing is on; 0 = all rows
-    mlm_probability: float = 0.15  # objective mlm: fraction of A/C/G/T positions chosen for the loss
-    mlm_mask_fraction: float = 0.8  # objective mlm: chosen positions replaced by [MASK]
-    mlm_random_fraction: float = 0.1  # objective mlm: chosen positions replaced by a random base (the rest stay)
-
-    FLOAT_RANGES: ClassVar[dict[str, Range]] = {
-        "dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE, "router_aux_loss_coef": NON_NEGATIVE,
-        "initializer_range": POSITIVE, "norm_eps": POSITIVE,
-        "mlm_probability": Range(0.0, 1.0, open_low=True), "mlm_mask_fraction": FRACTION, "mlm_random_fraction": FRACTION}
-    # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"kernels", "fusion_kernel", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk",
-         "ffn_chunk", "mlm_probability", "mlm_mask_fraction", "mlm_random_fraction"})  # mlm_*: the training recipe
-
-    def architecture(self) -> dict[str, Any]:
-        """The fields that define the weights and what they compute (everything but RUNTIME_FIELDS)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_FIELDS}
-
-    @property
-    def ffn_dim(self) -> int:
-        return self.intermediate_size or 4 * self.d_model
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
-
-    @property
-    def dt_rank_value(self) -> int:
-        return self.dt_rank or math.ceil(self.d_model / 16)
-
-    def is_attention_layer(self, i: int) -> bool:
-        return self.attn_layer_period > 0 and i % self.attn_layer_period == self.attn_layer_offset
-
-    def is_expert_layer(self, i: int) -> bool:
-        return self.expert_layer_period > 0 and i % self.expert_layer_period == self.expert_layer_offset
-
-    def layer_map(self) -> list[tuple[str, str]]:
-        """(mixer, ffn) per layer, e.g. [("mamba", "swiglu"), ("mamba", "moe"), ...]."""
-        return [("attention" if self.is_attention_layer(i) else "mamba",
-                 "moe" if self.is_expert_layer(i) else "swiglu") for i in range(self.n_layers)]
-
-    def describe_layers(self) -> str:
-        rows = [f"  layer {i}: {mixer:9s} + {ffn}" for i, (mixer, ffn) in enumerate(self.layer_map())]
-        experts = f"{self.num_experts} experts, top-{self.top_k}" if any(f == "moe" for _, f in self.layer_map()) else "no MoE"
-        shape = {"janus": "x2 streams, {}, then fusion attention (Janus mask)",
-                 "mlm": "x2 streams, {}, then fusion attention (unmasked)",
-                 "clm": "forward stream only, {}, no fusion"}[self.objective].format(experts)
-        return "\n".join([f"{self.objective} layer map ({shape}):", *rows])
-
-    def validate(self, where: str = "<config>") -> None:
-        check_floats(self, "model", where)
-        if self.dt_min > self.dt_max:
-            raise ConfigError(f"{where}: model.dt_min={self.dt_min} must be <= model.dt_max={self.dt_max}")
-        for period, offset, name in ((self.attn_layer_period, self.attn_layer_offset, "attn_layer"),
-                                     (self.expert_layer_period, self.expert_layer_offset, "expert_layer")):
-            if period < 0 or offset < 0:
-                raise ConfigError(f"{where}: model.{name}_period/offset must be >= 0 (got {period}/{offset})")
-            if period > 0 and offset >= period:
-                raise ConfigError(f"{where}: model.{name}_offset={offset} must be < {name}_period={period}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"{where}: model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
-        if self.has_moe() and not 1 <= self.top_k <= self.num_experts:
-            raise ConfigError(f"{where}: model.top_k={self.top_k} must be in [1, num_experts={self.num_experts}]")
-        for key in ("vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand", "scan_chunk", "fusion_query_block"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{where}: model.{key} must be positive (got {getattr(self, key)})")
-        if self.vocab_size < 12:
-            raise ConfigError(f"{where}: model.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
-        if self.mlm_mask_fraction + self.mlm_random_fraction > 1:
-            raise ConfigError(f"{where}: model.mlm_mask_fraction={self.mlm_mask_fraction} + mlm_random_fraction="
-                              f"{self.mlm_random_fraction} must be at most 1 (the rest of the chosen positions stay "
-                              f"unchanged); lower one of them")
-
-    def has_moe(self) -> bool:
-        return any(ffn == "moe" for _, ffn in self.layer_map())
+from janus_pretrain.config_schema import (FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, ConfigError, Range,  # noqa: F401
+                                          build_section, check_floats, safe_load_yaml, to_dict)  # some re-exported
+from janus_pretrain.model_config import ModelConfig, model_config_from_dict  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -431,57 +265,6 @@ def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
     return BatchPlan(train.micro_batch, accum, world_size, seq_len)
 
 
-def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Return `value` converted to type `tp`, or raise ConfigError naming key and file."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key, where)
-    if origin is typing.Union:  # Optional[X]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _check_value(value, args[0], key, where)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{where}: '{key}' must be one of {list(choices)}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {type(value).__name__}")
-        (inner,) = typing.get_args(tp)
-        return [_check_value(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
-        _, inner = typing.get_args(tp)
-        return {str(k): _check_value(v, inner, f"{key}.{k}", where) for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ConfigError(f"{where}: '{key}' must be {tp.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _build(cls: type, raw: dict, prefix: str, where: str):
-    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors
-    naming `prefix.key` and `where` (the file). Other typed YAML files (evaluation suites) use it too."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in raw.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
-        kwargs[key] = _check_value(value, hints[key], full, where)
-    return cls(**kwargs)
-
-
-build_section = _build  # public name for other typed YAML readers (janus_pretrain.evaluation.registry)
-
-
 def _apply_override(raw: dict, override: str, where: str) -> None:
     if "=" not in override:
         raise ConfigError(f"--set {override!r}: expected key=value, e.g. model.d_model=144")
@@ -507,7 +290,7 @@ def config_from_dict(raw: dict, where: str = "<dict>", overrides: list[str] | tu
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for override in overrides:
         _apply_override(raw, override, where)
-    config = _build(RunConfig, raw, "", where)
+    config = build_section(RunConfig, raw, "", where)
     config.source = where
     config.validate()
     return config
@@ -549,12 +332,3 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return config
 
 
-def to_dict(config: Any) -> dict:
-    """Plain-dict form of any config dataclass (for JSON, checkpoints and config.json)."""
-    return dataclasses.asdict(config)
-
-
-def model_config_from_dict(raw: dict, where: str = "<dict>") -> ModelConfig:
-    config = _build(ModelConfig, raw, "model", where)
-    config.validate(where)
-    return config

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.config import ModelConfig, model_config_from_dict, to_dict
+from janus_pretrain.config_schema import to_dict
+from janus_pretrain.model_config import ModelConfig, model_config_from_dict
 from janus_pretrain.digests import file_digest
 from janus_pretrain.export_layout import CARD_NAME, CONFIG_NAME, EXPORT_FORMAT, WEIGHTS_NAME
 from janus_pretrain.hf.remote_code import write_remote_code

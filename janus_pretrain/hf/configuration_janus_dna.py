@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from janus_pretrain.config import ModelConfig, model_config_from_dict, to_dict
+from janus_pretrain.config_schema import to_dict
+from janus_pretrain.model_config import ModelConfig, model_config_from_dict
 from janus_pretrain.export_layout import CONFIG_NAME, EXPORT_FORMAT, MODEL_TYPE
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from janus_pretrain.config import ModelConfig
+from janus_pretrain.model_config import ModelConfig
 from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.layers import RMSNorm, SwiGLU, init_linear

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from janus_pretrain.config import ModelConfig
+from janus_pretrain.model_config import ModelConfig
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.layers import RMSNorm, init_linear
 
