@@ -64,8 +64,10 @@ if [[ ! -f $CONFIG ]]; then
     exit 2
 fi
 
-# Rendezvous: rank 0 runs on the first node of the allocation. The port is a function of the job
-# id, so every task computes the same one and a requeued job (same id) reuses it; the range
+# Rendezvous: this shell runs on the first node of the allocation, and srun places tasks in
+# blocks, so rank 0 (SLURM_PROCID 0, which hosts the store) runs there too; every task inherits
+# MASTER_ADDR/PORT from here. The address is that node's Slurm name, which every node must
+# resolve. The port is a function of the job id, so a requeued job (same id) reuses it; the range
 # stays below Linux's ephemeral ports (32768+), which outgoing connections may hold.
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_PORT=$((15000 + SLURM_JOB_ID % 15000))
