@@ -9,11 +9,11 @@ resolved on its own node, and gloo connects the ranks over the nodes' addresses.
 - 2 nodes x 1 task trains configs/tiny.yaml (made small as in tests/slurm_runs.py) to the end
   with the same loss at every step and bitwise the same final checkpoint as 1 node x 2 tasks;
 - a 2-node job stopped by a preemption signal and resubmitted on 1 node x 1 task (expert
-  parallelism 1, same global batch) reshards its checkpoint to the smaller world and finishes.
+  parallelism 1, same global batch) reshards its checkpoint to the smaller world and continues
+  with the uninterrupted run's losses (within fp32 summation-order noise).
 """
 from __future__ import annotations
 
-import math
 import re
 import subprocess
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slurm
 # The global batch is fixed in tokens so that grad_accum follows the world size: 2 samples x 256
 # bp x 2 ranks, i.e. grad_accum 1 on two ranks and 2 on one.
 SAME_GLOBAL_BATCH = ["train.global_batch_tokens=1024", "train.grad_accum=0"]
+LOSS_ATOL = 2e-5  # after a reshard: same samples, same math, another reduction order (measured 1.2e-7)
 
 
 def _run(slurm2, shards, root, **env) -> Run:
@@ -66,9 +67,8 @@ def test_two_nodes_one_task_each_rendezvous_and_match_one_node(slurm2, shards, o
     assert_same_training(run, one_node)
 
 
-@pytest.mark.xfail(reason="needs elastic resume", strict=False)
-def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_finishes(
-        slurm2, shards, tmp_path):
+def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_continues(
+        slurm2, shards, one_node, tmp_path):
     # JANUS_MAX_REQUEUES=0: the stopped job ends instead of requeueing onto 2 nodes again; the
     # user resubmits it on what is left
     run = _run(slurm2, shards, tmp_path, STEP_SLEEP="0.5", JANUS_MAX_REQUEUES="0")
@@ -92,14 +92,16 @@ def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_finish
     assert "1 tasks on 1 node(s)" in log
     assert "x 2 accumulation x 1 ranks = 1024 tokens" in log, log     # same global batch
     assert f"resumed from {tmp_path / 'checkpoints' / f'step_{saved:08d}'}" in log, log
-    assert re.search(r"resharding from world 2 / ep \d+ to world 1 / ep \d+", log), log
-    metrics = run.metrics()
-    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1)), log
-    assert all(math.isfinite(m["loss"]) for m in metrics)
-    # the resharded weights and optimizer carry on: the first step after the resume is not back
-    # near the loss at initialisation (3.2 at step 1, ~2.4 at step 4 with this recipe)
-    assert metrics[saved]["loss"] < 0.9 * metrics[0]["loss"], metrics
-    assert final_line(log) == f"final: step={STEPS} loss={metrics[-1]['loss']:.8g}"
+    assert "resharding from world 2 / ep 2 / ZeRO-2 to world 1 / ep 1 / ZeRO-2" in log, log
+    # the same samples in every step and the full training state carried over: up to the stop
+    # the losses are the 1-node-x-2 run's exactly, after it within fp32 summation-order noise
+    # (another batch or a lost optimizer state moves the loss by 1e-2 and more)
+    got, want = run.metrics(), one_node.metrics()
+    assert [m["step"] for m in got] == list(range(1, STEPS + 1)), log
+    assert [m["loss"] for m in got[:saved]] == [m["loss"] for m in want[:saved]]
+    for g, w in zip(got[saved:], want[saved:]):
+        assert g["loss"] == pytest.approx(w["loss"], abs=LOSS_ATOL), (g, w)
+    assert final_line(log) == f"final: step={STEPS} loss={got[-1]['loss']:.8g}"
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == f"step_{STEPS:08d}"
     assert (ckpts / f"step_{STEPS:08d}" / "COMPLETE").is_file()
