@@ -4,7 +4,9 @@ The cluster (tests/slurm_cluster.py, fixture `slurm2`) runs two slurmd on this m
 UTS and mount namespaces of its own: nodes janus-n1 (127.0.0.2) and janus-n2 (127.0.0.3), each
 with its own hostname and its own view of /etc/hosts. A job with --nodes=2 --ntasks-per-node=1
 thus has its two ranks on different nodes: rank 1 reaches rank 0 through MASTER_ADDR=janus-n1
-resolved on its own node, and gloo connects the ranks over the nodes' addresses.
+resolved on its own node, and gloo connects the ranks over the nodes' addresses. The nodes share
+one network namespace, so a wrong MASTER_ADDR would still connect: each rank records where it
+ran and what it was given (tests/slurm_runs.py), and that is checked.
 
 - 2 nodes x 1 task trains configs/tiny.yaml (made small as in tests/slurm_runs.py) to the end
   with the same loss at every step and bitwise the same final checkpoint as 1 node x 2 tasks;
