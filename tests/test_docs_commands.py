@@ -56,7 +56,8 @@ class Skip:
 
 
 SHIPPED_TASKS = Run(subs=(("--out data/tasks", "--out shipped_tasks"),), check="shipped_tasks_rebuilt")
-SLURM = Skip("needs a Slurm cluster and root; tests/test_slurm.py and test_slurm_training.py run it on a local one")
+SLURM = Skip("needs a Slurm cluster and root; tests/test_slurm.py, test_slurm_training.py and "
+             "test_slurm_multinode.py run it on a local one")
 BENCH = Help("a benchmark (minutes to hours on CPU); bench/ scripts print their own measurements")
 
 DOC_COMMANDS: dict[str, Run | Help | Skip] = {
@@ -168,6 +169,9 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "squeue; scontrol show job <id>": SLURM,
     "python tests/slurm_cluster.py down /tmp/slurm": SLURM,
     "srun --wait": SLURM,
+    "sbatch --nodes=N --ntasks-per-node=G": SLURM,
+    "sbatch --nodes=1 --ntasks-per-node=1 launch/slurm_pretrain.sh run.yaml --set parallel.ep_size=1": SLURM,
+    "sbatch --nodes=2 --ntasks-per-node=1 ...": SLURM,
 }
 
 # made once, in this order, before anything else runs: the shards, the checkpoint, the export
