@@ -141,6 +141,17 @@ def test_error_from_a_worker_process_is_one_line(shards):
     assert str(path) in str(error.value) and "\n" not in str(error.value) and "on_corrupt: skip" in str(error.value)
 
 
+def test_skip_with_every_sample_of_a_species_dropped_is_one_line_not_an_endless_loop(shards):
+    path = shards / LAMBDA
+    path.write_bytes(path.read_bytes()[:100])  # not even one sample left of lambda's only shard
+    stream = TrainStream(lambda_config(shards, verify_shards=False, on_corrupt="skip", num_workers=1), micro_batch=2)
+    with pytest.raises(ShardError) as error:
+        take(stream, 1)
+    message = str(error.value)
+    assert "species lambda" in message and "no usable sample" in message and "reshard" in message
+    assert "\n" not in message
+
+
 def test_damaged_validation_shard_is_an_error(shards):
     path = shards / "valid" / "lambda-000000.tar"
     path.write_bytes(path.read_bytes()[:1024])

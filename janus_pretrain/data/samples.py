@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from janus_pretrain.data.shard_integrity import ShardReader
+from janus_pretrain.data.shard_integrity import ShardError, ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,12 @@ class SpeciesStream:
             if item is not None:
                 self.consumed += 1
                 return item
-            if self.consumed == 0:
-                raise RuntimeError(f"species {self.name}: loader slot {self.slot} got no crops in epoch "
-                                   f"{self.epoch} (all windows above data.max_n_frac={self.max_n_frac}, or "
-                                   f"{self.reader.corrupt} samples dropped as corrupt?)")
+            if self.consumed == 0:  # an endless loop otherwise; one line the launcher prints (exit 2)
+                cause = (f"{self.reader.corrupt} samples were dropped as corrupt (data.on_corrupt: skip): reshard "
+                         f"the damaged shards" if self.reader.corrupt else
+                         f"every crop has more N than data.max_n_frac={self.max_n_frac}: raise it")
+                raise ShardError(f"species {self.name}: loader slot {self.slot} has no usable sample in epoch "
+                                 f"{self.epoch}; {cause}, or give the species weight 0 in data.mixture")
             self.epoch, self.consumed, self._items = self.epoch + 1, 0, None
 
     def state_dict(self) -> list[int]:
