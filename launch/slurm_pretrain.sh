@@ -76,6 +76,10 @@ export MASTER_ADDR MASTER_PORT
 # variables exported from the submitting shell would override them.
 unset RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+# Where a rank's watchdog leaves a note when it ends the job (exit 76): srun then reports the
+# signal of the stalled rank it had to kill (e.g. 137), not 76. Shared by all nodes like the code.
+export JANUS_JOB_STATUS=${JANUS_JOB_STATUS:-$SLURM_SUBMIT_DIR/.janus_status/$SLURM_JOB_ID}
+rm -rf "$JANUS_JOB_STATUS"
 
 PREEMPTED_EXIT_CODE=75          # janus_pretrain.engine.preemption.PREEMPTED_EXIT_CODE
 WATCHDOG_EXIT_CODE=76           # janus_pretrain.engine.watchdog.WATCHDOG_EXIT_CODE: a rank stalled
@@ -114,6 +118,13 @@ while :; do
     kill -0 "$srun_pid" 2>/dev/null || break
 done
 echo "[slurm_pretrain] srun exited with $rc (stop asked: $stop_asked)"
+if [[ $rc -ne 0 && $rc -ne $WATCHDOG_EXIT_CODE ]] && compgen -G "$JANUS_JOB_STATUS/watchdog_rank_*" >/dev/null; then
+    echo "[slurm_pretrain] a rank's watchdog ended the job (exit $WATCHDOG_EXIT_CODE; srun reports $rc because" \
+         "the stalled rank was killed):"
+    cat "$JANUS_JOB_STATUS"/watchdog_rank_* | sort -u
+    rc=$WATCHDOG_EXIT_CODE
+fi
+rm -rf "$JANUS_JOB_STATUS"
 
 if [[ $rc -eq $PREEMPTED_EXIT_CODE || $rc -eq $WATCHDOG_EXIT_CODE || ($rc -ne 0 && $stop_asked -eq 1) ]]; then
     if [[ ${SLURM_RESTART_COUNT:-0} -ge $MAX_REQUEUES ]]; then

@@ -26,7 +26,9 @@ JOB_TIMEOUT = 420  # seconds; a job takes ~40 s on 2 busy cores
 # SIGKILLs itself either in the middle of the checkpoint save of tag KILL_TAG - after DeepSpeed
 # wrote its files, before the save is marked complete - or in the forward pass of optimizer step
 # KILL_STEP (grad_accum is 1). Deterministic, unlike a kill -9
-# from outside timed against a fast-moving run; the process dies the same way. STEP_SLEEP slows
+# from outside timed against a fast-moving run; the process dies the same way. STALL_STEP instead
+# stops rank KILL_RANK (SIGSTOP, first start only) in the forward of that step: a hung rank, which
+# only the watchdog of the others can end. STEP_SLEEP slows
 # every step of a first start (not the numbers) so that a signal surely lands mid-run. Every rank
 # also records where it runs (node, hostname, Slurm ids, rendezvous address) in ranks/.
 INJECT = textwrap.dedent('''
@@ -67,6 +69,18 @@ INJECT = textwrap.dedent('''
                     die(f"forward of step {self.step + 1}")
                 return forward(self, batch)
             Trainer.forward = dying_forward
+    if (rank == os.environ.get("KILL_RANK") and os.environ.get("STALL_STEP")
+            and os.environ.get("SLURM_RESTART_COUNT", "0") == "0"):
+        from janus_pretrain.engine.trainer import Trainer
+        unstalled_forward = Trainer.forward
+
+        def stalling_forward(self, batch):
+            if self.step + 1 == int(os.environ["STALL_STEP"]):
+                marks.mkdir(parents=True, exist_ok=True)
+                (marks / "stalled").write_text(f"forward of step {self.step + 1}")
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return unstalled_forward(self, batch)
+        Trainer.forward = stalling_forward
     if os.environ.get("STEP_SLEEP") and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
         import time
         from janus_pretrain.engine.trainer import Trainer

@@ -197,7 +197,9 @@ def test_tensorboard_keeps_one_history_after_a_kill_and_resume(tmp_path):
     assert [m["step"] for m in metrics(tmp_path)] == steps
 
 
-def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path):
+def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path, monkeypatch):
+    """Rank 1 stopped (SIGSTOP) in step 4: rank 0, blocked in a collective, makes no progress
+    either but stays alive; the message blames rank 1 only, and the note for the launcher is left."""
     import signal
     import time
 
@@ -205,6 +207,7 @@ def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path):
     from janus_pretrain.engine.watchdog import WATCHDOG_EXIT_CODE
 
     config = small_config(tmp_path, train={"steps": 50, "watchdog_s": 4})
+    monkeypatch.setenv("JANUS_JOB_STATUS", str(tmp_path / "job_status"))
     procs = start(2, {"config": config, "faults": {"stop_at": 4}}, tmp_path)
     started = time.monotonic()
     try:
@@ -214,4 +217,6 @@ def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path):
         procs[1].wait()
     assert time.monotonic() - started < 100
     log = (tmp_path / "log_rank0.txt").read_text()
-    assert "watchdog (rank 0): rank 1 made no progress" in log and "last seen: step 4, train step" in log
+    assert "watchdog (rank 0): rank 1 has not responded" in log and "last seen: step 4, train step" in log
+    assert "ranks [0] wait for it" in log and "rank 0 has not responded" not in log
+    assert "rank 1 has not responded" in (tmp_path / "job_status" / "watchdog_rank_0").read_text()

@@ -93,6 +93,24 @@ def test_sigkill_of_a_rank_mid_training_then_resume_matches(slurm, shards, refer
     assert_same_training(run, reference)
 
 
+def test_a_stalled_rank_ends_the_job_with_76_which_requeues_and_resumes(slurm, shards, reference, tmp_path):
+    """A rank stopped mid-step (SIGSTOP: hung, not dead) blocks the other in a collective; its
+    watchdog names the stalled rank and exits 76, srun ends the step, the script requeues, and
+    the requeued job resumes from the last checkpoint and ends like the uninterrupted run."""
+    step = 2 * EVERY + 1
+    run = Run(slurm, shards, tmp_path, KILL_RANK="1", STALL_STEP=str(step))
+    run.overrides.append("train.watchdog_s=10")
+    info = run.wait(run.submit())
+    log = run.log()
+    assert (tmp_path / "faults" / "stalled").read_text() == f"forward of step {step}", log
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
+    assert "watchdog (rank 0): rank 1 has not responded" in log and "ranks [0] wait for it" in log
+    # srun reports the signal of the stopped rank it killed; the watchdog's note makes it a 76
+    assert "a rank's watchdog ended the job (exit 76" in log and "requeueing job" in log
+    assert f"resumed from {tmp_path / 'checkpoints' / f'step_{2 * EVERY:08d}'}" in log
+    assert_same_training(run, reference)
+
+
 @pytest.mark.slow
 def test_time_limit_signal_from_sbatch_directive_saves_and_requeues(slurm, shards, tmp_path):
     """The real path: Slurm itself sends USR1 to the batch shell before the time limit."""

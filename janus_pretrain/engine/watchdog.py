@@ -8,6 +8,13 @@ different nodes never need to agree). When some rank's heartbeat has not changed
 timeout, every healthy rank prints which rank stalled and where, and exits with
 WATCHDOG_EXIT_CODE, which launch/slurm_pretrain.sh requeues like a preemption.
 
+A rank waiting in a collective for a stalled rank makes no progress either, so each watchdog
+thread also writes a liveness file every poll: a rank whose step and liveness both stopped is
+"not responding" (stopped, hung or dead: the cause); one that is still alive is only "waiting".
+The launcher kills a not-responding rank after the others exit, so srun reports its signal, not
+76; the exiting ranks therefore also leave a note in $JANUS_JOB_STATUS (set by the Slurm script)
+saying that the watchdog ended the job.
+
 The timeout is max(train.watchdog_s, 20 x the slowest step seen so far), so long steps
 (1 Mbp samples, first-step compilation) never trip it. The heartbeat directory is beside the
 checkpoints, which every node of a run must share anyway.
@@ -36,6 +43,7 @@ class Watchdog:
         self.slowest_step = 0.0
         self._beat = 0
         self._seen: dict[int, tuple[str, float]] = {}  # rank -> (heartbeat text, monotonic time it changed)
+        self._alive_seen: dict[int, tuple[str, float]] = {}  # rank -> (liveness text, time it changed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -45,6 +53,9 @@ class Watchdog:
 
     def path(self, rank: int) -> Path:
         return self.folder / f"rank_{rank}.json"
+
+    def alive_path(self, rank: int) -> Path:
+        return self.folder / f"alive_{rank}"
 
     def beat(self, step: int, phase: str) -> None:
         """This rank reached `phase` of `step` (cheap: one small atomic file write)."""
@@ -65,32 +76,57 @@ class Watchdog:
     def stop(self) -> None:
         self._stop.set()
 
-    def stalled(self, now: float) -> list[tuple[int, float, str]]:
-        """(rank, seconds without progress, last heartbeat) of every stalled rank."""
+    @staticmethod
+    def _since_change(seen: dict, rank: int, path: Path, now: float) -> tuple[float, str]:
+        """Seconds since the file's content last changed (as this thread saw it), and the content."""
+        try:
+            text = path.read_text()
+        except OSError:
+            text = "(none yet)"
+        last = seen.get(rank)
+        if last is None or last[0] != text:
+            seen[rank] = last = (text, now)
+        return now - last[1], text
+
+    def stalled(self, now: float) -> list[tuple[int, float, str, bool]]:
+        """(rank, seconds without progress, last heartbeat, still alive) of every stalled rank."""
         found = []
         for rank in range(self.world_size):
-            try:
-                text = self.path(rank).read_text()
-            except OSError:
-                text = "(no heartbeat yet)"
-            last = self._seen.get(rank)
-            if last is None or last[0] != text:
-                self._seen[rank] = (text, now)
-            elif now - last[1] > self.timeout:
-                found.append((rank, now - last[1], text))
+            seconds, text = self._since_change(self._seen, rank, self.path(rank), now)
+            quiet, _ = self._since_change(self._alive_seen, rank, self.alive_path(rank), now)
+            if seconds > self.timeout:
+                found.append((rank, seconds, text, rank == self.rank or quiet < self.timeout / 2))
         return found
 
     def _watch(self) -> None:
+        lives = 0
         while not self._stop.wait(self.poll_s):
+            lives += 1
+            atomic_write_text(self.alive_path(self.rank), str(lives))
             stalled = self.stalled(time.monotonic())
             if stalled and not self._stop.is_set():
-                for rank, seconds, text in stalled:
-                    where = _describe(text)
-                    print(f"watchdog (rank {self.rank}): rank {rank} made no progress for {seconds:.0f} s "
-                          f"(timeout {self.timeout:.0f} s; last seen: {where}); stopping the job with exit code "
-                          f"{WATCHDOG_EXIT_CODE} so it can be requeued and resume from the latest checkpoint",
-                          file=sys.stderr, flush=True)
+                self._report(stalled)
                 os._exit(WATCHDOG_EXIT_CODE)  # a collective may be blocked: no clean shutdown is possible
+
+    def _report(self, stalled: list[tuple[int, float, str, bool]]) -> None:
+        dead = [s for s in stalled if not s[3]]
+        waiting = [s[0] for s in stalled if s[3]]
+        lines = []
+        for rank, seconds, text, _ in dead or stalled:
+            state = "has not responded" if dead else "made no progress"
+            lines.append(f"watchdog (rank {self.rank}): rank {rank} {state} for {seconds:.0f} s (timeout "
+                         f"{self.timeout:.0f} s; last seen: {_describe(text)})"
+                         + (f"; ranks {waiting} wait for it" if dead and waiting else "")
+                         + f"; stopping the job with exit code {WATCHDOG_EXIT_CODE} so it can be requeued and "
+                           f"resume from the latest checkpoint")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        status = os.environ.get("JANUS_JOB_STATUS")
+        if status:  # the launcher may report the killed stalled rank's signal instead of 76
+            try:
+                Path(status).mkdir(parents=True, exist_ok=True)
+                atomic_write_text(Path(status) / f"watchdog_rank_{self.rank}", "\n".join(lines) + "\n")
+            except OSError:
+                pass
 
 
 def _describe(text: str) -> str:
