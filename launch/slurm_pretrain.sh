@@ -95,6 +95,16 @@ on_term() { stop_asked=1; echo "[slurm_pretrain] SIGTERM: the trainer saves and 
 trap on_usr1 USR1
 trap on_term TERM
 
+# Tasks: one per GPU/rank on every node of THIS start. A job requeued onto another number of
+# nodes (after `scontrol update JobId=... NumNodes=...`) keeps the SLURM_NTASKS of its submission
+# in its environment, so with --ntasks-per-node the count is taken from the nodes it got; the
+# trainer then reshards its checkpoint to the new world size (docs/training.md).
+srun_tasks=()
+if [[ ${SLURM_NTASKS_PER_NODE:-} =~ ^[0-9]+$ && ${SLURM_JOB_NUM_NODES:-} =~ ^[0-9]+$ ]]; then
+    SLURM_NTASKS=$((SLURM_JOB_NUM_NODES * SLURM_NTASKS_PER_NODE))
+    srun_tasks=(--ntasks="$SLURM_NTASKS" --ntasks-per-node="$SLURM_NTASKS_PER_NODE")
+fi
+
 echo "[slurm_pretrain] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}:" \
      "${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} node(s) ($SLURM_JOB_NODELIST)," \
      "master $MASTER_ADDR:$MASTER_PORT, OMP_NUM_THREADS=$OMP_NUM_THREADS, config $CONFIG $*"
@@ -105,7 +115,7 @@ echo "[slurm_pretrain] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}:" \
 # together. (Not --kill-on-bad-exit: it would kill the ranks still exiting after the first 75,
 # and srun would then report 143 instead of 75.)
 # --cpus-per-task is repeated because srun no longer inherits it from sbatch (Slurm >= 22.05).
-srun --wait="${JANUS_SRUN_WAIT:-120}" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
+srun --wait="${JANUS_SRUN_WAIT:-120}" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "${srun_tasks[@]}" \
     "$PYTHON" "$ENTRY" --config "$CONFIG" "$@" &
 srun_pid=$!
 if [[ $stop_asked -eq 1 ]]; then    # the signal came while srun was being started

@@ -123,7 +123,7 @@ class Run:
                           f"logging.dir={root / 'tensorboard'}", "logging.every=1"]
         self.jobs: list[str] = []
 
-    def submit(self, *sbatch_options: str, nodes: int = 1, tasks_per_node: int = 2) -> str:
+    def submit(self, *sbatch_options: str, nodes: int | str = 1, tasks_per_node: int = 2) -> str:
         sets = [a for o in self.overrides for a in ("--set", o)]
         job = self.slurm.sbatch([f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}",
                                  "--cpus-per-task=1", "--time=60",

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 
 from slurm_cluster import slurm2  # noqa: F401  (the session fixture)
-from slurm_runs import STEPS, Run, assert_same_training, final_line, shards  # noqa: F401
+from slurm_runs import JOB_TIMEOUT, STEPS, Run, assert_same_training, final_line, shards  # noqa: F401
 
 pytestmark = pytest.mark.slurm
 
@@ -107,3 +108,38 @@ def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_contin
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == f"step_{STEPS:08d}"
     assert (ckpts / f"step_{STEPS:08d}" / "COMPLETE").is_file()
+
+
+def test_a_job_requeued_onto_fewer_nodes_reshards_and_continues(slurm2, shards, one_node, tmp_path):
+    """Slurm's own requeue with another node count: a 2-node job is stopped (USR1) and requeues
+    itself while its second node is drained; the pending job is changed to one node (what an
+    operator does with `scontrol update`), comes back on one node under the same job id and
+    reshards world 2 -> 1 (ep_size 1 divides both)."""
+    run = _run(slurm2, shards, tmp_path, STEP_SLEEP="0.5")
+    run.overrides.append("parallel.ep_size=1")
+    job = run.submit(nodes=2, tasks_per_node=1)
+    run.wait_for_step(3)
+    assert "2 tasks on 2 node(s)" in run.log(), run.log()
+    scontrol = lambda *args: subprocess.run(["scontrol", *args], env=slurm2.env, check=True)  # noqa: E731
+    try:
+        scontrol("update", "NodeName=janus-n2", "State=DRAIN", "Reason=janus-test")
+        subprocess.run(["scancel", "--signal=USR1", job], env=slurm2.env, check=True)
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not (slurm2.job(job)["JobState"] == "PENDING" and slurm2.job(job)["Restarts"] == "1"):
+            assert time.monotonic() < deadline, run.log()
+            time.sleep(0.5)
+        scontrol("update", f"JobId={job}", "NumTasks=1")
+        scontrol("update", f"JobId={job}", "NumNodes=1")
+        info = run.wait(job)
+    finally:
+        scontrol("update", "NodeName=janus-n2", "State=RESUME")
+    log = run.log()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
+    assert "srun exited with 75" in log and "requeueing job" in log, log
+    assert "restart 1: 1 tasks on 1 node(s)" in log, log
+    assert "x 2 accumulation x 1 ranks = 1024 tokens" in log, log     # same global batch
+    assert "resharding from world 2 / ep 1 / ZeRO-2 to world 1 / ep 1 / ZeRO-2" in log, log
+    got, want = run.metrics(), one_node.metrics()
+    assert [m["step"] for m in got] == list(range(1, STEPS + 1)), log
+    for g, w in zip(got, want):  # ep 1 here, ep 2 in the reference: equal up to summation order
+        assert g["loss"] == pytest.approx(w["loss"], abs=LOSS_ATOL), (g, w)
