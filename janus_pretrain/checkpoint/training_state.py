@@ -37,6 +37,11 @@ from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, Check
 LAYOUT_KEYS = ("world_size", "ep_size", "zero_stage")
 
 
+def same_layout(meta: dict, layout: dict) -> bool:
+    """Whether a checkpoint's meta.json was written on `layout` (no resharding needed)."""
+    return all(meta.get(key) == layout[key] for key in LAYOUT_KEYS)
+
+
 def describe_layout(layout: dict) -> str:
     return f"world {layout['world_size']} / ep {layout['ep_size']} / ZeRO-{layout['zero_stage']}"
 
@@ -226,7 +231,7 @@ class TrainingCheckpointer:
         try:
             meta = self.dir.read_meta(tag)
             recorded = meta.get("files") if self.check_digests else None  # None: not checked (scan only)
-            if layout is not None and any(meta[k] != layout[k] for k in LAYOUT_KEYS):
+            if layout is not None and not same_layout(meta, layout):
                 if recorded is not None:
                     verify_digests(folder, recorded, sorted(recorded)[self.ctx.rank::layout["world_size"]])
                 check_pickle_safe(folder / MODEL_STATES, trust=self.trust_pickles)
@@ -295,7 +300,7 @@ class TrainingCheckpointer:
         meta = self.dir.read_meta(tag)
         if check_meta is not None:
             check_meta(folder, meta)
-        if all(meta[key] == layout[key] for key in LAYOUT_KEYS):
+        if same_layout(meta, layout):
             engine.load_checkpoint(str(self.dir.root), tag,
                                    custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
             own = load_ours(folder / rank_file(self.ctx.rank))

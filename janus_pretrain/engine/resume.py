@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from janus_pretrain.checkpoint.layout import CheckpointError
+from janus_pretrain.checkpoint.training_state import same_layout
 from janus_pretrain.config import BatchPlan, ModelConfig, RunConfig, model_config_from_dict, to_dict
 
 # run-config keys whose change takes effect on resume
@@ -38,11 +39,10 @@ def check_architecture(folder: Path, meta: dict, config: RunConfig) -> None:
                               f"run (--resume none or another checkpoint.dir)")
 
 
-def check_batch(folder: Path, meta: dict, config: RunConfig, plan: BatchPlan) -> None:
-    """On another layout the run continues only with the saved global and micro batch (the same
-    samples per optimizer step); say which setting keeps it."""
-    if all(meta.get(k) == v for k, v in (("world_size", plan.world_size), ("ep_size", config.parallel.ep_size),
-                                         ("zero_stage", config.parallel.zero_stage))):
+def check_batch(folder: Path, meta: dict, layout: dict, plan: BatchPlan) -> None:
+    """On another layout (this run's world_size, ep_size, zero_stage) the run continues only with
+    the saved global and micro batch (the same samples per optimizer step); say which setting keeps it."""
+    if same_layout(meta, layout):
         return
     streams = meta.get("data_streams")
     if streams and streams % plan.world_size:

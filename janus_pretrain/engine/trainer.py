@@ -302,17 +302,20 @@ class Trainer:
             return None
         return self.checkpoints.save(self.engine, self.step, self._meta(), {"data": self.train_stream.state_dict()})
 
+    def _layout(self) -> dict:
+        """What a checkpoint must match to load without resharding (checkpoint/reshard.py)."""
+        return {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
+                "zero_stage": self.config.parallel.zero_stage}
+
     def _check_resumable(self, folder: Path, meta: dict) -> None:
         check_architecture(folder, meta, self.config)
-        check_batch(folder, meta, self.config, self.plan)
+        check_batch(folder, meta, self._layout(), self.plan)
 
     def resume(self) -> None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies; none; or a tag.
         The checkpoint gives the weights, optimizer moments, counters, data position and RNG;
         the run config gives the optimizer hyper-parameters and the schedule (resume.py)."""
-        layout = {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
-                  "zero_stage": self.config.parallel.zero_stage}
-        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, layout,
+        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, self._layout(),
                                          check_meta=self._check_resumable)
         if restored is None:
             self.log.truncate_after(0)
