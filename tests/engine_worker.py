@@ -146,4 +146,6 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    from janus_pretrain.engine.distributed import exit_after
+
+    exit_after(lambda: main(sys.argv[1]))  # leaves like launch/pretrain.py does

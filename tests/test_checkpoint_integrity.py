@@ -184,19 +184,6 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp
     assert not (folder / tag_for_step(2)).exists()
 
 
-def test_tensorboard_keeps_one_history_after_a_kill_and_resume(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    config = small_config(tmp_path, train={"steps": 6}, checkpoint={"every": 2})
-    assert run(2, {"config": config, "faults": {"die_at": 4}}, tmp_path) != [0, 0]  # killed in step 4
-    assert run(2, {"config": config}, tmp_path) == [0, 0], logs(tmp_path)
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    steps = [e.step for e in events.Scalars("train/loss")]
-    assert steps == [1, 2, 3, 4, 5, 6]  # step 3 (written, then redone after resuming at 2) once
-    assert [m["step"] for m in metrics(tmp_path)] == steps
-
-
 def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path, monkeypatch):
     """Rank 1 stopped (SIGSTOP) in step 4: rank 0, blocked in a collective, makes no progress
     either but stays alive; the message blames rank 1 only, and the note for the launcher is left."""

@@ -130,3 +130,16 @@ def test_a_plain_process_gets_a_world_of_one(monkeypatch):
     _isolate(monkeypatch, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID")
     assert prepare_environment() == {"rank": 0, "world_size": 1, "local_rank": 0}
     assert os.environ["MASTER_ADDR"] == "127.0.0.1" and int(os.environ["MASTER_PORT"]) > 0
+
+
+@pytest.mark.parametrize("work, code, stderr", [("lambda: 75", 75, ""),
+                                                 ("lambda: 1 / 0", 1, "ZeroDivisionError: division by zero")])
+def test_a_training_process_leaves_with_its_code_and_its_output_flushed(work, code, stderr):
+    """exit_after skips interpreter finalization (a gloo worker thread freeing tensors there
+    aborted a rank with -6); what was printed without flush into a pipe must still arrive."""
+    script = ("from janus_pretrain.engine.distributed import exit_after\n"
+              f"print('buffered line')\nexit_after({work})\nprint('never')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == "buffered line\n"
+    assert stderr in done.stderr and ("Traceback" in done.stderr) == bool(stderr)

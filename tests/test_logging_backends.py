@@ -74,6 +74,19 @@ def test_csv_rows_after_a_resume_are_one_history(resumed):
         assert [int(r[0]) for r in _csv_rows(out / CSV_DIR / f"{name}.csv")[1:]] == list(range(1, STEPS + 1)), name
 
 
+def test_tensorboard_keeps_one_history(resumed):
+    """The event files hide the steps after the resumed checkpoint (purge_step): step 3, written
+    by the killed run and redone after resuming at 2, appears once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = resumed
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, STEPS + 1)) == [m["step"] for m in metrics(out)]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([m["loss"] for m in metrics(out)])
+
+
 def test_wandb_offline_run_is_resumed_with_the_same_id_and_logs_the_keys(resumed):
     out, killed = resumed
     run_id = (out / WANDB_RUN_ID_FILE).read_text().strip()

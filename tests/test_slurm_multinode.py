@@ -70,6 +70,8 @@ def test_two_nodes_one_task_each_rendezvous_and_match_one_node(slurm2, shards, o
     assert_same_training(run, one_node)
 
 
+# slow: test_a_job_requeued_onto_fewer_nodes_... covers the same 2 -> 1 node resharding through Slurm's requeue
+@pytest.mark.slow
 def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_continues(
         slurm2, shards, one_node, tmp_path):
     # JANUS_MAX_REQUEUES=0: the stopped job ends instead of requeueing onto 2 nodes again; the

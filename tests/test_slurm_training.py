@@ -79,6 +79,8 @@ def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint_and_resume_mat
     assert_same_training(run, reference)
 
 
+# slow: the kill-during-save test above covers a failed job resubmitted and matching (a harder stop)
+@pytest.mark.slow
 def test_sigkill_of_a_rank_mid_training_then_resume_matches(slurm, shards, reference, tmp_path):
     step = 2 * EVERY + 1                                 # between two checkpoints
     run = Run(slurm, shards, tmp_path, KILL_RANK="1", KILL_STEP=str(step))

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.dry_run:
         ranks = args.ranks or int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
         return dry_run(config, ranks)
+    from janus_pretrain.engine.distributed import exit_after
     from janus_pretrain.engine.run import run_pretraining
 
-    return run_pretraining(config)
+    exit_after(lambda: run_pretraining(config))  # the process ends here (see exit_after)

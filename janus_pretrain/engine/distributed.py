@@ -15,11 +15,15 @@ under TORCH_EXTENSIONS_DIR (defaulted to the repository's .cache/torch_extension
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable, NoReturn
 
 import torch
 
@@ -112,3 +116,28 @@ def shutdown(barrier: bool = True) -> None:
         if barrier:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def exit_after(run: Callable[[], int]) -> NoReturn:
+    """Run a training process's work and end the process with its exit code (1 and the traceback
+    for an unexpected error) without Python's interpreter finalization.
+
+    Why: gloo's worker threads outlive destroy_process_group. A worker that finishes a collective
+    frees the work's tensors, which needs the GIL; if the main thread has already reached
+    finalization by then (a loaded machine deschedules the worker between the two), the thread
+    is unwound through C++ code that cannot be unwound and the rank dies with SIGABRT ("terminate
+    called without an active exception", exit -6) instead of its code: found as a flaky 2-rank test
+    and confirmed from a core dump (AsyncAllgatherWork destructor -> take_gil -> pthread_exit).
+    Everything the run writes is closed by then (the trainer closes its logging backends, the
+    checkpoints are fsynced), so leaving with os._exit after flushing loses nothing.
+    Not for use inside a process that must go on (tests in-process, notebooks): call the work directly.
+    """
+    try:
+        code = run()
+    except Exception:  # noqa: BLE001 - reported exactly as Python would, then the same exit code
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
