@@ -2,6 +2,8 @@
 clear message after train.max_bad_steps consecutive bad steps. The NaN appears on rank 1 only."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -28,6 +30,9 @@ def test_bad_steps_are_skipped_counted_and_stop_the_run(nan_run):
     log = (out / "log_rank0.txt").read_text()
     assert "3 consecutive steps with NaN/inf loss (train.max_bad_steps=3)" in log
     assert "4 in total" in log
+    summary = json.loads((out / "run_summary.json").read_text())  # written on this agreed ending too
+    assert summary["ended"] == "diverged" and summary["steps"] == 6 and summary["skipped_steps"] == 4
+    assert "ended            diverged" in log
 
 
 def test_skipped_step_leaves_every_weight_unchanged_on_every_rank(nan_run):

@@ -5,6 +5,8 @@ an uninterrupted run: identical loss at every step and bitwise identical final w
 """
 from __future__ import annotations
 
+import json
+
 import signal
 import time
 from pathlib import Path
@@ -49,10 +51,13 @@ def test_preempted_then_resumed_run_is_identical_to_straight_run(straight, tmp_p
     ckpts = CheckpointDir(tmp_path / "checkpoints", keep=2)
     assert ckpts.latest() == tag_for_step(4)
     assert [m["step"] for m in metrics(tmp_path)] == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["ended"] == "preempted" and summary["steps"] == 4 and "step_00000004" in summary["locations"]["checkpoints"]
 
     codes = run(2, {"config": _config(tmp_path)}, tmp_path)
     assert codes == [0, 0], logs(tmp_path)
     assert "resumed from" in (tmp_path / "log_rank0.txt").read_text()
+    assert json.loads((tmp_path / "run_summary.json").read_text())["ended"] == "finished"
     _assert_identical(straight, tmp_path)
     # keep 2 (every 3 steps): step_3 went; the resumed-from step_4 stays protected during this run
     assert ckpts.latest() == tag_for_step(STEPS)

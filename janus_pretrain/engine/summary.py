@@ -3,8 +3,9 @@
 Fed by the trainer's counters (steps, tokens, NaN/inf steps skipped; whole run, resumes included),
 this session's wall time, and the metrics logged: the best validation loss of each species from
 validation.jsonl (so a resumed run still knows the validations before its restart) and the last
-data/corrupt_samples logged (a whole-run count over all ranks). Written only when training
-finished; a preempted or diverged run prints its own message instead.
+data/corrupt_samples logged (a whole-run count over all ranks). Written whenever training ends
+in a way every rank agreed on: finished, preempted (exit 75, a requeue continues) or diverged
+(exit 3); each new session of a run rewrites it. Not after an unexpected error.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from janus_pretrain.atomic_io import atomic_write_text
 
 SUMMARY_FILE = "run_summary.json"  # <run dir>/run_summary.json
+ENDINGS = {"finished": "finished", "preempted": "preempted: checkpoint saved, exit 75 (requeue or rerun to continue)",
+           "diverged": "diverged: too many NaN/inf steps, exit 3 (see the error line)"}
 
 
 @dataclass
@@ -27,6 +30,7 @@ class BestValidation:
 
 @dataclass
 class RunSummary:
+    ended: str  # finished | preempted | diverged (ENDINGS)
     steps: int  # optimizer steps done over the whole run
     steps_this_session: int  # of those, done by this process (the rest were before its resume)
     tokens_seen: int  # tokens consumed on all ranks over the whole run
@@ -55,6 +59,7 @@ class RunSummary:
         """At most a screen: a few fixed lines, one per validated species, one per location."""
         wall = str(timedelta(seconds=round(self.wall_time_s)))
         lines = ["=" * 30 + " run summary " + "=" * 30,
+                 f"ended            {ENDINGS[self.ended]}",
                  f"steps            {self.steps:,} ({self.steps_this_session:,} in this session)",
                  f"tokens           {self.tokens_seen:,} ({self.tokens_this_session:,} in this session)",
                  f"wall time        {wall} in this session, {self.tokens_per_s:,.0f} tokens/s",
@@ -93,8 +98,9 @@ def best_validation(path: Path) -> dict[str, BestValidation]:
     return dict(sorted(best.items(), key=lambda item: (item[0] != "all", item[0])))
 
 
-def summarize(trainer, wall_time_s: float) -> RunSummary:
-    """The summary of a finished Trainer (engine/trainer.py), on rank 0; writes run_summary.json."""
+def summarize(trainer, wall_time_s: float, ended: str = "finished") -> RunSummary:
+    """The summary of a Trainer (engine/trainer.py) whose train() ended as `ended` (ENDINGS), on
+    rank 0; writes run_summary.json."""
     log, run_dir = trainer.log, trainer.run_dir
     corrupt = log.latest.get("data/corrupt_samples")
     locations = {"checkpoints": f"{trainer.config.checkpoint.dir} (latest: {trainer.last_tag or 'none'})",
@@ -104,7 +110,7 @@ def summarize(trainer, wall_time_s: float) -> RunSummary:
     locations.update(log.locations)
     locations["summary"] = str(run_dir / SUMMARY_FILE)
     steps_now = trainer.step - trainer.progress_at_start
-    summary = RunSummary(steps=trainer.step, steps_this_session=steps_now, tokens_seen=trainer.tokens_seen,
+    summary = RunSummary(ended=ended, steps=trainer.step, steps_this_session=steps_now, tokens_seen=trainer.tokens_seen,
                          tokens_this_session=steps_now * trainer.plan.tokens_per_step, wall_time_s=wall_time_s,
                          final_loss=trainer.last_loss, skipped_steps=trainer.bad_steps,
                          corrupt_samples=None if corrupt is None else int(corrupt),

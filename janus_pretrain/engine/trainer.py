@@ -12,6 +12,7 @@ still consumes its data and its step number, but no update is applied and the lr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,6 +155,7 @@ class Trainer:
             if cfg.train.watchdog_s > 0 else None
         beat = watchdog.beat if watchdog else (lambda step, phase: None)
         self.progress_at_start = self.step
+        ended = None  # how train() ended, for the summary; None: an unexpected error (no summary)
         try:
             while self.step < cfg.train.steps:
                 beat(self.step + 1, "train step")
@@ -179,6 +181,13 @@ class Trainer:
             beat(self.step, "final validation and checkpoint")
             self._validate()
             self.save()
+            ended = "finished"
+        except Preempted:
+            ended = "preempted"
+            raise
+        except TrainingDiverged:
+            ended = "diverged"
+            raise
         finally:
             if watchdog:
                 watchdog.stop()
@@ -186,10 +195,18 @@ class Trainer:
             self.log.close()
             if hasattr(self.train_stream, "close"):
                 self.train_stream.close()  # stop data-loader workers
+            if self.ctx.is_main and ended is not None:  # every rank agreed on this ending
+                self._print_summary(time.perf_counter() - started, ended)
         if self.ctx.is_main:
-            print(summarize(self, time.perf_counter() - started).text(), flush=True)
             print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
         return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
+
+    def _print_summary(self, wall_time_s: float, ended: str) -> None:
+        """Print and write the run summary; a failure to do so is a warning, never a new exit code."""
+        try:
+            print(summarize(self, wall_time_s, ended).text(), flush=True)
+        except (OSError, ValueError) as exc:  # disk full, a validation.jsonl line cut by a kill
+            print(f"warning: no run summary: {exc}", file=sys.stderr, flush=True)
 
     def train_step(self, batches) -> StepResult:
         """grad_accum micro batches and one optimizer step; every rank returns the same result."""
