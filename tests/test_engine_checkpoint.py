@@ -2,6 +2,7 @@
 half-way leaves the previous one loadable, keep-last-K never deletes the one in use."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,16 @@ def test_the_converter_resolves_latest_exactly_as_resume_does(tmp_path):
         resolve_tag(ckpts.root, incomplete)
     with pytest.raises(ConvertError, match="not found"):
         resolve_tag(ckpts.root, "step_00000040")
+
+
+def test_a_save_that_leaves_less_room_than_one_more_checkpoint_is_warned_about(tmp_path, monkeypatch):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    tag = _save(ckpts, 10)
+    (ckpts.path(tag) / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"\0" * 3 * 2**20)
+    size = sum(f.stat().st_size for f in ckpts.path(tag).rglob("*") if f.is_file())
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=size))  # room for less than 1.1x
+    warning = ckpts.room_for_another(tag)
+    assert warning and "only 3.0 MiB free" in warning and f"({tmp_path})" in warning and tag in warning
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2 * size))
+    assert ckpts.room_for_another(tag) is None

@@ -162,6 +162,18 @@ class CheckpointDir:
             raise RuntimeError(f"refusing to point {self.root / LATEST} at incomplete checkpoint {tag}")
         atomic_write_text(self.root / LATEST, tag + "\n", durable=True)
 
+    def room_for_another(self, tag: str) -> str | None:
+        """After `tag` was saved: why the next save will not fit, or None. A save writes a whole
+        new checkpoint before the oldest is pruned, so the file system holding checkpoint.dir needs
+        at least the size of `tag` free (10% margin)."""
+        size = sum(f.stat().st_size for f in self.path(tag).rglob("*") if f.is_file())
+        free = shutil.disk_usage(self.root).free
+        if free >= 1.1 * size:
+            return None
+        return (f"only {_readable(free)} free where checkpoints are written ({self.root}), less than one more "
+                f"checkpoint ({_readable(size)} for {tag}): the next save will fail and stop the run; free space "
+                f"or move checkpoint.dir before then (the checkpoints so far stay intact either way)")
+
     def prune(self, protect: set[str]) -> list[str]:
         """Delete all but the newest `keep` complete checkpoints; never a protected tag or the one
         `latest` names. Incomplete directories older than the newest complete one are dead saves
@@ -181,3 +193,7 @@ class CheckpointDir:
             shutil.rmtree(self.path(tag), ignore_errors=True)
             deleted.append(tag)
         return deleted
+
+
+def _readable(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"

@@ -192,6 +192,9 @@ class TrainingCheckpointer:
             self.dir.set_latest(tag)
             deleted = self.dir.prune(protect={t for t in (tag, self.resumed_tag) if t})
             self.message(f"checkpoint: saved {folder}" + (f" (removed {', '.join(deleted)})" if deleted else ""))
+            short = self.dir.room_for_another(tag)
+            if short:
+                self.message(f"checkpoint: WARNING: {short}")
         dist.barrier()
         self.last_tag = tag
         return tag
