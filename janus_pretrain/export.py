@@ -42,7 +42,7 @@ def full_state_dict(model: JanusForPretraining) -> dict[str, torch.Tensor]:
         if moe.num_local != moe.num_experts:
             raise ExportError(f"{moe.layer_name} holds experts {moe.first_local}..{moe.first_local + moe.num_local - 1} "
                               f"of {moe.num_experts} (expert-parallel shard): export from a DeepSpeed checkpoint "
-                              f"with launch/convert_checkpoint.py instead")
+                              f"with janus convert --checkpoint DIR --out EXPORT instead")
     return {name: tensor.detach() for name, tensor in model.state_dict().items()}
 
 
@@ -148,7 +148,7 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     path = export_dir / CONFIG_NAME
     if not path.is_file():
         raise ExportError(f"{export_dir} is not a model export: {CONFIG_NAME} missing "
-                          f"(make one with launch/convert_checkpoint.py)")
+                          f"(make one with janus convert --checkpoint RUN/checkpoints --out {export_dir})")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -191,7 +191,7 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
         raise ExportError(f"{weights} missing: the export is incomplete")
     if verify and config.get("weights_sha256") and file_digest(weights) != config["weights_sha256"]:
         raise ExportError(f"{weights}: sha256 differs from the one in {CONFIG_NAME}: the weights were damaged or "
-                          f"replaced after export; export again (launch/convert_checkpoint.py)")
+                          f"replaced after export; export again (janus convert)")
     try:
         state = load_file(str(weights), device=str(device))  # safetensors: no pickle, no code
     except Exception as exc:
