@@ -108,6 +108,9 @@ def test_run_summary_counts_the_whole_run_and_this_session(resumed):
     assert summary["tokens_seen"] == STEPS * TOKENS_PER_STEP
     assert summary["tokens_this_session"] == (STEPS - EVERY) * TOKENS_PER_STEP
     assert summary["tokens_per_s"] == pytest.approx(summary["tokens_this_session"] / summary["wall_time_s"])
+    resumed_meta = json.loads((out / "checkpoints" / f"step_{EVERY:08d}" / "meta.json").read_text())
+    assert resumed_meta["train_seconds"] > 0  # the killed session's time up to its step-2 checkpoint
+    assert summary["run_wall_time_s"] == pytest.approx(resumed_meta["train_seconds"] + summary["wall_time_s"])
     assert summary["skipped_steps"] == 0 and summary["corrupt_samples"] == 0
     assert summary["final_loss"] == metrics(out)[-1]["loss"]
     assert summary["best_validation"] == {}  # the synthetic stream has no validation set

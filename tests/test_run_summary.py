@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from janus_pretrain.config import LoggingConfig
 from janus_pretrain.engine.metrics_log import MetricsLogger
 from janus_pretrain.engine.summary import BestValidation, RunSummary, best_validation
@@ -38,7 +40,7 @@ def test_no_validation_file_means_no_best_validation(tmp_path):
 
 def _summary(**changes) -> RunSummary:
     fields = dict(ended="finished", steps=100, steps_this_session=40, tokens_seen=100 * 4096, tokens_this_session=40 * 4096,
-                  wall_time_s=80.0, final_loss=1.25, skipped_steps=2, corrupt_samples=3,
+                  wall_time_s=80.0, run_wall_time_s=200.0, final_loss=1.25, skipped_steps=2, corrupt_samples=3,
                   best_validation={"all": BestValidation(1.3, 100), "human": BestValidation(1.28, 90)},
                   locations={"checkpoints": "/r/checkpoints (latest: step_00000100)", "metrics": "/r/metrics.jsonl"})
     return RunSummary(**{**fields, **changes})
@@ -49,7 +51,7 @@ def test_summary_text_fits_a_screen_and_states_every_fact():
     lines = text.splitlines()
     assert len(lines) <= 24 and max(map(len, lines)) <= 100
     assert "100 (40 in this session)" in text and "409,600 (163,840 in this session)" in text
-    assert "0:01:20 in this session, 2,048 tokens/s" in text and lines[1] == "ended            finished"
+    assert "0:01:20 in this session (0:03:20 over the run), 2,048 tokens/s" in text and lines[1] == "ended            finished"
     assert "2 (NaN/inf" in text and "3 dropped" in text
     assert any("human" in line and "1.2800 (90)" in line for line in lines)
     assert any(line.startswith("checkpoints") and "step_00000100" in line for line in lines)
@@ -61,3 +63,13 @@ def test_summary_json_has_the_rate_and_no_nan(tmp_path):
     assert saved["tokens_per_s"] == 40 * 4096 / 80.0 and saved["ended"] == "finished"
     assert saved["final_loss"] is None and saved["corrupt_samples"] is None
     assert saved["best_validation"]["human"] == {"loss": 1.28, "step": 90}
+
+
+def test_checkpoints_of_earlier_versions_without_train_seconds_still_resume():
+    from janus_pretrain.engine.trainer import Progress
+
+    progress = Progress()
+    progress.load_state_dict({"step": 7, "tokens_seen": 70, "bad_steps": 1, "last_loss": 1.5, "config": {}})
+    assert (progress.step, progress.train_seconds) == (7, 0.0)
+    with pytest.raises(KeyError):  # a field every version wrote is still required
+        progress.load_state_dict({"step": 7})

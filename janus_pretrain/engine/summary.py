@@ -36,6 +36,7 @@ class RunSummary:
     tokens_seen: int  # tokens consumed on all ranks over the whole run
     tokens_this_session: int  # tokens consumed by this session (all ranks)
     wall_time_s: float  # this session's time in Trainer.train(): resume, steps, validation, checkpoints
+    run_wall_time_s: float  # earlier sessions up to the checkpoint this one resumed + this session
     final_loss: float  # training loss of the last good step
     skipped_steps: int  # steps skipped for a NaN/inf loss or gradient, whole run
     corrupt_samples: int | None  # damaged samples dropped (data.on_corrupt: skip), whole run; None = not logged
@@ -57,12 +58,13 @@ class RunSummary:
 
     def text(self) -> str:
         """At most a screen: a few fixed lines, one per validated species, one per location."""
-        wall = str(timedelta(seconds=round(self.wall_time_s)))
+        wall, run_wall = (str(timedelta(seconds=round(t))) for t in (self.wall_time_s, self.run_wall_time_s))
         lines = ["=" * 30 + " run summary " + "=" * 30,
                  f"ended            {ENDINGS[self.ended]}",
                  f"steps            {self.steps:,} ({self.steps_this_session:,} in this session)",
                  f"tokens           {self.tokens_seen:,} ({self.tokens_this_session:,} in this session)",
-                 f"wall time        {wall} in this session, {self.tokens_per_s:,.0f} tokens/s",
+                 f"wall time        {wall} in this session ({run_wall} over the run), "
+                 f"{self.tokens_per_s:,.0f} tokens/s",
                  f"final loss       {self.final_loss:.4f}",
                  f"skipped steps    {self.skipped_steps} (NaN/inf loss or gradient)",
                  f"corrupt samples  "
@@ -112,6 +114,7 @@ def summarize(trainer, wall_time_s: float, ended: str = "finished") -> RunSummar
     steps_now = trainer.step - trainer.progress_at_start
     summary = RunSummary(ended=ended, steps=trainer.step, steps_this_session=steps_now, tokens_seen=trainer.tokens_seen,
                          tokens_this_session=steps_now * trainer.plan.tokens_per_step, wall_time_s=wall_time_s,
+                         run_wall_time_s=trainer.seconds_before + wall_time_s,
                          final_loss=trainer.last_loss, skipped_steps=trainer.bad_steps,
                          corrupt_samples=None if corrupt is None else int(corrupt),
                          best_validation=best_validation(log.validation_file), locations=locations)

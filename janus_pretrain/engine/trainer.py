@@ -69,13 +69,17 @@ class Progress:
     tokens_seen: int = 0  # tokens consumed on all ranks
     bad_steps: int = 0  # steps skipped for NaN/inf over the whole run
     last_loss: float = float("nan")  # global mean loss of the last good step
+    train_seconds: float = 0.0  # wall time in Trainer.train() over the run's sessions, up to this checkpoint
+
+    LATER_FIELDS = ("train_seconds",)  # absent from checkpoints of earlier versions: keep the default
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
         for key in asdict(self):
-            setattr(self, key, state[key])
+            if key in state or key not in self.LATER_FIELDS:
+                setattr(self, key, state[key])
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -124,6 +128,7 @@ class Trainer:
                                                 verify=config.checkpoint.verify)
         self.preemption = preemption or PreemptionFlag()
         self.progress = Progress()
+        self.started, self.seconds_before = time.perf_counter(), 0.0  # reset by train(): see there
         self.consecutive_bad = 0  # current streak of NaN/inf steps: no checkpoint is written during one
         self.probes = _probe_runner(config, ctx)
         self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
@@ -146,9 +151,11 @@ class Trainer:
 
     # ---- the loop ----
     def train(self) -> TrainResult:
-        cfg, started = self.config, time.perf_counter()
+        cfg = self.config
+        self.started = time.perf_counter()  # this session's clock (the summary, Progress.train_seconds)
         self.preemption.install()
         self.resume()
+        self.seconds_before = self.progress.train_seconds  # earlier sessions, up to the resumed checkpoint
         batches = iter(self.train_stream)
         interval = [time.perf_counter(), 0]  # start time, tokens since the last log
         watchdog = Watchdog(self.run_dir, self.ctx.rank, self.ctx.world_size, cfg.train.watchdog_s).start(self.step) \
@@ -196,7 +203,7 @@ class Trainer:
             if hasattr(self.train_stream, "close"):
                 self.train_stream.close()  # stop data-loader workers
             if self.ctx.is_main and ended is not None:  # every rank agreed on this ending
-                self._print_summary(time.perf_counter() - started, ended)
+                self._print_summary(time.perf_counter() - self.started, ended)
         if self.ctx.is_main:
             print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
         return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
@@ -303,6 +310,7 @@ class Trainer:
 
     # ---- checkpoints (checkpoint/training_state.py owns the files) ----
     def _meta(self) -> dict:
+        self.progress.train_seconds = self.seconds_before + time.perf_counter() - self.started
         return {"config": to_dict(self.config), **self.progress.state_dict(),
                 "tokenizer_version": TOKENIZER_VERSION, "vocab": vocabulary(),
                 "world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
