@@ -129,6 +129,8 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         Help("synopsis; the shipped-task commands below run"),
     "janus evaluate --model EXPORT --suite configs/eval/bundled.yaml --out DIR [--seeds 3] [--baselines kmer,random]":
         Help("synopsis; the README form runs"),
+    "janus evaluate --model EXPORT --suite configs/eval/zero_shot.yaml --out DIR --seeds 3":
+        Help("the measured zero-shot run (3.4 min); the README form of evaluate runs"),
     "python data_prep/make_tasks.py --fasta data/genomes/dmel_chr4.fna.gz --gtf data/genomes/dmel_chr4.gtf.gz "
     "--out data/tasks --prefix dmel --tasks splice,region --genomes configs/genomes/bundled.yaml --species dmel":
         SHIPPED_TASKS,
@@ -138,6 +140,12 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "python data_prep/make_tasks.py --fasta data/genomes/scer_chrI.fna.gz --gtf data/genomes/scer_chrI.gtf.gz "
     "--out data/tasks --prefix scer --tasks promoter --test-fraction 0.3 --genomes configs/genomes/bundled.yaml "
     "--species scer": SHIPPED_TASKS,
+    "python data_prep/make_tasks.py --fasta data/genomes/dmel_chr4.fna.gz --gtf data/genomes/dmel_chr4.gtf.gz "
+    "--out data/tasks --prefix dmel --tasks codon_snv --genomes configs/genomes/bundled.yaml --species dmel":
+        SHIPPED_TASKS,
+    "python data_prep/make_tasks.py --fasta data/genomes/scer_chrI.fna.gz --gtf data/genomes/scer_chrI.gtf.gz "
+    "--out data/tasks --prefix scer --tasks codon_snv --genomes configs/genomes/bundled.yaml --species scer":
+        SHIPPED_TASKS,
     # docs/fusion.md, docs/gpu.md, docs/memory.md, docs/objectives.md
     "python bench/fusion_throughput.py --threads 1 --clock process": BENCH,
     "bash bench/gpu/check.sh --dry-run": Skip("the GPU kit; its CPU dry run is tests/test_gpu_kit.py"),

@@ -1,15 +1,17 @@
 """Labelled evaluation tasks from a genome FASTA and its GTF annotation.
 
     janus make-tasks --fasta data/genomes/dmel_chr4.fna.gz --gtf data/genomes/dmel_chr4.gtf.gz \
-        --out data/tasks --prefix dmel [--tasks splice,region,promoter] \
+        --out data/tasks --prefix dmel [--tasks splice,region,promoter,codon_snv] \
         [--genomes configs/genomes/bundled.yaml --species dmel]
 
 Writes OUT/PREFIX_<task>_{train,valid,test}.tsv (columns sequence, label, contig, start, strand)
-and OUT/PREFIX_<task>.json: counts per split and class, the options, input checksums, the command,
+for the window tasks (default: splice,region,promoter), OUT/PREFIX_codon_snv_test.tsv for the
+zero-shot coding-variant task (columns chrom, pos, ref, alt, label, kind, strand; test block only:
+janus_pretrain/evaluation/codon_variants.py), and OUT/PREFIX_<task>.json: counts per split and class, the options, input checksums, the command,
 and, with --genomes/--species, how many windows of each split overlap the pretraining
 train/valid/test regions of that species (a test window inside pretraining *train* data means
 the model saw those bases while pretraining). Deterministic: the same inputs and options give
-byte-identical files. See janus_pretrain/evaluation/task_builder.py for the task definitions.
+byte-identical files. See janus_pretrain/evaluation/task_builder.py for the window tasks.
 Exit codes: 0 done, 2 bad input (one-line message naming the file and line).
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 from janus_pretrain import cli
 from janus_pretrain.evaluation.task_builder import SPLITS, TASKS, TaskOptions
+
+ALL_TASKS = (*TASKS, "codon_snv")  # TASKS by default; codon_snv (zero-shot variants) when asked
 
 
 def read_genome(fasta: Path) -> tuple[dict[str, str], str]:
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--gtf", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--prefix", default=None, help="file name prefix (default: the FASTA name's first word)")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help=f"comma-separated subset of {','.join(ALL_TASKS)} (default {','.join(TASKS)})")
     parser.add_argument("--genomes", type=Path, default=None, help="pretraining genome list, for the overlap report")
     parser.add_argument("--species", default=None, help="this genome's name in --genomes")
     defaults = TaskOptions()
@@ -78,8 +83,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     prefix = args.prefix or args.fasta.name.split(".")[0]
     try:
-        if any(t not in TASKS for t in tasks):
-            raise ValueError(f"--tasks takes {','.join(TASKS)}, got {args.tasks!r}")
+        if any(t not in ALL_TASKS for t in tasks):
+            raise ValueError(f"--tasks takes {','.join(ALL_TASKS)}, got {args.tasks!r}")
         if (args.genomes is None) != (args.species is None):
             raise ValueError("--genomes and --species go together (the overlap report needs both)")
         genomes, fasta_sha = read_genome(args.fasta)
@@ -99,6 +104,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     for task in tasks:
+        if task == "codon_snv":
+            entry = {"test": _codon_snv(args.out, prefix, genomes, annotation, options, regions)}
+            atomic_write_text(args.out / f"{prefix}_{task}.json",
+                              json.dumps({**manifest, "task": task, "splits": entry}, indent=2, sort_keys=True) + "\n")
+            continue
         parts = build_task(task, genomes, annotation, options)
         entry = {}
         for split in SPLITS:
@@ -115,3 +125,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                           json.dumps({**manifest, "task": task, "splits": entry}, indent=2, sort_keys=True) + "\n")
     return 0
 
+
+def _codon_snv(out: Path, prefix: str, genomes, annotation, options, regions) -> dict:
+    """Write PREFIX_codon_snv_test.tsv; its manifest entry (like a window task's test split)."""
+    from janus_pretrain.evaluation.codon_variants import build_codon_snv, counts, write_variants
+    from janus_pretrain.evaluation.task_builder import overlaps
+
+    variants = build_codon_snv(genomes, annotation, options)
+    path = out / f"{prefix}_codon_snv_test.tsv"
+    write_variants(path, variants)
+    entry = {"file": path.name, "rows": len(variants), "classes": counts(variants)}
+    if regions is not None:
+        entry["overlaps_pretraining"] = dict(sorted(overlaps([v.as_row() for v in variants], regions).items()))
+    print(f"codon_snv test: {len(variants)} variants {entry['classes']}"
+          + (f", overlapping pretraining regions {entry['overlaps_pretraining']}" if regions else ""))
+    return entry

@@ -29,6 +29,7 @@ class Transcript:
     contig: str
     strand: str  # "+" or "-"
     exons: list[tuple[int, int]] = field(default_factory=list)  # sorted by start, 0-based half-open
+    cds: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, GTF frame), sorted by start
 
     @property
     def start(self) -> int:
@@ -70,6 +71,7 @@ def read_gtf(path: str | Path) -> Annotation:
         raise AnnotationError(f"GTF file not found: {path}")
     exons: dict[str, Transcript] = {}
     genes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    cds: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # transcript_id -> CDS pieces
     with _open(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip() or line.startswith("#"):
@@ -87,6 +89,11 @@ def read_gtf(path: str | Path) -> Annotation:
                 raise AnnotationError(f"{path} line {line_no}, columns 4-5: bad interval {start}-{end} (1-based, inclusive)")
             if feature == "gene":
                 genes[contig].append((start0, end0))
+            elif feature == "CDS":
+                tid = dict(_ATTR.findall(fields[8])).get("transcript_id")
+                frame = fields[7]
+                if tid and frame in ("0", "1", "2"):
+                    cds[tid].append((start0, end0, int(frame)))
             elif feature == "exon":
                 if strand not in "+-" or not strand:
                     raise AnnotationError(f"{path} line {line_no}, column 7: strand {strand!r} is not + or -")
@@ -103,6 +110,7 @@ def read_gtf(path: str | Path) -> Annotation:
     transcripts = []
     for transcript in exons.values():
         transcript.exons.sort()
+        transcript.cds = sorted(cds.get(transcript.id, []))
         transcripts.append(transcript)
     gene_contigs = set(genes)
     for t in transcripts:  # a contig without `gene` lines: its transcripts' spans are the genes
