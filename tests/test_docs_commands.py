@@ -122,6 +122,7 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "'data/labels/splice_junctions.tsv', 'data/labels/splice', seed=0)\"": Run(
         subs=(("'data/labels/splice'", "'resplit/splice'"),), check="splice_split_rebuilt"),
     "python bench/finetune_splice.py": BENCH,
+    "python bench/positive_control.py": BENCH,
     "python block 1 of docs/downstream.md": Run(check="python_example_output"),
     "python block 2 of docs/downstream.md": Run(),  # transformers with trust_remote_code on the demo export
     # docs/evaluation.md
@@ -155,6 +156,8 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         BENCH,
     "python bench/memory_scaling.py --from-json docs/memory_cpu_measured.json": BENCH,
     "janus memory": Help("named in prose"),
+    "janus shard": Help("named in prose"),
+    "janus convert": Help("named in prose"),
     "janus pretrain": Help("named in prose"),
     "janus finetune": Help("named in prose"),
     "janus embed": Help("named in prose"),
