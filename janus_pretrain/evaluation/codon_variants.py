@@ -32,12 +32,11 @@ from pathlib import Path
 
 from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.evaluation.annotation import Annotation, Transcript
-from janus_pretrain.evaluation.task_builder import Row, TaskOptions, assign_split, split_blocks
+from janus_pretrain.evaluation.task_builder import COMPLEMENT, Row, TaskOptions, assign_split, split_blocks
 
 TASK = "codon_snv"
 _ORDER = "TCAG"
 _CODE = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"  # standard code, TCAG order
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 MISSENSE, SYNONYMOUS = "missense", "synonymous"
 LABELS = {MISSENSE: "1", SYNONYMOUS: "0"}
 
@@ -75,7 +74,7 @@ def codon_sites(genome: str, contig: str, annotation: Annotation) -> dict[int, t
             codon_at = positions[i:i + 3]
             codon = "".join(genome[p] for p in codon_at).upper()
             if transcript.strand == "-":
-                codon = codon.translate(_COMPLEMENT)
+                codon = codon.translate(COMPLEMENT)
             if set(codon) - set("ACGT") or translate(codon) == "*":
                 continue
             candidates = [(codon_at[1], MISSENSE, 1)]
@@ -123,7 +122,7 @@ def build_codon_snv(genomes: dict[str, str], annotation: Annotation, options: Ta
             if alt is None:
                 continue
             ref = genome[position].upper()
-            alt = alt if strand == "+" else alt.translate(_COMPLEMENT)
+            alt = alt if strand == "+" else alt.translate(COMPLEMENT)
             by_kind[kind].append(CodingSnv(contig, position, ref, alt, kind, strand))
     n = min([len(rows) for rows in by_kind.values()] + [options.max_per_class])
     chosen = [row for kind in (MISSENSE, SYNONYMOUS) for row in rng.sample(by_kind[kind], n)]

@@ -14,6 +14,7 @@ import torch
 
 from janus_pretrain.downstream.embedding import embed_sequence_ids
 from janus_pretrain.downstream.task_metrics import compute_metrics
+from janus_pretrain.evaluation.task_builder import COMPLEMENT
 from janus_pretrain.tokenizer import encode
 
 
@@ -104,7 +105,6 @@ def fit_probe(kind: str, metrics: list[str], train, valid, test, c_grid: list[fl
 # tasks it is often hard to beat.
 
 _TRANSLATE = str.maketrans("acgtRYSWKMBDHVUNryswkmbdhvun", "ACGTNNNNNNNNNNNNNNNNNNNNNNNN")
-_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
 
 def _clean(sequence: str) -> str:
@@ -122,7 +122,7 @@ def kmer_features(sequences: list[str], k: int, rc_fold: bool = False) -> np.nda
     texts = [_clean(s) for s in sequences]
     counts = vectorizer.transform(texts).toarray().astype(np.float32)
     if rc_fold:
-        counts += vectorizer.transform([t.translate(_COMPLEMENT)[::-1] for t in texts]).toarray()
+        counts += vectorizer.transform([t.translate(COMPLEMENT)[::-1] for t in texts]).toarray()
     return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
 
 

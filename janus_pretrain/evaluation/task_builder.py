@@ -30,7 +30,7 @@ from janus_pretrain.evaluation.annotation import (EXON, INTERGENIC, INTRON, REGI
 
 SPLITS = ("train", "valid", "test")
 TASKS = ("splice", "region", "promoter")
-_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+COMPLEMENT = str.maketrans("ACGTN", "TGCAN")  # str.translate table: base -> its complement (N stays N)
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _oriented(genome: str, start: int, end: int, strand: str) -> str | None:
     seq = genome[start:end].upper()
     if set(seq) - set("ACGT"):
         return None
-    return seq if strand == "+" else seq.translate(_COMPLEMENT)[::-1]
+    return seq if strand == "+" else seq.translate(COMPLEMENT)[::-1]
 
 
 def splice_rows(genome: str, contig: str, annotation: Annotation, options: TaskOptions, rng: random.Random) -> list[Row]:
@@ -107,7 +107,7 @@ def splice_rows(genome: str, contig: str, annotation: Annotation, options: TaskO
         kind = rng.choice(("donor", "acceptor"))
         # the canonical dinucleotide read in the chosen orientation, at a position no transcript splices
         pair = (upper[pos:pos + 2] if kind == "donor" else upper[pos - 1:pos + 1]) if strand == "+" else \
-            (upper[pos - 1:pos + 1] if kind == "donor" else upper[pos:pos + 2]).translate(_COMPLEMENT)[::-1]
+            (upper[pos - 1:pos + 1] if kind == "donor" else upper[pos:pos + 2]).translate(COMPLEMENT)[::-1]
         if pair != ("GT" if kind == "donor" else "AG") or (pos, strand) in sites:
             continue
         start = pos - w // 2 + (1 if (kind == "donor") == (strand == "-") else 0)
