@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from janus_pretrain import cli
-from janus_pretrain.evaluation.task_builder import SPLITS, TASKS, TaskOptions
+from janus_pretrain.evaluation.task_builder import (SPLITS, TASKS, Row, TaskOptions, build_task, overlaps,
+                                                   write_rows)
 
 ALL_TASKS = (*TASKS, "codon_snv")  # TASKS by default; codon_snv (zero-shot variants) when asked
 
@@ -75,7 +76,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from janus_pretrain.data.genomes import DataPrepError
     from janus_pretrain.digests import file_digest
     from janus_pretrain.evaluation.annotation import AnnotationError, read_gtf
-    from janus_pretrain.evaluation.task_builder import build_task, overlaps, write_rows
 
     options = TaskOptions(**{f.name: ([x for x in getattr(args, f.name).split(",") if x]
                                       if isinstance(getattr(defaults, f.name), list) else getattr(args, f.name))
@@ -104,39 +104,44 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     for task in tasks:
-        if task == "codon_snv":
-            entry = {"test": _codon_snv(args.out, prefix, genomes, annotation, options, regions)}
-            atomic_write_text(args.out / f"{prefix}_{task}.json",
-                              json.dumps({**manifest, "task": task, "splits": entry}, indent=2, sort_keys=True) + "\n")
-            continue
-        parts = build_task(task, genomes, annotation, options)
-        entry = {}
-        for split in SPLITS:
-            rows = parts[split]
-            path = args.out / f"{prefix}_{task}_{split}.tsv"
-            write_rows(path, rows)
-            entry[split] = {"file": path.name, "rows": len(rows), "classes": dict(sorted(Counter(r.label for r in rows).items()))}
-            if regions is not None:
-                entry[split]["overlaps_pretraining"] = dict(sorted(overlaps(rows, regions).items()))
-            print(f"{task} {split}: {len(rows)} rows {entry[split]['classes']}"
-                  + (f", overlapping pretraining regions {entry[split]['overlaps_pretraining']}" if regions else ""))
+        build = _codon_snv if task == "codon_snv" else _window_task
+        entry = build(task, args.out, prefix, genomes, annotation, options, regions)
         # one manifest per task: tasks of one genome may be built with different options
         atomic_write_text(args.out / f"{prefix}_{task}.json",
                           json.dumps({**manifest, "task": task, "splits": entry}, indent=2, sort_keys=True) + "\n")
     return 0
 
 
-def _codon_snv(out: Path, prefix: str, genomes, annotation, options, regions) -> dict:
-    """Write PREFIX_codon_snv_test.tsv; its manifest entry (like a window task's test split)."""
-    from janus_pretrain.evaluation.codon_variants import build_codon_snv, counts, write_variants
-    from janus_pretrain.evaluation.task_builder import overlaps
 
-    variants = build_codon_snv(genomes, annotation, options)
-    path = out / f"{prefix}_codon_snv_test.tsv"
-    write_variants(path, variants)
-    entry = {"file": path.name, "rows": len(variants), "classes": counts(variants)}
+def _split_entry(task: str, split: str, path: Path, classes: dict, located: list[Row], regions, unit: str) -> dict:
+    """The manifest entry of one written split file (with the pretraining overlap report), printed."""
+    entry = {"file": path.name, "rows": len(located), "classes": classes}
     if regions is not None:
-        entry["overlaps_pretraining"] = dict(sorted(overlaps([v.as_row() for v in variants], regions).items()))
-    print(f"codon_snv test: {len(variants)} variants {entry['classes']}"
+        entry["overlaps_pretraining"] = dict(sorted(overlaps(located, regions).items()))
+    print(f"{task} {split}: {len(located)} {unit} {classes}"
           + (f", overlapping pretraining regions {entry['overlaps_pretraining']}" if regions else ""))
     return entry
+
+
+def _window_task(task: str, out: Path, prefix: str, genomes, annotation, options, regions) -> dict:
+    """Write PREFIX_<task>_{train,valid,test}.tsv; their manifest entries by split."""
+    parts = build_task(task, genomes, annotation, options)
+    entry = {}
+    for split in SPLITS:
+        rows = parts[split]
+        path = out / f"{prefix}_{task}_{split}.tsv"
+        write_rows(path, rows)
+        classes = dict(sorted(Counter(r.label for r in rows).items()))
+        entry[split] = _split_entry(task, split, path, classes, rows, regions, "rows")
+    return entry
+
+
+def _codon_snv(task: str, out: Path, prefix: str, genomes, annotation, options, regions) -> dict:
+    """Write PREFIX_codon_snv_test.tsv (zero-shot variants, test block only); its manifest entry."""
+    from janus_pretrain.evaluation.codon_variants import build_codon_snv, counts, write_variants
+
+    variants = build_codon_snv(genomes, annotation, options)
+    path = out / f"{prefix}_{task}_test.tsv"
+    write_variants(path, variants)
+    return {"test": _split_entry(task, "test", path, counts(variants), [v.as_row() for v in variants], regions,
+                                 "variants")}
