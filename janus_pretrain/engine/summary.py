@@ -100,7 +100,7 @@ def best_validation(path: Path) -> dict[str, BestValidation]:
     return dict(sorted(best.items(), key=lambda item: (item[0] != "all", item[0])))
 
 
-def summarize(trainer, wall_time_s: float, ended: str = "finished") -> RunSummary:
+def summarize(trainer, wall_time_s: float, ended: str) -> RunSummary:
     """The summary of a Trainer (engine/trainer.py) whose train() ended as `ended` (ENDINGS), on
     rank 0; writes run_summary.json."""
     log, run_dir = trainer.log, trainer.run_dir
