@@ -173,7 +173,7 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
         for b in range(0, len(keys), batch_size):
             chunk = keys[b:b + batch_size]
             try:
-                ids = torch.stack([encode(fetch(fasta, c, s, e)) for c, s, e in chunk]).to(device)  # (b, W)
+                ids = torch.stack([encode(fetch(fasta, c, s, e), model.config.tokenizer) for c, s, e in chunk]).to(device)  # (b, W)
             except TokenizerError as exc:
                 raise FastaError(f"{fasta_path}: a window among {chunk}: {exc}") from None
             logits = model(ids).logits.float()  # (b, W, V)

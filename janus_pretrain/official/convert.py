@@ -26,8 +26,7 @@ from janus_pretrain.model_config import ModelConfig
 from janus_pretrain.official.lightning_file import (OfficialCheckpointError, read_official_checkpoint,
                                                     write_official_checkpoint)
 from janus_pretrain.official.names import BACKBONE, HEAD, NameMapError, official_to_ours, ours_to_official
-from janus_pretrain.official.variant import (VariantError, model_config_from_official, model_section, official_config,
-                                             truthy)
+from janus_pretrain.official.variant import VariantError, model_config_from_official, model_section, official_config
 
 OFFICIAL_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # where the official scripts' pretrained_model_path points
 OFFICIAL_MODEL_CONFIG = "model_config.json"  # what their model.config_path points at (src/utils/train.py writes it)
@@ -114,24 +113,11 @@ def export_official(export_dir: str | Path, out_dir: str | Path, overwrite: bool
                                   f"official pretrained checkpoint needs one")
     state = ours_to_official(full_state_dict(model), config)
     source: dict[str, Any] = meta.get("run", {}).get("janusdna") or {}
+    # an imported export writes back the hyper_parameters it came with (its weights are the source's:
+    # config.json's digest says so); any other export gets the model section the official scripts build
     hparams = source.get("hyper_parameters") or {"model": {"_name_": "janusdna_lm", "config": arguments}}
-    hparams = json.loads(json.dumps(hparams))  # a private copy, plain JSON types
-    hparams.setdefault("model", {})["config"] = {**hparams["model"].get("config", {}), **_written(arguments, hparams)}
     write_official_checkpoint(target, state, hparams, global_step=source.get("global_step") or 0,
                               epoch=source.get("epoch") or 0)
     model_config = {k: v for k, v in hparams["model"].items() if not k.startswith("_") or k == "config_path"}
     atomic_write_text(out_dir / OFFICIAL_MODEL_CONFIG, json.dumps(model_config, indent=4) + "\n")
     return target
-
-
-def _written(arguments: dict, hparams: dict) -> dict:
-    """The config arguments that describe the weights; a source's own spelling of the same values
-    (e.g. `bidirectional: 'true,'`) is kept where it means the same."""
-    stored = hparams.get("model", {}).get("config", {})
-    return {k: v for k, v in arguments.items() if k not in stored or not _same(stored[k], v)}
-
-
-def _same(stored: Any, value: Any) -> bool:
-    if isinstance(value, bool):
-        return truthy(stored) == value
-    return stored == value

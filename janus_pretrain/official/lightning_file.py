@@ -105,7 +105,8 @@ class OfficialCheckpoint:
     global_step: int | None = None
     epoch: int | None = None
     lightning_version: str | None = None
-    other_keys: list[str] = field(default_factory=list)  # optimizer_states, loops, ...: read, not used
+    optimizer_states: list = field(default_factory=list)  # Lightning's optimizer state_dicts, plain data
+    other_keys: list[str] = field(default_factory=list)  # loops, callbacks, ...: read, not used
 
 
 def _refusal(path: Path, exc: Exception) -> OfficialCheckpointError:
@@ -143,9 +144,10 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     hparams = plain(raw.get("hyper_parameters")) or {}
     if not isinstance(hparams, dict):
         raise OfficialCheckpointError(f"{path}: hyper_parameters is {type(hparams).__name__}, expected a mapping")
-    known = {"state_dict", "hyper_parameters", "global_step", "epoch", "pytorch-lightning_version"}
+    known = {"state_dict", "hyper_parameters", "global_step", "epoch", "pytorch-lightning_version", "optimizer_states"}
     return OfficialCheckpoint(path, state, hparams, raw.get("global_step"), raw.get("epoch"),
-                              raw.get("pytorch-lightning_version"), sorted(k for k in raw if k not in known))
+                              raw.get("pytorch-lightning_version"), plain(raw.get("optimizer_states") or []),
+                              sorted(k for k in raw if k not in known))
 
 
 def write_official_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], hyper_parameters: dict,
