@@ -241,3 +241,25 @@ def test_transformers_loads_an_imported_model_with_the_official_tokenizer(import
     out = transformers_forward(imported[name], ids, tmp_path / "hf", texts=(INPUTS[i]["sequence"],))
     assert (out["logits"][0] - EXPECTED[f"{name}.{i}.logits"]).abs().max() < TOL
     assert out["token_ids"][0] == ids[0].tolist()
+
+
+def test_continued_pretraining_starts_from_the_official_loss(imported, tmp_path):
+    """checkpoint.init_from an imported model, 2 ranks, ZeRO-2, expert parallelism 2: the first
+    step's loss on a golden input is the loss the official code computed for it."""
+    from dataclasses import asdict
+
+    from engine_launch import logs, metrics, run, small_config
+
+    name, i = "w_midattn_tiny", 4  # the 128 bp input
+    model = asdict(load_pretrained(imported[name]).config)
+    model.update(kernels="reference")
+    ids = EXPECTED[f"{name}.{i}.input_ids"].tolist()
+    config = small_config(tmp_path / "run", model=model, data={"seq_len": len(ids)},
+                          train={"micro_batch": 1, "steps": 1, "precision": "fp32"},
+                          parallel={"zero_stage": 2, "ep_size": 2},
+                          checkpoint={"init_from": str(imported[name])})
+    codes = run(2, {"config": config, "data": "fixed", "fixed_ids": ids}, tmp_path / "out")
+    assert codes == [0, 0], logs(tmp_path / "out")
+    first = metrics(tmp_path / "run")[0]
+    assert abs(first["loss"] - EXPECTED[f"{name}.{i}.loss"].item()) < TOL
+    assert abs(first["ce_loss"] - EXPECTED[f"{name}.{i}.main_loss"].item()) < TOL
