@@ -202,6 +202,8 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
     if missing or unexpected:
         raise ExportError(f"{weights} does not match {CONFIG_NAME}: missing {sorted(missing)[:5]}, "
                           f"unexpected {sorted(unexpected)[:5]}")
+    # an import of a fine-tuned official checkpoint has a backbone but no trained LM head (run.lm_head)
+    model.lm_head_trained = config.get("run", {}).get("lm_head") != "absent"
     return model.eval()
 
 

@@ -263,3 +263,38 @@ def test_continued_pretraining_starts_from_the_official_loss(imported, tmp_path)
     first = metrics(tmp_path / "run")[0]
     assert abs(first["loss"] - EXPECTED[f"{name}.{i}.loss"].item()) < TOL
     assert abs(first["ce_loss"] - EXPECTED[f"{name}.{i}.main_loss"].item()) < TOL
+
+
+def made_here_model():
+    """The model behind made_here.expected.safetensors (README there): built here, not imported."""
+    from janus_pretrain.model import JanusForPretraining
+    from janus_pretrain.model_config import ModelConfig
+
+    torch.manual_seed(5)
+    config = ModelConfig(d_model=32, n_layers=4, attn_layer_period=4, attn_layer_offset=2, num_experts=4,
+                         intermediate_size=64, final_mlp=True, final_mlp_kind="janusdna", fusion_scale_dim=16,
+                         tokenizer="janusdna", norm_eps=1e-6, init="janusdna", aux_loss_pooling="stream_pooled",
+                         loss_targets="non_pad")
+    model = JanusForPretraining(config)
+    with torch.no_grad():  # norms and biases away from 1 and 0, so that a mis-mapped name cannot hide
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("norm_f.weight") or name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def test_a_model_made_here_is_what_the_official_code_computes(tmp_path):
+    """Written with export_official, the official code loaded it strictly and computed these
+    outputs (fixture README); the same file read back here gives them too."""
+    from janus_pretrain.export import save_pretrained
+
+    golden = load_file(str(FIXTURES / "made_here.expected.safetensors"))
+    save_pretrained(made_here_model(), tmp_path / "export")
+    written = export_official(tmp_path / "export", tmp_path / "official")
+    model = load_pretrained(import_official(written, tmp_path / "again").export_dir)
+    for i in range(2, 6):
+        ids = golden[f"last.{i}.input_ids"][None]
+        with torch.no_grad():
+            assert (model(ids).logits[0] - golden[f"last.{i}.logits"]).abs().max() < TOL
+            out = model(ids, labels=golden[f"last.{i}.target"][None])
+        assert abs(out.loss.item() - golden[f"last.{i}.loss"].item()) < TOL

@@ -152,6 +152,9 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
                    batch_size: int = 8, device: str | torch.device = "cpu",
                    on_ref_mismatch: str = "report") -> list[dict]:
     """One row per variant (input order): COLUMNS. `model(ids).logits` is (B, L, vocab)."""
+    if not getattr(model, "lm_head_trained", True):
+        raise VariantError("zero-shot scoring needs the model's LM head, and this export has none that was trained "
+                           "(imported from a fine-tuned JanusDNA checkpoint); import the pretrained checkpoint instead")
     objective = getattr(getattr(model, "config", None), "objective", "janus")
     if objective != "janus":
         # mlm logits at p saw base p (unless masked), clm logits at p predict p+1 from the left only:
