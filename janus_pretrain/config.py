@@ -82,7 +82,8 @@ class OptimizerConfig:
     lr: float = 8.0e-3  # peak learning rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
     eps: float = 1.0e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # applied to matrices only (not biases, norms, embeddings, A_log, D)
+    weight_decay: float = 0.1  # decoupled AdamW weight decay of the decayed group
+    no_decay: Literal["janus", "janusdna"] = "janus"  # exempt from decay: janus = biases, norm weights, embedding, A_log, D; janusdna (official) = biases and the embedding only
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {"lr": POSITIVE, "betas": OPEN_FRACTION, "eps": POSITIVE,
                                                 "weight_decay": NON_NEGATIVE}
@@ -97,8 +98,11 @@ class OptimizerConfig:
 class ScheduleConfig:
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of train.steps
     min_lr: float = 1.0e-4  # cosine decay floor
+    curve: Literal["warmup_cosine", "timm_cosine"] = "warmup_cosine"  # warmup_cosine: lr rises (s+1)/warmup; timm_cosine (official): timm's CosineLRScheduler with warmup_prefix, from warmup_init_lr
+    warmup_init_lr: float = 1.0e-6  # timm_cosine: the lr of the first step
 
-    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"warmup_fraction": OPEN_FRACTION, "min_lr": NON_NEGATIVE}
+    FLOAT_RANGES: ClassVar[dict[str, Range]] = {"warmup_fraction": OPEN_FRACTION, "min_lr": NON_NEGATIVE,
+                                                "warmup_init_lr": NON_NEGATIVE}
 
     def validate(self, where: str) -> None:
         check_floats(self, "schedule", where)

@@ -123,7 +123,7 @@ def write_export(state: dict[str, torch.Tensor], model_config: ModelConfig, out_
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "export_format": EXPORT_FORMAT})
         config["weights_sha256"] = file_digest(tmp / WEIGHTS_NAME)  # checked by load_pretrained
-        config.update(write_remote_code(tmp))  # transformers' entry points and the code they run
+        config.update(write_remote_code(tmp, model_config.tokenizer))  # transformers' entry points and the code they run
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_NAME).write_text(_model_card(model_config, tensors, run, weights_dtype))
         if out_dir.exists():
@@ -167,8 +167,8 @@ def add_remote_code(export_dir: str | Path) -> Path:
     gains model_type/auto_map; the weights are not touched, so their digest still holds."""
     export_dir = Path(export_dir)
     config = read_export_config(export_dir)
-    model_config_from_dict(dict(config["model"]), str(export_dir / CONFIG_NAME))  # this code must read it
-    config.update(write_remote_code(export_dir))
+    model = model_config_from_dict(dict(config["model"]), str(export_dir / CONFIG_NAME))  # this code must read it
+    config.update(write_remote_code(export_dir, model.tokenizer))
     atomic_write_text(export_dir / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return export_dir
 
@@ -202,6 +202,8 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
     if missing or unexpected:
         raise ExportError(f"{weights} does not match {CONFIG_NAME}: missing {sorted(missing)[:5]}, "
                           f"unexpected {sorted(unexpected)[:5]}")
+    # an import of a fine-tuned official checkpoint has a backbone but no trained LM head (run.lm_head)
+    model.lm_head_trained = config.get("run", {}).get("lm_head") != "absent"
     return model.eval()
 
 

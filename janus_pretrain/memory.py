@@ -101,7 +101,8 @@ def parameter_count(m: ModelConfig) -> ParameterCount:
             else:
                 total += swiglu
     total += 2 * norm + attn + swiglu  # fusion block
-    total += (swiglu if m.final_mlp else 0) + d * m.vocab_size  # head
+    official_mlp = d * 2 * d + 2 * d + 2 * d * d + d  # Linear(D, 2D) + Linear(2D, D), with biases
+    total += (0 if not m.final_mlp else official_mlp if m.final_mlp_kind == "janusdna" else swiglu) + d * m.vocab_size  # head
     return ParameterCount(total, expert)
 
 

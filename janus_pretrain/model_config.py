@@ -36,10 +36,16 @@ class ModelConfig:
     dt_max: float = 0.1  # see dt_min
     dt_init_floor: float = 1.0e-4  # lower clamp of the initial dt
     tie_mamba_projections: bool = True  # share Mamba in/out projections between the two streams
-    final_mlp: bool = False  # a small SwiGLU MLP between the final norm and the LM head
+    final_mlp: bool = False  # a small MLP (residual) between the final norm and the LM head
+    final_mlp_kind: Literal["swiglu", "janusdna"] = "swiglu"  # swiglu: bias-free SwiGLU of width ffn_dim; janusdna: the official Linear(D, 2D) SiLU Linear(2D, D) SiLU, with biases
+    fusion_scale_dim: int = 0  # fusion softmax scale is 1/sqrt(this); 0 = the head dim (official JanusDNA: flex_attn_n_embd / n_heads, its zero-padded head dim)
+    tokenizer: Literal["janus", "janusdna", "janusdna_char"] = "janus"  # DNA text -> ids (janus_pretrain/tokenizer.py): janus (IUPAC -> N), or the official pretraining / benchmark-loader mappings
     router_aux_loss_coef: float = 0.2  # weight of the MoE load-balancing loss in the total loss
     initializer_range: float = 0.02  # std of normal init for linear and embedding weights
-    norm_eps: float = 1.0e-5  # RMSNorm epsilon
+    norm_eps: float = 1.0e-5  # RMSNorm epsilon (official JanusDNA: 1e-6)
+    init: Literal["janus", "janusdna"] = "janus"  # fresh weights: janus (Mamba dt init, normal q/k/v) or the official JanusDNA init (docs/janusdna.md)
+    aux_loss_pooling: Literal["layer_mean", "stream_pooled"] = "layer_mean"  # MoE load balancing: mean of per-layer losses, or official: router statistics pooled over a stream's layers, forward + backward summed
+    loss_targets: Literal["bases", "non_pad"] = "bases"  # CE targets: A/C/G/T positions, or official: every position that is not [PAD]
     kernels: Literal["auto", "cuda", "reference"] = "auto"  # auto: each CUDA package kernel that imports, on a GPU; cuda: mamba_ssm + causal_conv1d required
     fusion_kernel: Literal["auto", "pieces", "flex", "reference"] = "auto"  # auto: causal pieces merged by log-sum-exp, or the exact reference when kernels resolve to reference
     activation_checkpointing: Literal["none", "layer", "block"] = "none"  # recompute per layer or per sub-block (+ fusion block, FFN hiddens)
@@ -58,7 +64,8 @@ class ModelConfig:
     # fields that choose how the model runs, not what it computes (a checkpoint's weights load under any value)
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"kernels", "fusion_kernel", "activation_checkpointing", "scan_chunk", "fusion_query_block", "loss_chunk",
-         "ffn_chunk", "mlm_probability", "mlm_mask_fraction", "mlm_random_fraction"})  # mlm_*: the training recipe
+         "ffn_chunk", "mlm_probability", "mlm_mask_fraction", "mlm_random_fraction", "init", "aux_loss_pooling",
+         "loss_targets"})  # mlm_*, init, aux_loss_pooling, loss_targets: the training recipe
 
     def architecture(self) -> dict[str, Any]:
         """The fields that define the weights and what they compute (everything but RUNTIME_FIELDS)."""
@@ -67,6 +74,15 @@ class ModelConfig:
     @property
     def ffn_dim(self) -> int:
         return self.intermediate_size or 4 * self.d_model
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def fusion_softmax_scale(self) -> float:
+        """1/sqrt(d) of the fusion attention's scores, d = fusion_scale_dim or the head dim."""
+        return (self.fusion_scale_dim or self.head_dim) ** -0.5
 
     @property
     def d_inner(self) -> int:
@@ -112,6 +128,12 @@ class ModelConfig:
         for key in ("vocab_size", "d_model", "n_layers", "d_state", "d_conv", "expand", "scan_chunk", "fusion_query_block"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{where}: model.{key} must be positive (got {getattr(self, key)})")
+        if self.fusion_scale_dim and self.fusion_scale_dim < self.head_dim:
+            raise ConfigError(f"{where}: model.fusion_scale_dim={self.fusion_scale_dim} is below the head dim "
+                              f"{self.head_dim} (d_model / n_heads); use 0 for the head dim, or the official padded "
+                              f"dim flex_attn_n_embd / n_heads")
+        if self.fusion_scale_dim < 0:
+            raise ConfigError(f"{where}: model.fusion_scale_dim must be >= 0 (got {self.fusion_scale_dim})")
         if self.vocab_size < 12:
             raise ConfigError(f"{where}: model.vocab_size={self.vocab_size} is smaller than the tokenizer's 12 ids")
         if self.mlm_mask_fraction + self.mlm_random_fraction > 1:

@@ -1,8 +1,16 @@
 """Character-level DNA tokenizer with Caduceus/JanusDNA-compatible ids.
 
 [CLS]0 [SEP]1 [BOS]2 [MASK]3 [PAD]4 [RESERVED]5 [UNK]6 A7 C8 G9 T10 N11, vocabulary padded to 16.
-Lower case (soft-masked repeats) maps to the same ids as upper case; IUPAC ambiguity codes map
-to N. Encoding is one table lookup over the bytes, never a Python loop per base.
+Encoding is one table lookup over the bytes, never a Python loop per base. Three mappings of
+letters to ids (`mode`, recorded as model.tokenizer in configs and exports):
+
+  janus          A/C/G/T either case -> 7-10; N and IUPAC codes either case -> N 11 (models trained here)
+  janusdna       the official JanusDNA pretraining path (CaduceusTokenizer, which upper-cases, then
+                 N replaced by [PAD]): A/C/G/T either case -> 7-10, N/n -> [PAD] 4, other IUPAC -> [UNK] 6
+  janusdna_char  the official benchmark loaders (CharacterTokenizer of A C G T N, case-sensitive):
+                 A C G T N -> 7-11, lower case and other IUPAC -> [UNK] 6
+
+Every mode accepts the same letters (A C G T N and IUPAC codes, either case) and refuses the rest.
 """
 from __future__ import annotations
 
@@ -18,14 +26,28 @@ BASE_IDS = (A_ID, C_ID, G_ID, T_ID)
 IUPAC_AMBIGUOUS = "RYSWKMBDHVUN"  # U is not DNA; treated as unknown base like the other codes
 NUCLEOTIDE_CODES = "ACGT" + IUPAC_AMBIGUOUS  # every letter accepted in sequences, in either case
 
+TOKENIZER_MODES = ("janus", "janusdna", "janusdna_char")
+
 _INVALID = -1
-_ENCODE = np.full(256, _INVALID, dtype=np.int64)
-for _char, _id in zip("ACGT", BASE_IDS):
-    _ENCODE[ord(_char)] = _id
-    _ENCODE[ord(_char.lower())] = _id
-for _char in IUPAC_AMBIGUOUS:
-    _ENCODE[ord(_char)] = N_ID
-    _ENCODE[ord(_char.lower())] = N_ID
+
+
+def _table(mode: str) -> np.ndarray:
+    table = np.full(256, _INVALID, dtype=np.int64)
+    for char in NUCLEOTIDE_CODES:
+        upper, lower = ord(char), ord(char.lower())
+        base = BASE_IDS["ACGT".index(char)] if char in "ACGT" else None
+        if mode == "janus":
+            table[upper] = table[lower] = base if base is not None else N_ID
+        elif mode == "janusdna":
+            table[upper] = table[lower] = base if base is not None else PAD_ID if char == "N" else UNK_ID
+        else:  # janusdna_char
+            table[upper] = base if base is not None else N_ID if char == "N" else UNK_ID
+            table[lower] = UNK_ID
+    return table
+
+
+_TABLES = {mode: _table(mode) for mode in TOKENIZER_MODES}
+_ENCODE = _TABLES["janus"]
 
 _DECODE = np.array([ord("?")] * VOCAB_SIZE, dtype=np.uint8)
 for _char, _id in zip("ACGTN", (*BASE_IDS, N_ID)):
@@ -67,10 +89,13 @@ def first_invalid(seq: str | bytes) -> tuple[int, str] | None:
     return pos, chr(_as_bytes(seq)[pos])
 
 
-def encode_numpy(seq: str | bytes | np.ndarray) -> np.ndarray:
-    """Token ids as an int64 numpy array (used by the data pipeline)."""
+def encode_numpy(seq: str | bytes | np.ndarray, mode: str = "janus") -> np.ndarray:
+    """Token ids as an int64 numpy array (used by the data pipeline); `mode` one of TOKENIZER_MODES."""
     raw = _as_bytes(seq)
-    ids = _ENCODE[raw]
+    try:
+        ids = _TABLES[mode][raw]
+    except KeyError:
+        raise TokenizerError(f"unknown tokenizer mode {mode!r}; expected one of {', '.join(TOKENIZER_MODES)}") from None
     if ids.size and ids.min() == _INVALID:
         pos = int(np.flatnonzero(ids == _INVALID)[0])
         raise TokenizerError(f"invalid DNA character {chr(raw[pos])!r} at position {pos}; "
@@ -78,9 +103,9 @@ def encode_numpy(seq: str | bytes | np.ndarray) -> np.ndarray:
     return ids
 
 
-def encode(seq: str | bytes) -> torch.LongTensor:
-    """DNA text to token ids (L,), lower case to the same ids, IUPAC codes to N."""
-    return torch.from_numpy(encode_numpy(seq))
+def encode(seq: str | bytes, mode: str = "janus") -> torch.LongTensor:
+    """DNA text to token ids (L,); janus mode: lower case to the same ids, IUPAC codes to N."""
+    return torch.from_numpy(encode_numpy(seq, mode))
 
 
 def decode(ids: torch.Tensor | np.ndarray | list[int]) -> str:

@@ -2,7 +2,8 @@
 
     python tests/engine_worker.py SPEC.json
 
-SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real",
+SPEC: {"config": {run config dict}, "out": dir, "data": "synthetic" | "real" | "fixed" (every sample is
+       spec["fixed_ids"], e.g. a golden input whose official loss is known),
        "nan": {"steps": [..], "rank": r}, "preempt_at": N, "step_sleep": seconds,
        "weights_every_step": bool (out/weights_step<S>_rank<R>.pt after every step),
        "faults": {"poison_at": S (a NaN into one weight after step S, every rank),
@@ -39,7 +40,11 @@ class SyntheticStream:
         self.seq_len, self.micro_batch, self.rank, self.world, self.seed = seq_len, micro_batch, rank, world_size, seed
         self.k = 0
 
+    fixed: list[int] | None = None  # every sample these ids (data "fixed")
+
     def sample(self, index: int) -> torch.Tensor:
+        if self.fixed is not None:
+            return torch.tensor(self.fixed)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return torch.randint(7, 11, (self.seq_len,), generator=gen)  # A/C/G/T ids
 
@@ -124,7 +129,9 @@ def main(spec_path: str) -> int:
     nan = spec.get("nan", {})
 
     def synthetic(config, ctx, micro_batch):
-        return SyntheticStream(config.data.seq_len, micro_batch, ctx.rank, ctx.world_size, config.train.seed), None, []
+        stream = SyntheticStream(config.data.seq_len, micro_batch, ctx.rank, ctx.world_size, config.train.seed)
+        stream.fixed = spec.get("fixed_ids") if spec.get("data") == "fixed" else None
+        return stream, None, []
 
     class Configured(TestTrainer):
         def __init__(self, *args):

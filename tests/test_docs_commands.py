@@ -87,6 +87,20 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         "make demo's launch (2 ranks: a minute here even at 2 steps); the one-process form runs here, and "
         "tests/test_engine_real.py trains 2 ranks through launch/pretrain.py"),
     "sbatch launch/slurm_pretrain.sh configs/1m.yaml [--set ...]": SLURM,
+    # docs/janusdna.md (and README's workflow table)
+    "janus convert --from janusdna --checkpoint FILE.ckpt --out EXPORT": Help(
+        "synopsis; tests/test_janusdna_official.py converts golden official checkpoints"),
+    "janus convert --to janusdna --model EXPORT --out DIR": Help("synopsis; tests/test_janusdna_official.py runs it"),
+    "janus convert --from janusdna": Help("named in prose"),
+    "janus convert --from/--to janusdna": Help("named in prose"),
+    "janus convert --from janusdna --checkpoint JANUSDNA_RUN/checkpoints/last.ckpt --out exports/janusdna_72_midattn": Help(
+        "needs the downloaded official weights; tests/test_janusdna_official.py converts golden official checkpoints"),
+    "janus convert --to janusdna --model EXPORT --out JANUSDNA_RUN": Help(
+        "synopsis; tests/test_janusdna_official.py writes and re-reads official checkpoints"),
+    "janus pretrain --config configs/janusdna/w_midattn_72dim.yaml --set model.final_mlp=false "
+    "--set checkpoint.init_from=exports/janusdna_72_midattn --dry-run": Help(
+        "needs an imported official model; tests/test_janusdna_official.py continues pretraining one on 2 ranks"),
+    "janus pretrain --dry-run": Help("named in prose"),
     # docs/training.md
     "janus pretrain --config CFG [--set key=value ...] [--resume auto|none|TAG] [--dry-run [--ranks N]]": Help(
         "synopsis"),

@@ -69,6 +69,32 @@ def test_pieces_match_reference_forward_and_backward(backend, dtype, seq_len):
     _assert_matches(got, _reference(qkv, grad, seq_len), dtype)
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_a_softmax_scale_of_a_padded_head_dim_reaches_every_path(backend):
+    """model.fusion_scale_dim (the official JanusDNA's zero-padded fusion head dim) sets the scale;
+    pieces, reference and FlexAttention agree on it, and it equals attention over zero-padded heads
+    at their default scale, which is what the official code computes."""
+    dtype = torch.bfloat16 if backend in HALF_ONLY else torch.float32
+    seq_len, padded = 9, 32
+    qkv, grad = _inputs(seq_len, seed=11, dtype=dtype)
+    scale = padded ** -0.5
+    kernel = BACKENDS[backend]()
+    got = _out_and_grads(lambda q, k, v: fusion_attention_pieces(q, k, v, seq_len, kernel, scale), qkv, grad)
+    want = _out_and_grads(lambda q, k, v: fusion_attention_reference(q, k, v, seq_len, query_block=5, scale=scale),
+                          [t.float() for t in qkv], grad.float())
+    _assert_matches(got, want, dtype)
+    if dtype == torch.float32:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        from janus_pretrain.model.fusion_attention import fusion_attention_flex, janus_block_mask
+
+        padded_qkv = [torch.nn.functional.pad(t, (0, padded - DH)) for t in qkv]
+        with torch.no_grad():
+            official = flex_attention(*padded_qkv, block_mask=janus_block_mask(seq_len, "cpu"))[..., :DH]
+            torch.testing.assert_close(fusion_attention_flex(*qkv, seq_len, scale=scale), official, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(want[0], official, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["cpu-flash", "math"])
 @pytest.mark.parametrize("seq_len", [1, 2, 3, 5])
 def test_gradcheck_float64(backend, seq_len):

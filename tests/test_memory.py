@@ -32,6 +32,7 @@ def _count(model) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("changes", [{}, {"tie_mamba_projections": False}, {"final_mlp": True},
+                                     {"final_mlp": True, "final_mlp_kind": "janusdna"},
                                      {"attn_layer_period": 2, "attn_layer_offset": 0, "dt_rank": 3},
                                      {"expert_layer_period": 0}])
 def test_parameter_count_matches_the_instantiated_model(changes):

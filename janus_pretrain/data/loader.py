@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +41,16 @@ STATE_VERSION = 2  # 2: slots by id over data.streams (1: one slot per rank x wo
 log = logging.getLogger(__name__)
 
 
-def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class TokenEncoding:
+    """How bases become ids and which ids carry loss weight: the model's tokenizer mode and loss
+    targets (model.tokenizer, model.loss_targets), passed in by the run builder."""
+    tokenizer: str = "janus"  # janus_pretrain.tokenizer.TOKENIZER_MODES
+    targets: str = "bases"  # bases: A/C/G/T carry weight; non_pad (official JanusDNA): every id but [PAD]
+
+
+def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float,
+                 encoding: TokenEncoding = TokenEncoding()) -> dict[str, torch.Tensor]:
     """Tokenise crops into a batch; shorter crops are padded (PAD id, loss weight 0).
 
     Built in numpy over the whole batch and wrapped once, so no torch op runs per row.
@@ -51,12 +61,12 @@ def encode_crops(crops: list[Crop], seq_len: int, repeat_weight: float) -> dict[
     for row, crop in enumerate(crops):
         bases = np.frombuffer(crop.dna, dtype=np.uint8)
         text[row, :bases.size] = bases[::-1] if crop.rc else bases
-    ids = encode_numpy(text.reshape(-1)).reshape(text.shape)  # (B, L)
+    ids = encode_numpy(text.reshape(-1), encoding.tokenizer).reshape(text.shape)  # (B, L)
     ids[flip] = COMPLEMENT_IDS[ids[flip]]  # reversed above, complemented here: the reverse complement
     padding = np.arange(seq_len)[None, :] >= lengths[:, None]  # (B, L)
     ids[padding] = PAD_ID
-    is_base = (ids >= A_ID) & (ids <= T_ID)
-    weight = np.where(text >= ord("a"), np.float32(repeat_weight), np.float32(1.0)) * is_base  # (B, L)
+    counted = (ids != PAD_ID) if encoding.targets == "non_pad" else (ids >= A_ID) & (ids <= T_ID)
+    weight = np.where(text >= ord("a"), np.float32(repeat_weight), np.float32(1.0)) * counted  # (B, L)
     species = np.array([c.species for c in crops], dtype=np.int64)  # (B,)
     return {"input_ids": torch.from_numpy(ids), "species": torch.from_numpy(species),
             "loss_weight": torch.from_numpy(weight.astype(np.float32))}
@@ -97,6 +107,7 @@ class _Batches(IterableDataset):
         self.seed, self.rank, self.world_size = stream.seed, stream.rank, stream.world_size
         self.streams, self.workers, self.micro_batch = stream.streams, stream.workers, stream.micro_batch
         self.first = stream.batches  # the rank's count of batches already handed out
+        self.encoding = stream.encoding
         self.states = dict(stream.slot_states)
 
     def _slot(self, slot: int, reader: ShardReader) -> SlotStream:
@@ -130,7 +141,7 @@ class _Batches(IterableDataset):
                 # raises it again with just this line
                 yield {"_error": str(exc)}
                 return
-            batch = encode_crops(crops, c.seq_len, c.repeat_weight)
+            batch = encode_crops(crops, c.seq_len, c.repeat_weight, self.encoding)
             batch["_state"] = json.dumps({"slot": slot, "state": slots[slot].state_dict()})
             yield batch
             n += step
@@ -140,18 +151,21 @@ class TrainStream:
     """Infinite iterator of training batches for one rank; state_dict()/load_state_dict() resume exactly.
 
     batch["input_ids"] (B, L) long, batch["species"] (B,) long, batch["loss_weight"] (B, L) float32
-    (0 where the token is not A/C/G/T, data.repeat_weight on soft-masked bases, else 1).
+    (0 where the token is not A/C/G/T, or under encoding.targets non_pad where it is [PAD];
+    data.repeat_weight on soft-masked bases, else 1).
 
     A damaged shard or sample raises ShardError (one line: shard, sample key, what to do); under
     data.on_corrupt: skip the samples dropped instead are counted in `corrupt_samples`.
     """
 
-    def __init__(self, config: DataConfig, micro_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+    def __init__(self, config: DataConfig, micro_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 encoding: TokenEncoding = TokenEncoding()):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
         if micro_batch < 1 or config.seq_len < 1:
             raise ValueError(f"micro_batch ({micro_batch}) and data.seq_len ({config.seq_len}) must be >= 1")
         self.config, self.micro_batch, self.rank, self.world_size, self.seed = config, micro_batch, rank, world_size, seed
+        self.encoding = encoding
         self.manifest = read_manifest(config.manifest)
         self.weights = mixture_weights(self.manifest, config.mixture)
         self.species_names: list[str] = list(self.manifest["species_order"])

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 
 from janus_pretrain.config import DataConfig
-from janus_pretrain.data.loader import encode_crops
+from janus_pretrain.data.loader import TokenEncoding, encode_crops
 from janus_pretrain.data.manifest import mixture_weights, read_manifest
 from janus_pretrain.data.samples import Crop
 from janus_pretrain.data.shard_integrity import ShardReader
@@ -36,7 +36,8 @@ def _padding(species: int, rows: int, seq_len: int) -> dict[str, torch.Tensor]:
 
 
 def validation_batches(config: DataConfig, micro_batch: int, rank: int = 0, world_size: int = 1,
-                       split: str = "valid") -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+                       split: str = "valid", encoding: TokenEncoding = TokenEncoding()
+                       ) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
     """(species name, batch) over the split of every species in the run's mixture, manifest order."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
@@ -56,7 +57,7 @@ def validation_batches(config: DataConfig, micro_batch: int, rank: int = 0, worl
         mine = (crop for index, crop in enumerate(tiles) if index % world_size == rank)
         for _ in range(n_batches):
             crops = [crop for _, crop in zip(range(micro_batch), mine)]
-            batch = encode_crops(crops, seq_len, config.repeat_weight) if crops else _padding(species, 0, seq_len)
+            batch = encode_crops(crops, seq_len, config.repeat_weight, encoding) if crops else _padding(species, 0, seq_len)
             if len(crops) < micro_batch:
                 pad = _padding(species, micro_batch - len(crops), seq_len)
                 batch = {k: torch.cat([batch[k], pad[k]]) for k in batch}

@@ -61,8 +61,9 @@ class SequenceClassifier(nn.Module):
         return logits, aux
 
 
-def encode_all(sequences: list[str]) -> list[torch.Tensor]:
-    return [encode(s) for s in sequences]
+def encode_all(sequences: list[str], mode: str = "janus") -> list[torch.Tensor]:
+    """Token ids of each sequence; mode: the model's tokenizer (model.tokenizer)."""
+    return [encode(s, mode) for s in sequences]
 
 
 def length_batches(lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0) -> list[list[int]]:

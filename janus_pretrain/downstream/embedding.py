@@ -100,7 +100,7 @@ def embed_fasta(backbone: JanusModel, fasta_path: str | Path, window: int = 1024
         if length == 0:
             raise FastaError(f"{fasta_path}: record {name!r} is empty")
         try:
-            ids = encode(fetch(fasta, name, 0, length))
+            ids = encode(fetch(fasta, name, 0, length), backbone.config.tokenizer)
         except TokenizerError as exc:
             raise FastaError(f"{fasta_path}: record {name!r}: {exc}") from None
         record_states = embed_ids(backbone, ids, window, batch_size, device)  # (L, D)

@@ -204,12 +204,13 @@ def finetune(model_dir: str | Path, train_path: str | Path, valid_path: str | Pa
                                options.pooling, seq_len)
     log(f"finetuning {model_dir} on {len(train_y)} sequences, {len(classes)} classes {classes}; "
         f"valid {len(valid_y)}" + (f", test {len(test_y)}" if test else ""))
-    train_ids, valid_ids = encode_all(train.sequences), encode_all(valid.sequences)
+    mode = model.backbone.config.tokenizer
+    train_ids, valid_ids = encode_all(train.sequences, mode), encode_all(valid.sequences, mode)
     best_valid, history = train_classifier(model, train_ids, train_y, valid_ids, valid_y, options, log, progress)
     result = {"classes": classes, "valid": best_valid, "history": history, "options": asdict(options),
               "model": str(model_dir)}
     if test:
-        logits = predict_logits(model, encode_all(test.sequences), options.batch_size)
+        logits = predict_logits(model, encode_all(test.sequences, mode), options.batch_size)
         result["test"] = classification_metrics(logits, torch.tensor(test_y))
         log("test " + " ".join(f"{k}={v:.4f}" for k, v in result["test"].items()))
     out_dir = Path(out_dir)

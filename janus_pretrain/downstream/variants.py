@@ -152,7 +152,11 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
                    batch_size: int = 8, device: str | torch.device = "cpu",
                    on_ref_mismatch: str = "report") -> list[dict]:
     """One row per variant (input order): COLUMNS. `model(ids).logits` is (B, L, vocab)."""
+    if not getattr(model, "lm_head_trained", True):
+        raise VariantError("zero-shot scoring needs the model's LM head, and this export has none that was trained "
+                           "(imported from a fine-tuned JanusDNA checkpoint); import the pretrained checkpoint instead")
     objective = getattr(getattr(model, "config", None), "objective", "janus")
+    mode = getattr(getattr(model, "config", None), "tokenizer", "janus")  # the ids the model was trained on
     if objective != "janus":
         # mlm logits at p saw base p (unless masked), clm logits at p predict p+1 from the left only:
         # neither is the score defined above, and reading them as if it were would be silently wrong
@@ -173,7 +177,7 @@ def score_variants(model, fasta_path: str | Path, variants: list[Variant], windo
         for b in range(0, len(keys), batch_size):
             chunk = keys[b:b + batch_size]
             try:
-                ids = torch.stack([encode(fetch(fasta, c, s, e)) for c, s, e in chunk]).to(device)  # (b, W)
+                ids = torch.stack([encode(fetch(fasta, c, s, e), mode) for c, s, e in chunk]).to(device)  # (b, W)
             except TokenizerError as exc:
                 raise FastaError(f"{fasta_path}: a window among {chunk}: {exc}") from None
             logits = model(ids).logits.float()  # (b, W, V)

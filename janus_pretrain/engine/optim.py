@@ -1,7 +1,9 @@
 """AdamW parameter groups (weight-decay split x MoE split) and the learning-rate schedule.
 
-No weight decay on parameters marked `_no_weight_decay` by the model (embedding, Mamba A_log and
-D) nor on anything with fewer than 2 dimensions (biases, norm weights).
+No weight decay (optimizer.no_decay: janus) on parameters marked `_no_weight_decay` by the model
+(embedding, Mamba A_log and D) nor on anything with fewer than 2 dimensions (biases, norm
+weights); under janusdna, as the official code, on biases and the embedding only (its
+add_optimizer_hooks exempts biases and nn.Embedding; its RMSNorm is no torch norm class).
 
 ZeRO-1/2 need expert parameters in their own groups marked `moe: True` and named after their
 expert-data-parallel group: it reduces and partitions those groups over that group instead of the
@@ -16,14 +18,16 @@ from deepspeed.moe.utils import is_moe_param, split_params_into_different_moe_gr
 from torch import nn
 
 from janus_pretrain.config import OptimizerConfig, ScheduleConfig
-from janus_pretrain.lr_schedule import warmup_cosine
+from janus_pretrain.lr_schedule import timm_warmup_cosine, warmup_cosine
 
 
-def no_weight_decay(param: torch.Tensor) -> bool:
+def no_weight_decay(param: torch.Tensor, name: str = "", rule: str = "janus") -> bool:
+    if rule == "janusdna":
+        return name.endswith(".bias") or name.endswith("embedding.weight")
     return param.ndim < 2 or bool(getattr(param, "_no_weight_decay", False))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, rule: str = "janus") -> list[dict]:
     """Groups in a fixed order: decay, no_decay, then one group per (decay kind, expert group).
 
     Every group carries the names of its parameters ('param_names'), which the checkpoint
@@ -34,7 +38,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        group = plain if no_weight_decay(param) else decay
+        group = plain if no_weight_decay(param, name, rule) else decay
         group["params"].append(param)
         group["param_names"].append(name)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -49,7 +53,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay, config.no_decay)
     for group in groups:  # DeepSpeed passes unknown keys through; torch ignores them
         assert all(is_moe_param(p) for p in group["params"]) == group.get("moe", False)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
@@ -58,7 +62,12 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
 
 def lr_factor(step: int, total_steps: int, schedule: ScheduleConfig, peak_lr: float) -> float:
     """Multiplier of the peak lr before optimizer step `step` (0-based): linear warm-up over
-    warmup_fraction * total_steps, then cosine from the peak down to schedule.min_lr."""
+    warmup_fraction * total_steps, then cosine from the peak down to schedule.min_lr (curve
+    timm_cosine: the official timm curve, lr_schedule.timm_warmup_cosine)."""
+    if schedule.curve == "timm_cosine":
+        lr = timm_warmup_cosine(step, total_steps, schedule.warmup_fraction * total_steps, peak_lr,
+                                schedule.warmup_init_lr, schedule.min_lr)
+        return lr / peak_lr if peak_lr > 0 else 0.0
     warmup = max(1, round(schedule.warmup_fraction * total_steps)) if schedule.warmup_fraction > 0 else 0
     floor = min(schedule.min_lr / peak_lr, 1.0) if peak_lr > 0 else 0.0
     return warmup_cosine(step, total_steps, warmup, floor)

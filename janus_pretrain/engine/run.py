@@ -58,13 +58,15 @@ def parameter_line(config: RunConfig) -> str:
 
 def build_data(config: RunConfig, ctx, micro_batch: int):
     """The train stream of this rank, a factory of its validation batches, the species names."""
-    from janus_pretrain.data import TrainStream, validation_batches
+    from janus_pretrain.data import TokenEncoding, TrainStream, validation_batches
 
+    encoding = TokenEncoding(config.model.tokenizer, config.model.loss_targets)
     stream = TrainStream(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size,
-                         seed=config.train.seed)
+                         seed=config.train.seed, encoding=encoding)
 
     def valid():
-        return validation_batches(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size)
+        return validation_batches(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size,
+                                  encoding=encoding)
     return stream, valid, list(stream.species_names)
 
 

@@ -166,12 +166,13 @@ class SuiteRunner:
         model = SequenceClassifier(backbone, len(data.classes), options.rc_conjoin, options.dropout, options.pooling,
                                    lengths.pop() if options.pooling == "flatten" else 0)
 
-        best, history = train_classifier(model, encode_all(fold.train[0]), fold.train[1].tolist(),
-                                         encode_all(fold.valid[0]), fold.valid[1].tolist(), options,
+        mode = backbone.config.tokenizer
+        best, history = train_classifier(model, encode_all(fold.train[0], mode), fold.train[1].tolist(),
+                                         encode_all(fold.valid[0], mode), fold.valid[1].tolist(), options,
                                          log=lambda *_: None, progress=step_bar(bar))
         out = {}
         for split in ("valid", "test"):
-            logits = predict_logits(model, encode_all(getattr(fold, split)[0]), options.batch_size)
+            logits = predict_logits(model, encode_all(getattr(fold, split)[0], mode), options.batch_size)
             out[split] = compute_metrics(task.metrics, logits.numpy(), getattr(fold, split)[1])
         last = history[-1] if history else {}
         return {**out, "chosen": {"steps": last.get("step"), "epochs_run": (last.get("epoch") or 0) + 1},

@@ -22,7 +22,8 @@ def embed_sequences(backbone: torch.nn.Module, sequences: list[str], batch_size:
                     rc_conjoin: bool = False, device: str | torch.device = "cpu", progress=None,
                     pooling: str = "mean") -> np.ndarray:
     """(N, D) mean-pooled (or (N, L*D) flattened) states of DNA strings (downstream.embedding)."""
-    return embed_sequence_ids(backbone, [encode(s) for s in sequences], batch_size, rc_conjoin, device, progress,
+    mode = backbone.config.tokenizer
+    return embed_sequence_ids(backbone, [encode(s, mode) for s in sequences], batch_size, rc_conjoin, device, progress,
                               pooling)
 
 

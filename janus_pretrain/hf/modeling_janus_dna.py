@@ -76,7 +76,8 @@ class JanusDNAPreTrainedModel(PreTrainedModel):
         config = json.loads(config_path.read_text())
         if __name__.startswith("janus_pretrain."):  # never true in an export's copy, which lacks the build step:
             # imported by name so that the copy does not carry it
-            config.update(importlib.import_module("janus_pretrain.hf.remote_code").write_remote_code(save_directory))
+            config.update(importlib.import_module("janus_pretrain.hf.remote_code").write_remote_code(
+                save_directory, self.config.model_config().tokenizer))
         config.pop("weights_sha256", None)
         if weights.is_file():  # one file (not sharded): what our loader reads
             config["weights_sha256"] = file_digest(weights)

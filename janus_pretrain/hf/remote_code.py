@@ -89,16 +89,18 @@ def package_source(text: str, remote_code: dict[str, str]) -> str:
                   text, flags=re.MULTILINE)
 
 
-def write_remote_code(export_dir: str | Path) -> dict:
+def write_remote_code(export_dir: str | Path, tokenizer_mode: str | None = None) -> dict:
     """Write the code files and tokenizer_config.json (or add the tokenizer entry to the one there)
     into `export_dir`; returns the keys config.json needs for transformers (model_type,
-    architectures, auto_map, remote_code)."""
+    architectures, auto_map, remote_code). tokenizer_mode: the model's model.tokenizer, recorded
+    for AutoTokenizer (None keeps what tokenizer_config.json says, else the default)."""
     export_dir = Path(export_dir)
     closure = module_closure()
     for flat, dotted in closure.items():
         (export_dir / flat).write_text(relative_source(dotted))
     tokenizer_config = export_dir / TOKENIZER_CONFIG_NAME  # a tokenizer's save_pretrained may have written one
     settings = json.loads(tokenizer_config.read_text()) if tokenizer_config.is_file() else {}
-    tokenizer_config.write_text(json.dumps({**settings, **TOKENIZER_ENTRY}, indent=2, sort_keys=True) + "\n")
+    entry = dict(TOKENIZER_ENTRY, **({"mode": tokenizer_mode} if tokenizer_mode else {}))
+    tokenizer_config.write_text(json.dumps({**settings, **entry}, indent=2, sort_keys=True) + "\n")
     return {"model_type": MODEL_TYPE, "architectures": [HEAD_CLASS], "auto_map": dict(AUTO_MAP),
             "remote_code": closure}

@@ -1,8 +1,9 @@
 """AutoTokenizer for exports: janus_pretrain.tokenizer behind transformers' PreTrainedTokenizer.
 
 Character level, Caduceus/JanusDNA ids ([CLS]0 [SEP]1 [BOS]2 [MASK]3 [PAD]4 [RESERVED]5 [UNK]6
-A7 C8 G9 T10 N11), lower case to the same ids, IUPAC codes to N, and no special tokens added:
-`tokenizer(seq)["input_ids"]` equals `janus_pretrain.tokenizer.encode(seq)`. Special tokens
+A7 C8 G9 T10 N11), letters mapped as the model's tokenizer mode says (`mode` in
+tokenizer_config.json, model.tokenizer: janus = lower case to the same ids, IUPAC codes to N), and
+no special tokens added: `tokenizer(seq)["input_ids"]` equals `janus_pretrain.tokenizer.encode(seq, mode)`. Special tokens
 written in the text ("ACG[MASK]T") become their ids. A character that is not DNA is an error
 naming it (the package tokenizer's), never a silent [UNK].
 This file is copied into every export (janus_pretrain/hf/remote_code.py).
@@ -24,7 +25,9 @@ class JanusDNATokenizer(PreTrainedTokenizer):
     # the model refuses padding, so padded batches must carry the mask that shows it
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, **kwargs):
+    def __init__(self, mode: str = "janus", **kwargs):
+        self.mode = mode
+        encode_numpy("", mode)  # an unknown mode is an error here, not at the first sequence
         for name, token in (("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("bos_token", "[BOS]"),
                             ("mask_token", "[MASK]"), ("pad_token", "[PAD]"), ("unk_token", "[UNK]")):
             kwargs.setdefault(name, token)
@@ -38,11 +41,11 @@ class JanusDNATokenizer(PreTrainedTokenizer):
         return {**_VOCAB, **self.added_tokens_encoder}
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
-        encode_numpy(text)  # raises on a character that is not DNA, naming it and its position
+        encode_numpy(text, self.mode)  # raises on a character that is not DNA, naming it and its position
         return list(text)
 
     def _convert_token_to_id(self, token: str) -> int:
-        return _VOCAB[token] if token in _VOCAB else int(encode_numpy(token)[0])
+        return _VOCAB[token] if token in SPECIAL_TOKENS else int(encode_numpy(token, self.mode)[0])
 
     def _convert_id_to_token(self, index: int) -> str:
         return SPECIAL_TOKENS[index] if index < len(SPECIAL_TOKENS) else decode([index])

@@ -48,11 +48,12 @@ class FusionAttention(_MultiHeadProjections):
     (janus_mask=False, the mlm objective: every row reads every row)."""
 
     def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot, query_block: int,
-                 janus_mask: bool = True):
+                 janus_mask: bool = True, scale: float | None = None):
         super().__init__(d_model, n_heads, std)
         self.kernels = kernels
         self.query_block = query_block
         self.janus_mask = janus_mask
+        self.scale = scale  # None: 1/sqrt(head dim); official JanusDNA: 1/sqrt(its zero-padded head dim)
 
     def block_rows(self, batch: int, heads: int, n_keys: int) -> int:
         """Query rows per reference block: query_block, fewer where the block's (B, H, rows, 2L)
@@ -64,8 +65,8 @@ class FusionAttention(_MultiHeadProjections):
         q, k, v = (t.transpose(1, 2) for t in self.split_heads(rows))  # (B, H, 2L, Dh)
         if not self.janus_mask:
             # no mask: torch's SDPA runs its own flash kernel (CPU and CUDA), O(L) memory
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 2L, Dh)
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, 2L, Dh)
             return self.out_proj(out.transpose(1, 2).flatten(2))
         out = self.kernels.get(rows.device).fusion_attention(q, k, v, rows.shape[1] // 2,
-                                                             query_block=self.block_rows(*q.shape[:3]))
+                                                             query_block=self.block_rows(*q.shape[:3]), scale=self.scale)
         return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, 2L, D)

@@ -47,7 +47,7 @@ def _key_ranges(start: int, end: int, seq_len: int):
     return (0, max(0, i1 - 2)), (seq_len + i0, 2 * seq_len)
 
 
-def _block(q_blk, k, v, start, seq_len):
+def _block(q_blk, k, v, start, seq_len, scale):
     (a0, a1), (b0, b1) = _key_ranges(start, start + q_blk.shape[2], seq_len)
     keys = torch.cat([torch.arange(a0, a1), torch.arange(b0, b1)]).to(q_blk.device)
     k_sel = torch.cat([k[:, :, a0:a1], k[:, :, b0:b1]], dim=2)  # (B, H, K, Dh)
@@ -55,11 +55,12 @@ def _block(q_blk, k, v, start, seq_len):
     # (Q, K) mask for rows start..start+Q-1, from index arithmetic only
     rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)
     mask = janus_allowed(rows[:, None], keys[None, :], seq_len)
-    return F.scaled_dot_product_attention(q_blk, k_sel, v_sel, attn_mask=mask)  # (B, H, Q, Dh)
+    return F.scaled_dot_product_attention(q_blk, k_sel, v_sel, attn_mask=mask, scale=scale)  # (B, H, Q, Dh)
 
 
-def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024):
-    """Exact Janus-masked attention, (B, H, 2L, Dh) -> (B, H, 2L, Dh), memory bounded by the block."""
+def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024, scale: float | None = None):
+    """Exact Janus-masked attention, (B, H, 2L, Dh) -> (B, H, 2L, Dh), memory bounded by the block;
+    scale None = 1/sqrt(Dh)."""
     _check(q, k, v, seq_len)
     if query_block < 1:
         raise ValueError(f"fusion attention: query_block must be >= 1, got {query_block} "
@@ -71,9 +72,9 @@ def fusion_attention_reference(q, k, v, seq_len: int, query_block: int = 1024):
         for start in range(first, last, query_block):
             q_blk = q[:, :, start:min(start + query_block, last)]
             if grad:
-                outs.append(checkpoint(_block, q_blk, k, v, start, seq_len, use_reentrant=False))
+                outs.append(checkpoint(_block, q_blk, k, v, start, seq_len, scale, use_reentrant=False))
             else:
-                outs.append(_block(q_blk, k, v, start, seq_len))
+                outs.append(_block(q_blk, k, v, start, seq_len, scale))
     return torch.cat(outs, dim=2)
 
 
@@ -94,17 +95,17 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def fusion_attention_flex(q, k, v, seq_len: int):
-    """Janus-masked attention through FlexAttention; default scale 1/sqrt(Dh)."""
+def fusion_attention_flex(q, k, v, seq_len: int, scale: float | None = None):
+    """Janus-masked attention through FlexAttention; scale None = 1/sqrt(Dh)."""
     from torch.nn.attention.flex_attention import flex_attention
     _check(q, k, v, seq_len)
     block_mask = janus_block_mask(seq_len, str(q.device))
     if q.device.type == "cuda":
-        return _compiled_flex()(q, k, v, block_mask=block_mask)
+        return _compiled_flex()(q, k, v, block_mask=block_mask, scale=scale)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise NotImplementedError(
             "fusion attention: FlexAttention has no backward on CPU; train on CPU with "
             "fusion_attention_reference (the reference kernels), or call this under torch.no_grad()")
     # torch rejects CPU inputs that require grad even under no_grad, hence detach
-    return flex_attention(q.detach(), k.detach(), v.detach(), block_mask=block_mask)
+    return flex_attention(q.detach(), k.detach(), v.detach(), block_mask=block_mask, scale=scale)
 

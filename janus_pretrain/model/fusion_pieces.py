@@ -118,10 +118,10 @@ def pieces_backward(kernel, dos, qs, ks, vs, out, lse, states, scale: float):
 
 class _FusionPieces(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, seq_len, kernel):
+    def forward(ctx, q, k, v, seq_len, kernel, scale):
         batch, head_dim = q.shape[0], q.shape[-1]
         width = -(-head_dim // kernel.head_dim_multiple) * kernel.head_dim_multiple
-        scale = head_dim ** -0.5  # of the model's head dim, not the padded one
+        scale = head_dim ** -0.5 if scale is None else scale  # of the model's head dim, not the kernel's padded one
         qs, ks, vs = (to_streams(t, seq_len, width) for t in (q, k, v))  # (2B, H, L, width)
         out, lse, states = pieces_forward(kernel, qs, ks, vs, scale)
         ctx.save_for_backward(qs, ks, vs, out, lse)
@@ -141,14 +141,14 @@ class _FusionPieces(torch.autograd.Function):
         dq = from_streams(dq, batch, ctx.head_dim)
         dk = from_streams(dk, batch, ctx.head_dim)
         dv = from_streams(dv, batch, ctx.head_dim)
-        return dq, dk, dv, None, None
+        return dq, dk, dv, None, None, None
 
 
-def fusion_attention_pieces(q, k, v, seq_len: int, kernel):
+def fusion_attention_pieces(q, k, v, seq_len: int, kernel, scale: float | None = None):
     """Janus-masked attention (B, H, 2L, Dh) -> (B, H, 2L, Dh) from two causal kernel calls.
 
     kernel: a piece backend of model/piece_kernels.py for q's device and dtype. Exact (up to the
-    kernels' rounding) against fusion_attention_reference; default scale 1/sqrt(Dh).
+    kernels' rounding) against fusion_attention_reference; scale None = 1/sqrt(Dh).
     """
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"fusion attention: q, k, v must share shape (B, H, 2L, Dh), got "
@@ -156,4 +156,4 @@ def fusion_attention_pieces(q, k, v, seq_len: int, kernel):
     if q.shape[2] != 2 * seq_len or seq_len < 1:
         raise ValueError(f"fusion attention: expected 2 * seq_len = {2 * seq_len} rows (seq_len >= 1), "
                          f"got {q.shape[2]}")
-    return _FusionPieces.apply(q, k, v, seq_len, kernel)
+    return _FusionPieces.apply(q, k, v, seq_len, kernel, scale)

@@ -27,11 +27,12 @@ from torch.utils.checkpoint import checkpoint
 from janus_pretrain.model_config import ModelConfig
 from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
 from janus_pretrain.model.kernels import KernelSlot
-from janus_pretrain.model.layers import RMSNorm, SwiGLU, init_linear
+from janus_pretrain.model.init import janusdna_init_
+from janus_pretrain.model.layers import RMSNorm, SwiGLU, final_mlp, init_linear
 from janus_pretrain.model.loss import janus_loss, next_base_targets
 from janus_pretrain.model.masking import mlm_corrupt
 from janus_pretrain.model.mamba import MambaMixer, mamba_projections
-from janus_pretrain.model.moe import MoEFeedForward
+from janus_pretrain.model.moe import MoEFeedForward, pooled_load_balancing_loss
 
 
 def _maybe_checkpoint(enabled: bool, fn, *args):
@@ -54,10 +55,11 @@ class StreamBlock(nn.Module):
             self.mixer = CausalSelfAttention(config.d_model, config.n_heads, std, kernels)
         else:
             self.mixer = MambaMixer(config, kernels, shared_projections)
+        self.pooled_aux = config.aux_loss_pooling == "stream_pooled"
         if config.is_expert_layer(index):
             self.ffn = MoEFeedForward(config.d_model, config.ffn_dim, config.num_experts, config.top_k, std,
                                       ep_group, ep_group_name, layer_name=name, recompute=recompute,
-                                      chunk=config.ffn_chunk)
+                                      chunk=config.ffn_chunk, pooled_aux=self.pooled_aux)
         else:
             self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, recompute, config.ffn_chunk)
         self.checkpoint_blocks = config.activation_checkpointing == "block"
@@ -65,13 +67,13 @@ class StreamBlock(nn.Module):
     def _mix(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.mixer(self.mixer_norm(h))
 
-    def _feed_forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed_forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.ffn(self.ffn_norm(h))
-        if isinstance(out, tuple):  # MoE: (output, aux loss)
+        if isinstance(out, tuple):  # MoE: (output, aux loss or, pooled, router statistics)
             return h + out[0], out[1]
-        return h + out, h.new_zeros((), dtype=torch.float32)
+        return h + out, None if self.pooled_aux else h.new_zeros((), dtype=torch.float32)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L, D)
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:  # (B, L, D)
         h = _maybe_checkpoint(self.checkpoint_blocks, self._mix, h)
         return _maybe_checkpoint(self.checkpoint_blocks, self._feed_forward, h)
 
@@ -93,11 +95,12 @@ class JanusLayer(nn.Module):
                                f"layers.{index}.bwd") if both_streams else None
 
     def forward(self, h_f: torch.Tensor, h_b: torch.Tensor | None):
+        """-> (h_f, h_b, aux_f, aux_b): each stream's aux term (None without one; clm: no h_b, aux_b)."""
         h_f, aux_f = _maybe_checkpoint(self.checkpoint_streams, self.fwd, h_f)
         if self.bwd is None:  # clm: the forward stream alone
-            return h_f, None, aux_f
+            return h_f, None, aux_f, None
         h_b, aux_b = _maybe_checkpoint(self.checkpoint_streams, self.bwd, h_b)
-        return h_f, h_b, aux_f + aux_b
+        return h_f, h_b, aux_f, aux_b
 
 
 class FusionBlock(nn.Module):
@@ -112,8 +115,9 @@ class FusionBlock(nn.Module):
         std = config.initializer_range
         self.checkpoint = config.activation_checkpointing != "none"
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        scale = config.fusion_softmax_scale if config.fusion_scale_dim else None  # None: the kernels' 1/sqrt(Dh)
         self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block,
-                                    janus_mask=config.objective == "janus")
+                                    janus_mask=config.objective == "janus", scale=scale)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, self.checkpoint, config.ffn_chunk)
 
@@ -145,7 +149,11 @@ def mlm_readout(fused: torch.Tensor) -> torch.Tensor:
 @dataclass
 class BackboneOutput:
     hidden_states: torch.Tensor  # (B, L, D) read-out states, final norm applied
-    aux_loss: torch.Tensor  # mean MoE load-balancing loss over MoE blocks (0 without MoE)
+    aux_loss: torch.Tensor  # MoE load-balancing loss: mean over MoE blocks, or (stream_pooled) forward + backward pooled losses; 0 without MoE
+
+
+def _add(total: torch.Tensor | None, term: torch.Tensor | None) -> torch.Tensor | None:
+    return term if total is None else total if term is None else total + term
 
 
 class JanusModel(nn.Module):
@@ -175,15 +183,25 @@ class JanusModel(nn.Module):
         objective = self.config.objective
         h_f, h_b = e, None if objective == "clm" else e.flip(1)
         aux = e.new_zeros((), dtype=torch.float32)
+        pooled = [None, None]  # stream_pooled: router statistics summed over each stream's MoE layers
         for layer in self.layers:
-            h_f, h_b, layer_aux = layer(h_f, h_b)  # checkpoints its streams under "layer"
-            aux = aux + layer_aux
+            h_f, h_b, aux_f, aux_b = layer(h_f, h_b)  # checkpoints its streams under "layer"
+            if self.config.aux_loss_pooling == "stream_pooled":
+                pooled = [_add(pooled[0], aux_f), _add(pooled[1], aux_b)]
+            else:
+                aux = aux + (aux_f if aux_b is None else aux_f + aux_b)
         if objective == "clm":
             hidden = self.norm_f(h_f)  # (B, L, D), state p saw x[0..p]
         else:
             fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
             readout = janus_readout if objective == "janus" else mlm_readout
             hidden = self.norm_f(readout(fused))  # (B, L, D)
+        if self.config.aux_loss_pooling == "stream_pooled":  # official: LB(forward) + LB(backward)
+            c = self.config
+            for stats in pooled:
+                if stats is not None:
+                    aux = aux + pooled_load_balancing_loss(stats, c.top_k, c.num_experts)
+            return BackboneOutput(hidden, aux)
         return BackboneOutput(hidden, aux / max(self.num_moe_blocks, 1))
 
 
@@ -207,8 +225,10 @@ class JanusForPretraining(nn.Module):
         self.mask_seed = mask_seed
         self.backbone = JanusModel(config, ep_group, ep_group_name)
         std = config.initializer_range
-        self.mlp = SwiGLU(config.d_model, config.ffn_dim, std) if config.final_mlp else None
+        self.mlp = final_mlp(config) if config.final_mlp else None
         self.lm_head = init_linear(config.d_model, config.vocab_size, std)
+        if config.init == "janusdna":
+            janusdna_init_(self, std)
 
     def moe_layers(self) -> list[MoEFeedForward]:
         return self.backbone.moe_layers()
@@ -242,6 +262,7 @@ class JanusForPretraining(nn.Module):
         backbone = self.backbone(input_ids)
         if labels is None:
             return JanusOutput(logits=self.head(backbone.hidden_states), aux_loss=backbone.aux_loss)
-        logits, ce = janus_loss(self.head, backbone.hidden_states, labels, loss_weight, self.config.loss_chunk)
+        logits, ce = janus_loss(self.head, backbone.hidden_states, labels, loss_weight, self.config.loss_chunk,
+                                self.config.loss_targets)
         loss = ce + self.config.router_aux_loss_coef * backbone.aux_loss
         return JanusOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=backbone.aux_loss)

@@ -8,7 +8,7 @@ op, each logged with its reason. Layouts follow the CUDA packages:
   causal_conv1d(x, weight, bias, activation): x (B, Di, L), weight (Di, W) -> (B, Di, L)
                                                     [causal_conv1d_fn | torch conv1d]
   causal_attention(q, k, v): (B, L, H, Dh) -> (B, L, H, Dh)  [flash_attn_func | torch SDPA]
-  fusion_attention(q, k, v, seq_len, query_block=None): (B, H, 2L, Dh) -> (B, H, 2L, Dh), Janus mask
+  fusion_attention(q, k, v, seq_len, query_block=None, scale=None): (B, H, 2L, Dh) -> (B, H, 2L, Dh), Janus mask
       [causal pieces merged by log-sum-exp (model/fusion_pieces.py) on the device's flash kernel |
        FlexAttention | the exact query-blocked reference]
 Every implementation takes no parameters of its own, so state_dicts are identical on every path.
@@ -110,13 +110,14 @@ class Kernels:
                                              v.transpose(1, 2), is_causal=True)
         return out.transpose(1, 2)  # (B, L, H, Dh)
 
-    def fusion_attention(self, q, k, v, seq_len: int, query_block: int | None = None):
+    def fusion_attention(self, q, k, v, seq_len: int, query_block: int | None = None, scale: float | None = None):
+        """scale: of the softmax scores, None = 1/sqrt(Dh) (model.fusion_scale_dim sets another)."""
         if self.fusion == "pieces":
-            return fusion_attention_pieces(q, k, v, seq_len, pick_pieces(self.pieces, q.dtype))
+            return fusion_attention_pieces(q, k, v, seq_len, pick_pieces(self.pieces, q.dtype), scale)
         if self.fusion == "flex":  # tiles by itself: query_block only concerns the reference
-            return fusion_attention_flex(q, k, v, seq_len)
+            return fusion_attention_flex(q, k, v, seq_len, scale)
         return fusion_attention_reference(q, k, v, seq_len,
-                                          query_block=query_block or self.fusion_query_block)
+                                          query_block=query_block or self.fusion_query_block, scale=scale)
 
     def describe(self) -> str:
         return "\n".join(f"  {op}: {what}" for op, what in self.choices.items())

@@ -85,3 +85,21 @@ class SwiGLU(nn.Module):
         out = torch.cat(parts) if len(parts) != 1 else parts[0]
         return out.view(*x.shape[:-1], out.shape[-1])
 
+
+
+class JanusDNAFinalMLP(nn.Sequential):
+    """The official JanusDNA final MLP (code of 2025-08-01): Linear(D, 2D) SiLU Linear(2D, D) SiLU, with
+    biases; indices 0 and 2 hold the Linears, so its state-dict names are those of the official
+    `final_mlp` (mlp.0.weight, ...)."""
+
+    def __init__(self, d_model: int, std: float):
+        super().__init__(init_linear(d_model, 2 * d_model, std, bias=True), nn.SiLU(),
+                         init_linear(2 * d_model, d_model, std, bias=True), nn.SiLU())
+
+
+def final_mlp(config) -> nn.Module:
+    """The MLP between the final norm and the LM head that model.final_mlp_kind names (residual:
+    the head reads hidden + mlp(hidden))."""
+    if config.final_mlp_kind == "janusdna":
+        return JanusDNAFinalMLP(config.d_model, config.initializer_range)
+    return SwiGLU(config.d_model, config.ffn_dim, config.initializer_range)

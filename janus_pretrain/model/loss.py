@@ -14,10 +14,11 @@ from torch.utils.checkpoint import checkpoint
 from janus_pretrain.tokenizer import A_ID, PAD_ID, T_ID
 
 
-def target_weights(labels: torch.Tensor, loss_weight: torch.Tensor | None) -> torch.Tensor:
-    """(B, L) float: 0 where the target is not a base (N, padding, specials), else loss_weight or 1."""
-    is_base = ((labels >= A_ID) & (labels <= T_ID)).float()
-    return is_base if loss_weight is None else is_base * loss_weight.float()
+def target_weights(labels: torch.Tensor, loss_weight: torch.Tensor | None, targets: str = "bases") -> torch.Tensor:
+    """(B, L) float: 0 where the target does not count, else loss_weight or 1. targets "bases": A/C/G/T
+    count (not N, padding, specials); "non_pad" (official JanusDNA): everything but [PAD] counts."""
+    counted = (labels != PAD_ID) if targets == "non_pad" else (labels >= A_ID) & (labels <= T_ID)
+    return counted.float() if loss_weight is None else counted.float() * loss_weight.float()
 
 
 def next_base_targets(labels: torch.Tensor, loss_weight: torch.Tensor | None):
@@ -34,9 +35,9 @@ def _weighted_ce_sum(head, hidden: torch.Tensor, labels: torch.Tensor, weights: 
 
 
 def janus_loss(head, hidden: torch.Tensor, labels: torch.Tensor, loss_weight: torch.Tensor | None,
-               chunk: int = 0) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Returns (logits or None when chunked, weighted mean CE)."""
-    weights = target_weights(labels, loss_weight)
+               chunk: int = 0, targets: str = "bases") -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Returns (logits or None when chunked, weighted mean CE over the counted targets)."""
+    weights = target_weights(labels, loss_weight, targets)
     denominator = weights.sum().clamp(min=1.0)
     if chunk <= 0 or chunk >= labels.shape[1]:
         logits = head(hidden)

@@ -32,16 +32,36 @@ def load_balancing_loss(probs: torch.Tensor, expert_index: torch.Tensor, num_exp
     return num_experts * (tokens_per_expert * probs.float().mean(0)).sum()
 
 
+def router_statistics(probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """What load_balancing_loss needs, as sums that add up across layers: one fp32 vector
+    [choice counts (k * E), summed router probabilities (E), token count (1)]; differentiable
+    through the probabilities (model.aux_loss_pooling: stream_pooled)."""
+    counts = torch.zeros(expert_index.shape[1], num_experts, device=probs.device)
+    counts.scatter_add_(1, expert_index.t(), torch.ones(expert_index.t().shape, device=probs.device))
+    tokens = torch.full((1,), float(expert_index.shape[0]), device=probs.device)
+    return torch.cat([counts.flatten(), probs.float().sum(0), tokens])
+
+
+def pooled_load_balancing_loss(stats: torch.Tensor, top_k: int, num_experts: int) -> torch.Tensor:
+    """load_balancing_loss over every token that `stats` (a sum of router_statistics) counts: the
+    official JanusDNA loss concatenates a stream's router logits over its MoE layers first."""
+    tokens = stats[-1].clamp(min=1.0)
+    counts = stats[:top_k * num_experts].view(top_k, num_experts) / tokens  # (k, E)
+    probs = stats[top_k * num_experts:-1] / tokens  # (E,)
+    return num_experts * (counts * probs).sum()
+
+
 class MoEFeedForward(nn.Module):
     def __init__(self, d_model: int, hidden: int, num_experts: int, top_k: int, std: float,
                  ep_group=None, ep_group_name: str | None = None, layer_name: str = "moe",
-                 recompute: bool = False, chunk: int = 0):
+                 recompute: bool = False, chunk: int = 0, pooled_aux: bool = False):
         super().__init__()
         ep_size = dist.get_world_size(ep_group) if ep_group is not None else 1
         ep_rank = dist.get_rank(ep_group) if ep_group is not None else 0
         if num_experts % ep_size:
             raise ValueError(f"num_experts={num_experts} is not divisible by the expert-parallel size {ep_size}")
         self.num_experts, self.top_k, self.layer_name = num_experts, top_k, layer_name
+        self.pooled_aux = pooled_aux  # return router statistics for the caller to pool, not this layer's loss
         self.num_local = num_experts // ep_size
         self.first_local = ep_rank * self.num_local
         self.router = init_linear(d_model, num_experts, std)
@@ -60,7 +80,7 @@ class MoEFeedForward(nn.Module):
         return torch.cat([self.experts[str(self.first_local + i)](chunk) for i, chunk in enumerate(rows.split(counts))])
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D) -> (output (B, L, D), aux loss scalar)."""
+        """(B, L, D) -> (output (B, L, D), aux loss scalar, or router_statistics when pooled_aux)."""
         shape = hidden.shape
         tokens = hidden.reshape(-1, shape[-1])  # (T, D)
         probs = torch.softmax(self.router(tokens).float(), dim=-1)  # (T, E)
@@ -77,4 +97,6 @@ class MoEFeedForward(nn.Module):
             expert_out = self.dispatch.receive(self._run_local_experts(local_rows, local_counts.tolist()), state)
         weighted = expert_out * weights.flatten()[order].unsqueeze(-1).to(expert_out.dtype)
         out = torch.zeros_like(tokens).index_add_(0, order // self.top_k, weighted.to(tokens.dtype))
+        if self.pooled_aux:
+            return out.view(shape), router_statistics(probs, expert_index, self.num_experts)
         return out.view(shape), load_balancing_loss(probs, expert_index, self.num_experts)
