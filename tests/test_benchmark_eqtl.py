@@ -52,9 +52,9 @@ def built(config):
     """subset -> (plans, {TSV line: window})"""
     out = {}
     for subset in ("train", "valid", "test"):
-        plans, genome = load_eqtl_subset(config, subset)
-        out[subset] = (plans, {int(p.record.where.rsplit(" ", 1)[1]): materialise(p, genome, plans.spec.length)
-                               for p in plans.plans})
+        loaded = load_eqtl_subset(config, subset)
+        out[subset] = (loaded.plans, {int(p.record.where.rsplit(" ", 1)[1]): loaded.window(i)
+                                      for i, p in enumerate(loaded.plans.plans)})
     return out
 
 
@@ -138,6 +138,13 @@ def test_tabix_queries_match_in_memory_regions(config, eqtl_dir):
     for subset in ("train", "valid", "test"):
         via_tabix = plan_windows(records, genome, TabixMasks(config.tabix_file), spec, subset).plans
         assert via_tabix == plan_windows(records, genome, IntervalMasks(MASKS), spec, subset).plans
+
+
+def test_tabix_intervals_are_half_open_and_unknown_contigs_empty(config):
+    masks = TabixMasks(config.tabix_file)
+    assert masks.query("chr1", 7600, 8400) == []  # [7500, 7600) and [8400, 9600) only touch the query
+    assert masks.query("chr1", 7599, 8401) == [(7500, 7600), (8400, 9600)]
+    assert masks.query("chrZ", 0, 10**6) == [] and masks.query("chr2", 0, 10**6) == [(6000, 6200)]
 
 
 def test_a_shorter_window_moves_the_distance_filter_too(config):

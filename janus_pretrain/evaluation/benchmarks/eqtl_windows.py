@@ -247,10 +247,26 @@ def materialise(plan: WindowPlan, genome: Genome, length: int) -> EqtlWindow:
                       alt_at if alt_at + len(record.allele2) <= length else None, masked, plan)
 
 
+@dataclass
+class EqtlSubset:
+    """One subset of a tissue, opened from its config: plans with counts, and the genome to make windows."""
+    config: EqtlConfig
+    plans: WindowPlans
+    genome: FastaGenome
+
+    def __len__(self) -> int:
+        return len(self.plans.plans)
+
+    def window(self, index: int) -> EqtlWindow:
+        return materialise(self.plans.plans[index], self.genome, self.plans.spec.length)
+
+
 def load_eqtl_subset(config: EqtlConfig, subset: str, length: int | None = None,
-                     on_ref_mismatch: str = "error") -> tuple[WindowPlans, FastaGenome]:
-    """Plans of one subset of a tissue from its config files (genome kept open for `materialise`)."""
+                     on_ref_mismatch: str = "error") -> EqtlSubset:
+    """Plans of `subset` ('train', 'valid', 'test') of a tissue from its config files; `length`
+    (e.g. --window-bp) replaces the config's seq_len_cutoff for a scaled-down run."""
     genome = FastaGenome(config.genome_fa)
-    masks = TabixMasks(config.tabix_file)
     spec = WindowSpec.from_config(config, length)
-    return plan_windows(read_eqtl_records(config.eqtl_file), genome, masks, spec, subset, on_ref_mismatch), genome
+    plans = plan_windows(read_eqtl_records(config.eqtl_file), genome, TabixMasks(config.tabix_file), spec, subset,
+                         on_ref_mismatch)
+    return EqtlSubset(config, plans, genome)

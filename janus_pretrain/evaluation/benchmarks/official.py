@@ -174,6 +174,9 @@ FACTS: tuple[Fact, ...] = (
     Fact("eQTL TSS", "gene_start on +, gene_end - 1 on -; other strands skipped and counted", f"{EQTL_CODE}:1110-1119"),
     Fact("eQTL window", "[min(tss - 3000, region_start - 500), max(tss + 1 + 3000, region_end + 500)), N outside the contig",
          f"{EQTL_CODE}:1119-1138,354-368", "flanks come from the tissue config (function defaults 3000/3000/500/500)"),
+    Fact("eQTL config values", "read from each tissue's config (seq_len_cutoff, tss/region flanks upstream and downstream)",
+         f"{EQTL_CODE}:1010-1025", "the configs ship with the data, not the repository; the function defaults are "
+         "450,000 / 3,000 / 3,000 / 500 / 500 (DNAlong_benchmark.py:1064) and a third-party script reports the shipped ones equal"),
     Fact("eQTL skips", "different chromosomes; gap between the two flanked windows > seq_len_cutoff; strand not +/-",
          f"{EQTL_CODE}:1106-1132", "records of other subsets are dropped uncounted"),
     Fact("eQTL REF check", "genome at the region must equal allele1, else the run stops (assert)", f"{EQTL_CODE}:1140-1142",
@@ -181,6 +184,9 @@ FACTS: tuple[Fact, ...] = (
     Fact("eQTL masking", "only when the gap > 0: every tabix region overlapping the gap is set to N if both its ends lie "
          "strictly inside (0, window length); crossing regions are left", f"{EQTL_CODE}:1143-1159",
          "masking applies to ref and alt; third-party analysis reports the tabix file holds the positive eQTLs"),
+    Fact("eQTL region query", "regions overlapping [start, end), 0-based half-open: pytabix 0.1 passes the start to tabix unchanged",
+         f"janusdna.yml:185; {EQTL_CODE}:1151", "pytabix 0.0.2 (2015) changed query() to 1-based starts; a chromosome "
+         "missing from the file stops the official run (query failed), ours masks nothing there"),
     Fact("eQTL alt", "allele2 substituted for genome[region_start:region_end] after masking", f"{EQTL_CODE}:1160-1161"),
     Fact("eQTL strand", "reverse complement ref and alt when gene_start > region_end + region flank", f"{EQTL_CODE}:1162-1165",
          "gene_start, not the TSS: a - strand gene whose body covers the variant is not flipped"),
