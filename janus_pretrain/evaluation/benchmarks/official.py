@@ -158,6 +158,9 @@ FACTS: tuple[Fact, ...] = (
          "train.py:389-409", "MCC/F1 of the whole split differ from this; batch = the run's batch size"),
     Fact("padding", "truncate on the right to max_length, pad on the left with [PAD]", f"{NT_CONFIG}:7-8; {LOADERS}:290-295,385-390; "
          "src/dataloaders/datasets/nucleotide_transformer_dataset.py:76-82"),
+    Fact("tokens", "character tokenizer over A C G T N; any other letter (IUPAC codes, lower case) becomes [UNK]",
+         f"{LOADERS}:290-295,385-390; src/dataloaders/datasets/hg38_char_tokenizer.py:83-84",
+         "ours maps lower case to the same bases and IUPAC codes to N (tokenizer.py)"),
     Fact("pooling", "mean over all positions, padding included (decoder mode pool, use_lengths false)",
          "src/tasks/decoders.py:114-128; configs/pipeline/nucleotide_transformer.yaml:23-26"),
     Fact("rc conjoining at test", "logits of sequence and of its reverse complement (tokenized and padded separately) averaged",

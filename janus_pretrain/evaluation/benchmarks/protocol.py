@@ -152,8 +152,8 @@ def fit_left_padded(ids: Sequence[int] | np.ndarray, length: int, pad_id: int) -
 
 
 def reverse_complement(sequence: str) -> str:
-    """Reverse complement of an upper-case sequence (A<->T, C<->G, N stays; other letters kept)."""
-    return sequence.translate(COMPLEMENT)[::-1]
+    """Reverse complement, upper case (A<->T, C<->G, N and other letters kept)."""
+    return sequence.upper().translate(COMPLEMENT)[::-1]
 
 
 def conjoined_inputs(sequence: str, length: int, encode: Callable[[str], Sequence[int]],
