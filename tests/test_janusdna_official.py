@@ -298,3 +298,18 @@ def test_a_model_made_here_is_what_the_official_code_computes(tmp_path):
             assert (model(ids).logits[0] - golden[f"last.{i}.logits"]).abs().max() < TOL
             out = model(ids, labels=golden[f"last.{i}.target"][None])
         assert abs(out.loss.item() - golden[f"last.{i}.loss"].item()) < TOL
+
+
+def test_embed_reads_a_fasta_with_the_imported_models_tokenizer(imported, tmp_path):
+    """janus embed on an imported export feeds the official ids (N -> [PAD], IUPAC -> [UNK])."""
+    from janus_pretrain.downstream.embedding import embed_fasta
+    from janus_pretrain.export import load_backbone
+
+    name, i = "w_midattn_tiny", 3  # the 37 bp input with N, lower case and IUPAC codes
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(f">mixed\n{INPUTS[i]['sequence']}\n")
+    backbone = load_backbone(imported[name])
+    result = embed_fasta(backbone, fasta, window=64)
+    with torch.no_grad():
+        want = backbone(EXPECTED[f"{name}.{i}.input_ids"][None]).hidden_states[0].double().mean(0).float()
+    assert torch.allclose(torch.from_numpy(result.mean[0]), want, atol=1e-6)
