@@ -18,7 +18,7 @@ from janus_pretrain.downstream.tsv import LabelledTable, TableError, kfold
 from janus_pretrain.downstream.variants import VariantError
 from janus_pretrain.evaluation.probes import kmer_features
 from janus_pretrain.evaluation.cli import evaluate
-from janus_pretrain.evaluation.pretraining_probes import preserved_rng
+from janus_pretrain.rng import preserved as preserved_rng
 from janus_pretrain.evaluation.readers import read_snv_task, read_table
 from janus_pretrain.evaluation.registry import load_suite
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from janus_pretrain import rng
 from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, load_ours, nonfinite_names,
                                                  training_tensors, verify_digests)
@@ -54,32 +53,6 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 class CheckpointWriteError(CheckpointError):
     """A save that could not be written (disk full, quota, permissions); the previous one is intact."""
-
-
-def rng_state() -> dict:
-    """torch, numpy and python RNG states as tensors and plain values (loads with weights_only)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n, py = state["numpy"], state["python"]
-    if isinstance(n, dict):
-        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    np.random.set_state(n)  # earlier versions saved numpy's own tuple
-    if isinstance(py, dict):
-        py = (py["version"], tuple(py["internal"]), py["gauss_next"])
-    random.setstate(py)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
@@ -212,7 +185,7 @@ class TrainingCheckpointer:
                 mine.append(experts_file(self.ctx.ep_rank))
         zero_file = Path(engine._get_zero_ckpt_name(str(self.dir.root), tag)).name \
             if meta["zero_stage"] > 0 else None
-        own = {**components, "rng": rng_state(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
+        own = {**components, "rng": rng.capture(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
                "edp_rank": self.ctx.edp_rank, "zero_file": zero_file, "zero_layout": zero_layout(engine, module)}
         atomic_torch_save(own, folder / rank_file(self.ctx.rank))
         mine += [rank_file(self.ctx.rank)] + ([zero_file] if zero_file else [])
@@ -307,7 +280,7 @@ class TrainingCheckpointer:
             engine.load_checkpoint(str(self.dir.root), tag,
                                    custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
             own = load_ours(folder / rank_file(self.ctx.rank))
-            set_rng_state(own["rng"])
+            rng.restore(own["rng"])
             self.resumed_tag = self.last_tag = tag
             return Restored(tag, folder, meta, own)
         start = time.perf_counter()
@@ -325,7 +298,7 @@ class TrainingCheckpointer:
         if found:
             raise CheckpointError(f"cannot reshard checkpoint {folder} onto {describe_layout(layout)}: {found[0]}")
         own = ranks[self.ctx.rank % len(ranks)]  # RNG: from the source rank of the same number (mod its world)
-        set_rng_state(own["rng"])
+        rng.restore(own["rng"])
         note = (f"resharding from {describe_layout(meta)} to {describe_layout(layout)} took "
                 f"{time.perf_counter() - start:.1f} s (read {len(source.opened)} of {len(ranks)} ZeRO partition "
                 f"files on rank {self.ctx.rank})")

@@ -15,33 +15,18 @@ strength is chosen on the validation split, which is also logged as `probe/<task
 """
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 
 import numpy as np
 import torch
 
+from janus_pretrain import rng
 from janus_pretrain.config import EvalConfig
 from janus_pretrain.evaluation.harness import load_task_data
 from janus_pretrain.evaluation.probes import embed_sequences, fit_probe
 from janus_pretrain.evaluation.readers import read_snv_task
 from janus_pretrain.evaluation.registry import Task, load_suite
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Every RNG state as it was on entry, restored on exit (also on error)."""
-    state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-             np.random.get_state(), random.getstate())
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state_all(state[1])
-        np.random.set_state(state[2])
-        random.setstate(state[3])
 
 
 def _cap(pair: tuple[list[str], np.ndarray], limit: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -63,7 +48,7 @@ class ProbeRunner:
 
         suite = load_suite(config.suite)
         chosen = [suite.task(name) for name in config.tasks] if config.tasks else suite.tasks
-        with preserved_rng():  # reading data must not move any RNG either
+        with rng.preserved():  # reading data must not move any RNG either
             for task in chosen:
                 self.tasks.append((task, self._data(task)))
 
@@ -84,7 +69,7 @@ class ProbeRunner:
         started = time.perf_counter()
         values: dict[str, float] = {}
         was_training = module.training
-        with preserved_rng(), torch.no_grad():
+        with rng.preserved(), torch.no_grad():
             module.eval()
             try:
                 for task, data in self.tasks:

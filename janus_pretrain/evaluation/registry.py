@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from janus_pretrain.config import ConfigError, build_section, read_yaml_mapping
+from janus_pretrain.digests import file_digest
 from janus_pretrain.downstream.task_metrics import METRICS, default_metrics
 
 KINDS = ("classification", "regression", "zero_shot_snv")
@@ -122,18 +123,6 @@ class Suite:
             if task.name == name:
                 return task
         raise KeyError(f"{self.path}: no task {name!r} (tasks: {[t.name for t in self.tasks]})")
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (relative name + content, sorted)."""
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode() + b"\0")
-            digest.update(hashlib.sha256(child.read_bytes()).digest())
-        return digest.hexdigest()
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def task_version(definition: dict, digests: dict[str, str]) -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.evaluation.registry import Suite, Task, file_digest
+from janus_pretrain.digests import file_digest
+from janus_pretrain.evaluation.registry import Suite, Task
 
 RESULTS_SCHEMA = "janus-eval-results-v1"
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
