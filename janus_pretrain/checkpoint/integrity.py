@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.digests import DIGEST, file_digest
 
 # every global DeepSpeed's ZeRO-1/2 files reference beyond torch's own safe set (listed from fp32
@@ -84,9 +85,9 @@ def training_tensors(engine) -> dict[str, torch.Tensor]:
     master partitions and the AdamW moments of whatever the inner optimizer holds."""
     tensors = {f"param {n}": p.detach() for n, p in engine.module.named_parameters()}
     optimizer = engine.optimizer
-    for i, flat in enumerate(getattr(optimizer, "single_partition_of_fp32_groups", []) or []):
+    for i, flat in enumerate(ds.fp32_partitions(optimizer)):
         tensors[f"fp32 master partition of group {i}"] = flat.detach()
-    inner = getattr(optimizer, "optimizer", optimizer)
+    inner = ds.inner_optimizer(optimizer)
     for k, (param, state) in enumerate(getattr(inner, "state", {}).items()):
         for key in ("exp_avg", "exp_avg_sq"):
             if isinstance(state.get(key), torch.Tensor):
