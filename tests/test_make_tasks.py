@@ -149,7 +149,7 @@ def test_the_shipped_zero_shot_suite_loads_and_every_ref_base_matches_its_genome
     from janus_pretrain.evaluation.task_files import read_genome
 
     suite = load_suite(REPO / "configs" / "eval" / "zero_shot.yaml")
-    assert [t.kind for t in suite.tasks] == ["zero_shot_snv"] * 2
+    assert [t.kind.name for t in suite.tasks] == ["zero_shot_snv"] * 2
     for task in suite.tasks:
         variants, labels = read_snv_task(task.files["variants"])
         genome, _ = read_genome(task.files["fasta"])

@@ -78,7 +78,7 @@ def build_results(suite: Suite, tasks: list[Task], outcome: dict[str, dict], mod
     for task in tasks:
         entry = outcome[task.name]
         out["tasks"][task.name] = {
-            "version": task.version, "kind": task.kind, "description": task.spec.description,
+            "version": task.version, "kind": task.kind.name, "description": task.spec.description,
             "metrics": task.metrics, "recipe": dataclasses.asdict(task.recipe),
             "files": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in task.files.items()},
             **entry, **summarise(task, entry, models)}
