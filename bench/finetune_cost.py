@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from janus_pretrain.downstream.classification import SequenceClassifier
+    from janus_pretrain.evaluation.kinds import KINDS
     from janus_pretrain.evaluation.probes import embed_sequences, fit_probe
     from janus_pretrain.export import load_backbone
     from janus_pretrain.tokenizer import encode
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     feats = embed_sequences(backbone, seqs, 64)
     t1 = time.perf_counter()
     cut = int(0.8 * args.n)
-    fit_probe("classification", ["accuracy"], (feats[:cut], labels[:cut]), (feats[cut:], labels[cut:]),
+    fit_probe(KINDS["classification"], ["accuracy"], (feats[:cut], labels[:cut]), (feats[cut:], labels[cut:]),
               (feats[cut:], labels[cut:]), [0.01, 0.1, 1.0, 10.0], num_classes=2)
     t2 = time.perf_counter()
     print(f"frozen-backbone probe: embed {args.n} sequences once {t1 - t0:.1f} s, fit 4 logistic regressions "

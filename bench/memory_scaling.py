@@ -119,13 +119,14 @@ def run_point_subprocess(args, seq_len: int, mode: str) -> dict:
 
 def add_predictions(config_path: str, overrides: list[str], rows: list[dict]) -> None:
     from janus_pretrain.config import load_config
-    from janus_pretrain.memory import backend_of, step_estimate
+    from janus_pretrain.memory import step_estimate
+    from janus_pretrain.model.kernels import kernel_set
 
     for row in rows:
         if "error" in row:
             continue
         config = load_config(config_path, [*overrides, f"model.activation_checkpointing={row['checkpointing']}"])
-        backend = backend_of(row.get("backend", "reference"), row.get("fusion", "reference"), row.get("device", "cpu"))
+        backend = kernel_set(row.get("backend", "reference"), row.get("fusion", "reference"), row.get("device", "cpu"))
         row["predicted_bytes"] = step_estimate(config, row["seq_len"], backend).total
 
 

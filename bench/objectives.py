@@ -8,7 +8,7 @@
 Every run is launch/pretrain.py's own build order (engine.run.run_pretraining: DeepSpeed ZeRO-2,
 one rank) on the base config (configs/tiny.yaml) with only model.objective changed, and a Trainer
 that records, at each validation, the tokens seen and the training wall time so far (the sum of
-the optimizer steps' times, validation excluded). Held-out metric: engine/evaluate_loss.py's
+the optimizer steps' times, validation excluded). Held-out metric: engine/held_out.py's
 valid/all/bpc, the same per-base cross-entropy for every objective (model/base_prediction.py).
 
 1. Equal tokens: each objective trains --steps optimizer steps of the same batches.
@@ -53,7 +53,7 @@ def worker(spec_path: str) -> int:
     from janus_pretrain.config import load_config
     from janus_pretrain.engine.run import run_pretraining
     from janus_pretrain.engine.trainer import Trainer
-    from janus_pretrain.engine.evaluate_loss import evaluate
+    from janus_pretrain.engine.held_out import held_out_metrics
 
     spec = json.loads(Path(spec_path).read_text())
     config = load_config(spec["base_config"], spec["overrides"])
@@ -73,7 +73,7 @@ def worker(spec_path: str) -> int:
 
         def _validate(self):
             started = time.perf_counter()
-            results = evaluate(self.engine.module, self.valid_batches(), self.species_names, self.ctx.device,
+            results = held_out_metrics(self.engine.module, self.valid_batches(), self.species_names, self.ctx.device,
                                self.plan.seq_len)
             self.log.scalars(self.step, results)
             record = {"step": self.step, "tokens": self.tokens_seen, "train_seconds": self.train_seconds,

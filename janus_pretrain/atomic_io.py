@@ -1,9 +1,11 @@
 """Atomic file writes: write under a temporary name beside the target, then rename over it.
 
 A reader (or a resumed run) therefore sees the old file or the complete new one, never a
-half-written file (STYLE.md rule 9).
+half-written file.
 """
 from __future__ import annotations
+
+import json
 
 import os
 import re
@@ -42,3 +44,14 @@ def remove_orphaned_temporaries(directory: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_json(path: Path, error: type[Exception], missing: str):
+    """A JSON file this package wrote (atomically): `error(missing)` when it is absent, and
+    `error` naming the file when it does not parse."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None

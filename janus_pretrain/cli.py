@@ -12,8 +12,9 @@ installing; that is also why each one still puts the repository root on sys.path
   `--seed`, `--ranks`, `--progress/--no-progress`. Older spellings stay as hidden aliases
   (`flag`), so scripts written against them keep working.
 - Input a user can fix, bad flags included, ends in one line `error: <what and where>` on stderr
-  and exit code 2, never a traceback or a usage dump; exit 0 means done. (Pretraining adds 3, 75
-  and 76: engine/run.py.)
+  and exit code 2, never a traceback or a usage dump; exit 0 means done. (Pretraining adds 3,
+  engine/run.py's DIVERGED_EXIT_CODE; 75, engine/preemption.py's PREEMPTED_EXIT_CODE; and 76,
+  engine/watchdog.py's WATCHDOG_EXIT_CODE.)
 - Progress bars (tqdm, on stderr) show only when stderr is a terminal, unless `--progress` or
   `--no-progress` says otherwise, so logs and tests never see them.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import shlex
 import sys
@@ -57,6 +59,29 @@ def flag(parser: argparse.ArgumentParser, name: str, *old: str, **kwargs) -> arg
     action = parser.add_argument(name, *old, **kwargs)
     action.hidden_aliases = old
     return action
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, renamed=None) -> None:
+    """One flag per field of dataclass `cls`, defaulting to the field's default: --field-name (or
+    renamed(field) -> (flag, older spellings)), a switch for a bool, comma-separated for a list."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        name, old = renamed(f.name) if renamed else ("--" + f.name.replace("_", "-"), ())
+        if isinstance(value, bool):
+            flag(parser, name, *old, dest=f.name, action="store_true", default=value)
+        elif isinstance(value, list):
+            flag(parser, name, *old, dest=f.name, default="", help="comma-separated")
+        else:
+            flag(parser, name, *old, dest=f.name, type=type(value), default=value, help=f"default {value}")
+
+
+def dataclass_from_flags(cls, args: argparse.Namespace):
+    """The instance of `cls` the flags of add_dataclass_flags describe (lists split at commas)."""
+    defaults = cls()
+    return cls(**{f.name: [x for x in getattr(args, f.name).split(",") if x]
+                  if isinstance(getattr(defaults, f.name), list) else getattr(args, f.name)
+                  for f in dataclasses.fields(cls)})
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:

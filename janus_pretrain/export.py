@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from janus_pretrain.atomic_io import atomic_write_text
+from janus_pretrain.atomic_io import atomic_write_text, read_json
 from janus_pretrain.config_schema import to_dict
 from janus_pretrain.model_config import ModelConfig, model_config_from_dict
 from janus_pretrain.digests import file_digest
@@ -146,13 +146,8 @@ def save_pretrained(model: JanusForPretraining, out_dir: str | Path, run_info: d
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     export_dir = Path(export_dir)
     path = export_dir / CONFIG_NAME
-    if not path.is_file():
-        raise ExportError(f"{export_dir} is not a model export: {CONFIG_NAME} missing "
-                          f"(make one with janus convert --checkpoint RUN/checkpoints --out {export_dir})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+    config = read_json(path, ExportError, f"{export_dir} is not a model export: {CONFIG_NAME} missing (make one "
+                                          f"with janus convert --checkpoint RUN/checkpoints --out {export_dir})")
     if config.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: format {config.get('format')!r} is not {EXPORT_FORMAT!r}")
     if config.get("tokenizer_version") != TOKENIZER_VERSION:

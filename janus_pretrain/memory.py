@@ -2,10 +2,8 @@
 
     janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8]     (janus_pretrain/commands/memory.py)
 
-Backends (kernel sets, model/kernels.py): cuda = mamba_ssm, causal_conv1d, flash attention and
-the causal-pieces fusion (the GPU default); cuda-flex = the same with model.fusion_kernel=flex;
-torch-cuda = a GPU without kernel packages (torch's scan and conv1d in bf16, SDPA, fusion pieces
-on torch's CUDA flash kernel); reference = the CPU reference kernels in fp32 (CPU-validated).
+Backends are the kernel sets of model/kernels.py (KERNEL_SETS: cuda, cuda-flex, torch-cuda,
+reference; kernel_set() names the one a model runs).
 
 Terms (docs/memory.md lists the assumptions behind each):
 - model states: bf16 parameters and gradients, and under ZeRO-2 the fp32 master weights, fp32
@@ -29,10 +27,11 @@ from dataclasses import dataclass, field
 from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
 from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
 from janus_pretrain.model.block_mask import block_mask_bytes
+from janus_pretrain.model.kernels import KERNEL_SETS
 
 GIB = 1 << 30
 FP32, BF16, INT64 = 4, 2, 8
-BACKENDS = ("cuda", "cuda-flex", "torch-cuda", "reference")
+BACKENDS = tuple(KERNEL_SETS)  # the kernel sets the model predicts for
 PIECE_HEAD_MULTIPLE = 8  # the CUDA flash kernels' head-dim multiple (model/piece_kernels.py)
 SCAN_SLAB_ELEMENTS = 1 << 24  # janus_pretrain.model.scan._SLAB_ELEMENTS: one fp32 work slab
 SCAN_LIVE_SLABS = 4  # slabs alive at once in the reference scan's backward (measured: ~250 MiB at 64 MiB slabs)
@@ -308,15 +307,6 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"memory: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
-def backend_of(kernels_name: str, fusion: str, device_type: str) -> str:
-    """The memory backend of a model's kernel set (Kernels.name, Kernels.fusion, device type)."""
-    if device_type != "cuda":
-        return "reference"
-    if kernels_name == "cuda":
-        return "cuda-flex" if fusion == "flex" else "cuda"
-    return "torch-cuda"
-
-
 def step_estimate(config: RunConfig, seq_len: int, backend: str) -> Estimate:
     """One forward+backward of one micro batch: parameter gradients and activations (no optimizer).
 
@@ -360,3 +350,23 @@ def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", g
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
+
+def report(config, seq_len: int, backend: str, ranks: int, device_gb: float, source: str) -> str:
+    """The memory model's prediction for `config` as printed by `janus memory` and `--dry-run`."""
+    est = training_estimate(config, seq_len, backend, ranks)
+    device = device_gb * 1e9
+    longest = max_seq_len(config, device, backend, ranks)
+    m = config.model
+    lines = [f"{source}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {backend}, "
+             f"{config.train.precision}, {ranks} GPU(s), ep_size {config.parallel.ep_size}, "
+             f"activation_checkpointing {m.activation_checkpointing}, loss_chunk {m.loss_chunk}, "
+             f"ffn_chunk {m.ffn_chunk}",
+             est.table(),
+             f"predicted peak {est.total / 1e9:.1f} GB of {device_gb:.0f} GB "
+             f"({'fits' if est.total <= device else 'does NOT fit'}); longest seq_len that fits: {longest:,} bp"]
+    if m.objective != "janus":  # the model above counts two streams and the fusion block
+        lines.append(f"note: model.objective={m.objective}: predicted for the janus layout; "
+                     + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm"
+                        else "mlm has the same layout; its unmasked fusion runs torch's fused attention, "
+                             "not modelled apart"))
+    return "\n".join(lines)

@@ -149,3 +149,16 @@ def model_config_from_dict(raw: dict, where: str = "<dict>") -> ModelConfig:
     config = build_section(ModelConfig, raw, "model", where)
     config.validate(where)
     return config
+
+
+def architecture_differences(theirs: ModelConfig, ours: ModelConfig) -> dict[str, tuple[Any, Any]]:
+    """The one architecture-equality check (resume, checkpoint.init_from, janus convert --config):
+    {key: (theirs, ours)} for every key of architecture() whose value differs, sorted by key. Which
+    keys count is decided by RUNTIME_FIELDS and architecture() alone."""
+    a, b = theirs.architecture(), ours.architecture()
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def describe_differences(differences: dict[str, tuple[Any, Any]]) -> str:
+    """'model.d_model: 16 there, 24 here; ...' for architecture_differences' result."""
+    return "; ".join(f"model.{k}: {a!r} there, {b!r} here" for k, (a, b) in differences.items())

@@ -68,6 +68,12 @@ class SyntheticStream:
     def load_state_dict(self, state: dict) -> None:
         self.k = state["global_k"] // self.world if "global_k" in state else state["k"]
 
+    streams = None  # no slots: resumes on another world size continue from the global count
+    corrupt_samples = 0
+
+    def close(self) -> None:
+        pass
+
 
 class TestTrainer(Trainer):
     """Injects NaN losses and a preemption request at chosen steps."""
@@ -134,8 +140,8 @@ def main(spec_path: str) -> int:
         return stream, None, []
 
     class Configured(TestTrainer):
-        def __init__(self, *args):
-            super().__init__(*args, nan_steps=nan.get("steps", ()), nan_rank=nan.get("rank"),
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs, nan_steps=nan.get("steps", ()), nan_rank=nan.get("rank"),
                              preempt_at=spec.get("preempt_at"), step_sleep=spec.get("step_sleep", 0.0),
                              weights_dir=out if spec.get("weights_every_step") else None,
                              faults=spec.get("faults"))

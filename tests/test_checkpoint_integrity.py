@@ -156,7 +156,7 @@ def test_changed_model_on_resume_is_one_line_listing_the_keys(saved, tmp_path):
     assert run(2, {"config": config}, out) == [CONFIG_EXIT_CODE] * 2, logs(out)
     errors = [line for line in (out / "log_rank0.txt").read_text().splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert "model.d_state: 4 -> 8" in errors[0] and "model.intermediate_size: 32 -> 48" in errors[0]
+    assert "model.d_state: 4 there, 8 here" in errors[0] and "model.intermediate_size: 32 there, 48 here" in errors[0]
     assert "scan_chunk" not in errors[0]
 
 

@@ -105,7 +105,7 @@ def test_refusals(ep2_run, tmp_path):
     other.write_text("model:\n  d_model: 32\n")
     result = _convert_cli("--checkpoint", str(ep2_run / "checkpoints"), "--out", str(tmp_path / "x"),
                           "--config", str(other))
-    assert result.returncode == 2 and "model.d_model: checkpoint 16 vs config 32" in result.stderr
+    assert result.returncode == 2 and "model.d_model: 16 there, 32 here" in result.stderr
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConvertError, match="not found"):
         convert_checkpoint(ep2_run / "checkpoints", tag="step_00000999")
@@ -113,7 +113,7 @@ def test_refusals(ep2_run, tmp_path):
     trained = model_config_from_dict(json.loads((ep2_run / "checkpoints" / f"step_{STEPS:08d}" / "meta.json")
                                                 .read_text())["config"]["model"])
     convert_checkpoint(ep2_run / "checkpoints", expect_model=replace(trained, kernels="auto", activation_checkpointing="layer"))
-    with pytest.raises(ConvertError, match="model.num_experts: checkpoint 4 vs config 8"):
+    with pytest.raises(ConvertError, match="model.num_experts: 4 there, 8 here"):
         convert_checkpoint(ep2_run / "checkpoints", expect_model=replace(trained, num_experts=8))
 
 

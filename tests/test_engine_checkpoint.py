@@ -2,6 +2,7 @@
 half-way leaves the previous one loadable, keep-last-K never deletes the one in use."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _save(ckpts: CheckpointDir, step: int, complete: bool = True) -> str:
     (folder / MODEL_STATES).write_bytes(b"x")
     (folder / rank_file(0)).write_bytes(b"x")
     if complete:
-        ckpts.mark_complete(tag, {"step": step})
+        ckpts.mark_complete(tag, json.dumps({"step": step}))
         ckpts.set_latest(tag)
     return tag
 

@@ -18,6 +18,7 @@ import torch
 
 from engine_launch import bundled_shards, logs, merged_weights, metrics, run, small_config
 from janus_pretrain.checkpoint.layout import CheckpointDir
+from janus_pretrain.checkpoint.meta import read_meta
 from janus_pretrain.checkpoint.reshard import SourceCheckpoint, read_rank_files
 
 LOSS_ATOL = 2e-5  # steps 3-4: same samples, same math, another reduction order
@@ -35,8 +36,7 @@ def _config(out: Path, manifest: Path, world: int, ep: int, zero: int = 2, **tra
 
 def optimizer_state(checkpoint_dir: Path, tag: str) -> dict[str, dict[str, torch.Tensor]]:
     folder = CheckpointDir(checkpoint_dir, 3).path(tag)
-    meta = CheckpointDir(checkpoint_dir, 3).read_meta(tag)
-    return SourceCheckpoint(folder, read_rank_files(folder, meta["world_size"])).full_state()
+    return SourceCheckpoint(folder, read_rank_files(folder, read_meta(folder).layout.world_size)).full_state()
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from janus_pretrain.downstream.task_metrics import compute_metrics
 from janus_pretrain.downstream.tsv import LabelledTable, TableError, kfold
 from janus_pretrain.downstream.variants import VariantError
 from janus_pretrain.evaluation.probes import kmer_features
-from janus_pretrain.evaluation.cli import evaluate
-from janus_pretrain.evaluation.pretraining_probes import preserved_rng
 from janus_pretrain.evaluation.readers import read_snv_task, read_table
 from janus_pretrain.evaluation.registry import load_suite
+from janus_pretrain.evaluation.suite_job import evaluate_suite as evaluate
+from janus_pretrain.rng import preserved as preserved_rng
 
 
 # ---- readers ----
@@ -211,3 +211,56 @@ def test_flatten_rc_embedding_of_the_reverse_strand_is_the_flipped_embedding():
     np.testing.assert_allclose(backward, forward[::-1], rtol=1e-5, atol=1e-6)
     assert not np.allclose(embed_sequences(backbone, [seq], pooling="flatten")[0].reshape(24, -1)[::-1],
                            embed_sequences(backbone, [rc], pooling="flatten")[0].reshape(24, -1), atol=1e-5)
+
+
+def test_a_new_task_kind_is_one_class_and_runs_through_the_suite(tmp_path):
+    """The extension point: a kind defined outside the package's kinds registers by subclassing and
+    runs through load_suite and the harness, with a model and the per-fold records."""
+    from downstream_helpers import small_model
+    from janus_pretrain.evaluation.harness import SuiteRunner, run_tasks
+    from janus_pretrain.evaluation.kinds import KINDS, TaskKind
+    from janus_pretrain.evaluation.kinds.base import Fold, TaskData
+    from janus_pretrain.evaluation.readers import read_table, regression_targets
+
+    class GCShare(TaskKind):  # predicts a sequence's GC share from the mean of its embedding's first unit
+        name = "test_gc_share"
+        roles = ("test",)
+        metrics = ("spearman",)
+        default_metrics = metrics
+
+        def check(self, spec, recipe, key, where):
+            return ["test"]
+
+        def load(self, task):
+            table = read_table(task.files["test"])
+            empty = ([], np.zeros(0))
+            return TaskData([Fold(empty, empty, (table.sequences, regression_targets(table)))], counts={"test": 4})
+
+        def not_applicable(self, model):
+            return "no k-mer analogue" if model == "kmer" else None
+
+        def deterministic(self, model, recipe):
+            return model == "pretrained"
+
+        def run(self, runner, task, data, model, seed, bar=None):
+            from janus_pretrain.downstream.task_metrics import compute_metrics
+            from janus_pretrain.evaluation.probes import embed_sequences
+
+            sequences, target = data.folds[0].test
+            score = embed_sequences(runner.model_for(model, seed).backbone, sequences)[:, 0]
+            return [{"test": compute_metrics(task.metrics, score, target), "valid": {}, "chosen": {}}]
+
+    try:
+        rows = [("GGGGCCCC", "1.0"), ("GGCCATAT", "0.5"), ("ATATATGC", "0.25"), ("ATATATAT", "0.0")]
+        (tmp_path / "gc.tsv").write_text("sequence\tlabel\n" + "".join(f"{s}\t{v}\n" for s, v in rows))
+        (tmp_path / "suite.yaml").write_text("name: toy\ntasks:\n  - name: gc\n    kind: test_gc_share\n"
+                                             "    test: gc.tsv\n")
+        suite = load_suite(tmp_path / "suite.yaml")
+        assert suite.tasks[0].kind is KINDS["test_gc_share"] and suite.tasks[0].metrics == ["spearman"]
+        out = run_tasks(SuiteRunner(small_model()), suite.tasks, ["pretrained", "random", "kmer"], [0, 1],
+                        show_progress=False)["gc"]
+        assert out["data"] == {"test": 4} and out["not_applicable"] == {"kmer": "no k-mer analogue"}
+        assert [(r["model"], r["seed"]) for r in out["runs"]] == [("pretrained", None), ("random", 0), ("random", 1)]
+        assert all(set(r["test"]) == {"spearman"} for r in out["runs"])
+    finally:
+        del KINDS["test_gc_share"]

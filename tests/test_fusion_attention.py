@@ -28,7 +28,7 @@ def _qkv(seq_len, batch=2, seed=0):
 
 
 def _allowed_by_rule(q, k, seq_len):
-    # DESIGN.md 1.3 restated per stream position: forward row i, backward row i
+    # docs/model.md's fusion mask restated per stream position: forward row i, backward row i
     q_fwd, i = q < seq_len, q % seq_len
     k_fwd, j = k < seq_len, k % seq_len
     if q_fwd:

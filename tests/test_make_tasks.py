@@ -144,12 +144,12 @@ def test_codon_snv_variants_are_missense_or_synonymous_as_labelled_and_only_in_t
 def test_the_shipped_zero_shot_suite_loads_and_every_ref_base_matches_its_genome():
     """configs/eval/zero_shot.yaml as janus evaluate reads it (scoring a variant whose REF differs
     from the FASTA would stop the run): both classes present, every REF the genome's base."""
-    from janus_pretrain.commands.make_tasks import read_genome
     from janus_pretrain.evaluation.readers import read_snv_task
     from janus_pretrain.evaluation.registry import load_suite
+    from janus_pretrain.evaluation.task_files import read_genome
 
     suite = load_suite(REPO / "configs" / "eval" / "zero_shot.yaml")
-    assert [t.kind for t in suite.tasks] == ["zero_shot_snv"] * 2
+    assert [t.kind.name for t in suite.tasks] == ["zero_shot_snv"] * 2
     for task in suite.tasks:
         variants, labels = read_snv_task(task.files["variants"])
         genome, _ = read_genome(task.files["fasta"])

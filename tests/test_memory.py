@@ -13,7 +13,8 @@ import torch
 
 from janus_pretrain.config import load_config
 from janus_pretrain.commands.memory import main
-from janus_pretrain.memory import (BACKENDS, Estimate, backend_of, max_seq_len, model_state_terms,
+from janus_pretrain.model.kernels import kernel_set
+from janus_pretrain.memory import (BACKENDS, Estimate, max_seq_len, model_state_terms,
                                    parameter_count, step_estimate, training_estimate)
 from janus_pretrain.model import JanusForPretraining
 from janus_pretrain.model.block_mask import block_mask_bytes, janus_block_mask_analytic
@@ -101,10 +102,10 @@ def test_predicted_bytes_per_bp_do_not_grow_with_length_except_the_block_mask(re
 
 
 def test_backend_of_a_kernel_set_and_unknown_backends(repo_root):
-    assert backend_of("cuda", "pieces", "cuda") == "cuda"
-    assert backend_of("cuda", "flex", "cuda") == "cuda-flex"
-    assert backend_of("torch", "pieces", "cuda") == "torch-cuda"
-    assert backend_of("torch", "pieces", "cpu") == backend_of("reference", "reference", "cpu") == "reference"
+    assert kernel_set("cuda", "pieces", "cuda") == "cuda"
+    assert kernel_set("cuda", "flex", "cuda") == "cuda-flex"
+    assert kernel_set("torch", "pieces", "cuda") == "torch-cuda"
+    assert kernel_set("torch", "pieces", "cpu") == kernel_set("reference", "reference", "cpu") == "reference"
     with pytest.raises(ValueError, match="backend must be one of cuda, cuda-flex, torch-cuda, reference"):
         training_estimate(load_config(repo_root / "configs/1m.yaml"), 1024, "flash")
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from janus_pretrain.config import ConfigError, model_config_from_dict
-from janus_pretrain.engine.evaluate_loss import evaluate
+from janus_pretrain.engine.held_out import held_out_metrics
 from janus_pretrain.model.base_prediction import predict_bases
-from janus_pretrain.model.masking import mlm_corrupt
+from janus_pretrain.model.mlm_corruption import mlm_corrupt
 from janus_pretrain.tokenizer import A_ID, MASK_ID, N_ID, PAD_ID, T_ID
 from model_helpers import build, random_bases, tiny_config
 
@@ -187,7 +187,7 @@ def test_predict_bases_and_evaluate_agree_with_a_hand_computation(objective):
     torch.testing.assert_close(prediction.logits[predicted], expected[predicted])
 
     weight = torch.ones(2, 30)
-    results = evaluate(model, [("sp", {"input_ids": x, "loss_weight": weight})], ["sp"], torch.device("cpu"), 30)
+    results = held_out_metrics(model, [("sp", {"input_ids": x, "loss_weight": weight})], ["sp"], torch.device("cpu"), 30)
     counted = predicted & (x != N_ID)
     ce = F.cross_entropy(expected[counted], x[counted])
     assert results["valid/sp/loss"] == pytest.approx(ce.item(), rel=1e-5)

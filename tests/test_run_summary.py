@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from pathlib import Path
+
 import pytest
 
 from janus_pretrain.config import LoggingConfig
@@ -66,10 +68,14 @@ def test_summary_json_has_the_rate_and_no_nan(tmp_path):
 
 
 def test_checkpoints_of_earlier_versions_without_train_seconds_still_resume():
-    from janus_pretrain.engine.trainer import Progress
+    import json
 
-    progress = Progress()
-    progress.load_state_dict({"step": 7, "tokens_seen": 70, "bad_steps": 1, "last_loss": 1.5, "config": {}})
-    assert (progress.step, progress.train_seconds) == (7, 0.0)
-    with pytest.raises(KeyError):  # a field every version wrote is still required
-        progress.load_state_dict({"step": 7})
+    from janus_pretrain.checkpoint.meta import CheckpointMeta, MetaError
+
+    fixture = Path(__file__).parent / "fixtures" / "main_b7316c0" / "checkpoints" / "step_00000003" / "meta.json"
+    raw = json.loads(fixture.read_text())
+    older = {k: v for k, v in raw.items() if k != "train_seconds"}
+    progress = CheckpointMeta.from_dict(older, "meta.json").progress
+    assert (progress.step, progress.train_seconds) == (3, 0.0)
+    with pytest.raises(MetaError, match=r"\['step'\] missing"):  # a field every version wrote is still required
+        CheckpointMeta.from_dict({k: v for k, v in raw.items() if k != "step"}, "meta.json")

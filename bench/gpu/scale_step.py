@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from janus_pretrain.config import load_config  # noqa: E402
-from janus_pretrain.memory import backend_of, training_estimate  # noqa: E402
+from janus_pretrain.memory import training_estimate  # noqa: E402
 
 
 def _emit(path: str, record: dict) -> None:
@@ -57,7 +57,7 @@ def run(args) -> dict:
     from janus_pretrain.config import BatchPlan
     from janus_pretrain.engine.deepspeed_config import deepspeed_config
     from janus_pretrain.engine.distributed import init_distributed
-    from janus_pretrain.engine.moe_bridge import attach_moe_markers
+    from janus_pretrain.deepspeed_internals import attach_moe_markers
     from janus_pretrain.engine.optim import build_optimizer, build_scheduler
     from janus_pretrain.engine.run import build_model
 
@@ -71,7 +71,7 @@ def run(args) -> dict:
     device = ctx.device
     model = build_model(config, ctx)
     kernels = model.backbone.kernels.get(device)  # what the forward will use on this device
-    backend = backend_of(kernels.name, kernels.fusion, device.type)
+    backend = kernels.kernel_set(device.type)
     predicted = training_estimate(config, seq_len, backend, 1)
     plan = BatchPlan(micro, 1, 1, seq_len)
     attach_moe_markers(model, 1, ctx.ep_group_name)

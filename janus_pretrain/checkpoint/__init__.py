@@ -1,5 +1,6 @@
-"""Everything about checkpoints: the on-disk layout (layout.py), saving and resuming the training
-state (training_state.py) and converting a checkpoint into an export (convert.py).
+"""Everything about checkpoints: the on-disk layout (layout.py), meta.json's record (meta.py),
+saving and resuming the training state (training_state.py) and converting a checkpoint into an
+export (convert.py).
 
 training_state and convert import DeepSpeed-free torch only at call time where they can; import
 them by module path (janus_pretrain.checkpoint.convert) rather than from this package, so that

@@ -32,11 +32,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.checkpoint.integrity import IntegrityError, check_pickle_safe, verify_digests
 from janus_pretrain.checkpoint.layout import (EXPERTS_GLOB, META, MODEL_STATES, CheckpointDir, CheckpointError,
                                               rank_file)
+from janus_pretrain.checkpoint.meta import MetaError, read_meta
 from janus_pretrain.cli import bar_disable
-from janus_pretrain.config import ModelConfig, model_config_from_dict
+from janus_pretrain.model_config import ModelConfig, architecture_differences, describe_differences
 from janus_pretrain.export import check_state_matches, expected_shapes, write_export
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
@@ -63,24 +65,24 @@ def resolve_tag(run_dir: Path, tag: str = "latest") -> Path:
         raise ConvertError(str(exc)) from None
 
 
-def _load(path: Path, trust: bool = False) -> Any:
+def _load(path: Path, trust: bool = False, read=None) -> Any:
     """A checkpoint file, after the pickle scan (checkpoint/integrity.py): DeepSpeed's files need
     full pickle, but only for the few classes on ALLOWED_GLOBALS; anything else is refused
-    before a byte is unpickled, unless the caller trusts the checkpoint's author (--trust-checkpoint)."""
+    before a byte is unpickled, unless the caller trusts the checkpoint's author (--trust-checkpoint).
+    read(path): how to load it (default torch.load, full pickle, on the CPU)."""
     if not path.is_file():
         raise ConvertError(f"checkpoint file missing: {path}")
     try:
         check_pickle_safe(path, trust=trust)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return read(path) if read else torch.load(path, map_location="cpu", weights_only=False)
     except IntegrityError as exc:
         raise ConvertError(str(exc)) from None
-    except Exception as exc:  # a damaged archive that passed no digest check (old checkpoint, --no-verify)
+    except Exception as exc:  # a damaged archive that passed no digest check (--no-verify)
         raise ConvertError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); the file is "
                            f"damaged: convert another tag") from None
 
 
-def _split_flat(flat: torch.Tensor, params: list, paddings: list[int] | None, where: str) -> dict[str, torch.Tensor]:
-    paddings = paddings or [0] * len(params)
+def _split_flat(flat: torch.Tensor, params: list, paddings: list[int], where: str) -> dict[str, torch.Tensor]:
     needed = sum(int(torch.Size(shape).numel()) for _, shape in params) + sum(paddings)
     if flat.numel() != needed:
         raise ConvertError(f"{where}: flat fp32 group has {flat.numel()} values, the layout needs {needed}; "
@@ -98,11 +100,9 @@ def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trus
     """Reassemble every optimizer param group from the per-rank fp32 partitions."""
     partitions: dict[tuple, dict[int, torch.Tensor]] = {}  # (group index, kind, ep_rank) -> {partition_id: flat}
     layouts: dict[tuple, dict] = {}
-    paddings: dict[tuple, list[int]] = {}
     for rank, info in tqdm(sorted(ranks.items()), desc="reading ZeRO partitions", unit="rank",
                            disable=bar_disable(progress)):
-        optim = _load(folder / info["zero_file"], trust)["optimizer_state_dict"]
-        flats = [t.detach() for t in optim["single_partition_of_fp32_groups"]]  # saved as leaves needing grad
+        flats = ds.saved_fp32_partitions(_load(folder / info["zero_file"], trust, ds.load_zero_file))
         if len(flats) != len(info["zero_layout"]):
             raise ConvertError(f"{folder / info['zero_file']}: {len(flats)} param groups, rank_{rank}.pt describes "
                                f"{len(info['zero_layout'])}")
@@ -112,7 +112,6 @@ def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trus
                 raise ConvertError(f"rank {rank}: param group {group['name']} lists other parameters than another "
                                    f"rank of the same reduce group")
             layouts.setdefault(key, group)
-            paddings.setdefault(key, list(optim.get("param_alignment_paddings", [None] * len(flats))[i] or []))
             if flats[i].dtype != torch.float32:
                 raise ConvertError(f"{folder / info['zero_file']}: group {i} master partition is {flats[i].dtype}, "
                                    f"expected fp32")
@@ -133,7 +132,7 @@ def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trus
                                f"of {group['partition_count']}: rank files missing")
         flat = torch.cat([got[p] for p in range(group["partition_count"])])
         where = f"{folder}: group {group['name']}" + (f" ep_rank {key[2]}" if key[2] is not None else "")
-        for name, tensor in _split_flat(flat, group["params"], paddings[key], where).items():
+        for name, tensor in _split_flat(flat, group["params"], group["param_paddings"], where).items():
             if name in state:
                 raise ConvertError(f"{where}: parameter {name} appears in two param groups")
             state[name] = tensor
@@ -144,7 +143,7 @@ def _zero2_weights(folder: Path, ranks: dict[int, dict], checks: list[str], trus
 def _training_copies(folder: Path, model_states: dict, trust: bool) -> dict[str, torch.Tensor]:
     """Training-dtype weights saved beside the optimizer state: DeepSpeed's 'module' (rank 0)
     overlaid with every expert file (experts of all ep ranks)."""
-    copies = dict(model_states["module"])
+    copies = dict(model_states[ds.MODULE])
     for path in sorted(folder.glob(EXPERTS_GLOB)):
         copies.update(_load(path, trust))
     return copies
@@ -156,45 +155,44 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
     scan (only for checkpoints from an author you trust)."""
     folder = resolve_tag(Path(run_dir), tag)
     meta_path = folder / META
-    if not meta_path.is_file():
-        raise ConvertError(f"{folder}: meta.json missing; not a janus-pretrain checkpoint")
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise ConvertError(f"{meta_path}: not valid JSON ({exc}); the checkpoint is damaged: convert another tag") from None
+        meta = read_meta(folder)
+    except MetaError as exc:
+        raise ConvertError(f"{exc}; convert another tag") from None
     checks: list[str] = []
-    if verify and "files" in meta:
+    if verify and meta.files is not None:
         try:
-            verify_digests(folder, meta["files"])
+            verify_digests(folder, meta.files)
         except IntegrityError as exc:
             raise ConvertError(f"{exc}; convert another tag") from None
-        checks.append(f"{len(meta['files'])} files match the sha256 digests recorded at save")
+        checks.append(f"{len(meta.files)} files match the sha256 digests recorded at save")
     elif verify:
         checks.append("no digests recorded (checkpoint written before they existed): files not verified")
-    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
-        raise ConvertError(f"{meta_path}: tokenizer_version {meta.get('tokenizer_version')!r} differs from this "
+    if meta.tokenizer_version != TOKENIZER_VERSION:
+        raise ConvertError(f"{meta_path}: tokenizer_version {meta.tokenizer_version!r} differs from this "
                            f"package's {TOKENIZER_VERSION!r}")
-    model_config = model_config_from_dict(meta["config"]["model"], str(meta_path))
+    try:
+        model_config = meta.model_config(str(meta_path))
+    except MetaError as exc:
+        raise ConvertError(str(exc)) from None
     if model_config.kernels == "cuda":  # forced for training; the export must also load on CPU
         model_config = replace(model_config, kernels="auto")
     if expect_model is not None:
-        ours, theirs = expect_model.architecture(), model_config.architecture()
-        diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
+        diff = architecture_differences(model_config, expect_model)
         if diff:
-            raise ConvertError(f"{folder}: the checkpoint's model config differs from --config: "
-                               + ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()))
-    world = int(meta["world_size"])
+            raise ConvertError(f"{folder}: the checkpoint (there) holds another model than --config (here): "
+                               f"{describe_differences(diff)}")
+    world = meta.layout.world_size
     ranks = {}
     for rank in range(world):
         info = _load(folder / rank_file(rank), trust)
         ranks[rank] = {k: info.get(k) for k in ("ep_rank", "edp_rank", "zero_file", "zero_layout")}
     model_states = _load(folder / MODEL_STATES, trust)
-    ds_zero = (model_states.get("ds_config") or {}).get("zero_optimization", {})
-    if ds_zero.get("round_robin_gradients"):
+    if ds.saved_round_robin(model_states):
         raise ConvertError(f"{folder}: round_robin_gradients reorders ZeRO's flat groups; not supported")
     copies = _training_copies(folder, model_states, trust)
-    train_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(meta.get("precision"), torch.float32)
-    if int(meta.get("zero_stage", 0)) > 0 and all(r["zero_layout"] for r in ranks.values()):
+    train_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[meta.precision]
+    if meta.layout.zero_stage > 0 and all(r["zero_layout"] for r in ranks.values()):
         state = _zero2_weights(folder, ranks, checks, trust, progress)
         note = "fp32 master weights (ZeRO optimizer partitions)"
     else:
@@ -212,13 +210,13 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
                            f"tensors, e.g. {mismatched[:3]}; the partition layout was misread, nothing written")
     checks.append(f"all {len(copies)} saved training-dtype tensors ({str(train_dtype).replace('torch.', '')}) equal "
                   f"the rebuilt weights cast to that dtype")
-    config = meta.get("config", {})
-    run = {"checkpoint": str(folder.parent), "tag": folder.name, "step": meta.get("step"),
-           "tokens_seen": meta.get("tokens_seen"), "ep_size": meta.get("ep_size"), "dp_world_size": world,
-           "zero_stage": meta.get("zero_stage"), "train_precision": meta.get("precision"),
+    config = meta.config
+    run = {"checkpoint": str(folder.parent), "tag": folder.name, "step": meta.progress.step,
+           "tokens_seen": meta.progress.tokens_seen, "ep_size": meta.layout.ep_size, "dp_world_size": world,
+           "zero_stage": meta.layout.zero_stage, "train_precision": meta.precision,
            "weights_source": note, "config_source": config.get("source", ""),
            "train_config": {k: config.get(k) for k in ("train", "optimizer", "schedule", "parallel")},
-           "data": data_summary(config.get("data", {}))}
+           "data": data_summary(meta.section("data"))}
     return Converted(state, model_config, run, note, checks)
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.digests import DIGEST, file_digest
 
 # every global DeepSpeed's ZeRO-1/2 files reference beyond torch's own safe set (listed from fp32
@@ -27,9 +27,6 @@ ALLOWED_GLOBALS = frozenset({
     "deepspeed.utils.tensor_fragment.fragment_address",
     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
     "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
-    # numpy's array reconstructor: rank files of earlier versions held the numpy RNG state
-    "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
-    "numpy.dtypes.UInt32DType",
 })
 
 
@@ -88,9 +85,9 @@ def training_tensors(engine) -> dict[str, torch.Tensor]:
     master partitions and the AdamW moments of whatever the inner optimizer holds."""
     tensors = {f"param {n}": p.detach() for n, p in engine.module.named_parameters()}
     optimizer = engine.optimizer
-    for i, flat in enumerate(getattr(optimizer, "single_partition_of_fp32_groups", []) or []):
+    for i, flat in enumerate(ds.fp32_partitions(optimizer)):
         tensors[f"fp32 master partition of group {i}"] = flat.detach()
-    inner = getattr(optimizer, "optimizer", optimizer)
+    inner = ds.inner_optimizer(optimizer)
     for k, (param, state) in enumerate(getattr(inner, "state", {}).items()):
         for key in ("exp_avg", "exp_avg_sq"):
             if isinstance(state.get(key), torch.Tensor):
@@ -98,19 +95,10 @@ def training_tensors(engine) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _numpy_reconstruct():
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    return core.multiarray._reconstruct
-
-
 def load_ours(path: Path) -> dict:
-    """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs
-    (numpy's array reconstructor is allowed for rank files of earlier versions, which held the
-    numpy RNG state as an array)."""
+    """A file we wrote (rank state, experts): tensors and plain values only, so no pickle code runs."""
     try:
-        with torch.serialization.safe_globals([_numpy_reconstruct(), np.ndarray, np.dtype,
-                                               type(np.dtype(np.uint32))]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise IntegrityError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
             from None

@@ -29,8 +29,8 @@ DeepSpeed's files plus ours, made visible through an atomic `latest` pointer:
                                     data-parallel world for dense, the expert-data-parallel group
                                     for moe), 'partition_count', 'partition_numel' (with padding),
                                     'padding' (zeros appended to the flat group before splitting)}
-      meta.json                     ours: run config, step, tokens_seen, tokenizer version and
-                                    vocabulary, world_size, ep_size, zero_stage, precision
+      meta.json                     ours: what the checkpoint is (run config, counters, layout,
+                                    digests): its keys are checkpoint/meta.py's CheckpointMeta
       COMPLETE                      written by rank 0 after all ranks wrote their files
 
 To rebuild fp32 named weights: for each group, concatenate the 'single_partition_of_fp32_groups'
@@ -48,7 +48,6 @@ deletes the tag `latest` points to nor the one this run resumed from.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -58,7 +57,7 @@ from janus_pretrain.atomic_io import atomic_write_text
 TAG_PATTERN = re.compile(r"^step_(\d{8,})$")
 LATEST = "latest"  # pointer file: tag of the newest complete checkpoint
 COMPLETE = "COMPLETE"  # marker: every rank's files of this tag are on disk
-META = "meta.json"  # run config, counters, layout (world size, ep size, ZeRO stage)
+META = "meta.json"  # the checkpoint's record (checkpoint/meta.py)
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's module state (rank 0)
 
 
@@ -149,12 +148,9 @@ class CheckpointDir:
         if path.exists():
             shutil.rmtree(path)
 
-    def read_meta(self, tag: str) -> dict:
-        return json.loads((self.path(tag) / META).read_text())
-
-    def mark_complete(self, tag: str, meta: dict) -> None:
-        atomic_write_text(self.path(tag) / META, json.dumps(meta, indent=2, sort_keys=True, default=str),
-                          durable=True)
+    def mark_complete(self, tag: str, meta_json: str) -> None:
+        """Write meta.json (checkpoint/meta.py's CheckpointMeta.to_json) and then COMPLETE."""
+        atomic_write_text(self.path(tag) / META, meta_json, durable=True)
         atomic_write_text(self.path(tag) / COMPLETE, tag + "\n", durable=True)
 
     def set_latest(self, tag: str) -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.checkpoint.integrity import check_pickle_safe, load_ours
 from janus_pretrain.checkpoint.layout import MODEL_STATES, CheckpointError, experts_file, rank_file
 
@@ -44,12 +44,6 @@ class Place:
     @property
     def numel(self) -> int:
         return int(torch.Size(self.shape).numel())
-
-
-def expert_param_names(module: torch.nn.Module) -> list[str]:
-    from deepspeed.moe.utils import is_moe_param
-
-    return [name for name, p in module.named_parameters() if is_moe_param(p)]
 
 
 class SourceCheckpoint:
@@ -71,14 +65,11 @@ class SourceCheckpoint:
                 self.partitions.setdefault(key, {}).setdefault(group["partition_id"], rank)
                 if key not in self.partition_numel:
                     self.partition_numel[key] = group["partition_numel"]
-                    self._place(key, group, rank, i)
+                    self._place(key, group)
 
-    def _place(self, key: tuple, group: dict, rank: int, index: int) -> None:
-        paddings = group.get("param_paddings")
-        if paddings is None:  # checkpoints written before the layout recorded them
-            paddings = self._zero_state(rank)["param_alignment_paddings"][index] or [0] * len(group["params"])
+    def _place(self, key: tuple, group: dict) -> None:
         offset = 0
-        for (name, shape), pad in zip(group["params"], paddings):
+        for (name, shape), pad in zip(group["params"], group["param_paddings"]):
             if name in self.places:
                 raise CheckpointError(f"{self.folder}: parameter {name} appears in two optimizer groups")
             self.places[name] = Place(key, offset, tuple(shape))
@@ -89,16 +80,14 @@ class SourceCheckpoint:
         if name not in self._open:
             path = self.folder / name
             check_pickle_safe(path, trust=self.trust)
-            self._open[name] = torch.load(path, map_location="cpu", weights_only=False, mmap=True)[
-                "optimizer_state_dict"]
+            self._open[name] = ds.load_zero_file(path, mmap=True)
         return self._open[name]
 
     def _group_tensors(self, rank: int, index: int) -> dict[str, torch.Tensor]:
         """fp32 master partition and AdamW moments of group `index` on source rank `rank`."""
         state = self._zero_state(rank)
-        out = {"fp32": state["single_partition_of_fp32_groups"][index].detach()}
-        base = state["base_optimizer_state"]
-        moments = base["state"].get(index, {}) if isinstance(base, dict) else base[index]
+        out = {"fp32": ds.saved_fp32_partitions(state)[index]}
+        moments = ds.saved_moments(state, index)
         out.update({k: moments[k] for k in MOMENTS if k in moments})
         return out
 
@@ -111,9 +100,7 @@ class SourceCheckpoint:
         """AdamW's step count (the same in every group; None before the first update), from a
         zero file already read when there is one."""
         rank = next((r for r, info in self.ranks.items() if info["zero_file"] in self._open), min(self.ranks))
-        base = self._zero_state(rank)["base_optimizer_state"]
-        first = base["state"].get(0, {}) if isinstance(base, dict) else base[0]
-        return first.get("step")
+        return ds.saved_moments(self._zero_state(rank), 0).get("step")
 
     def read(self, name: str) -> dict[str, torch.Tensor]:
         """fp32 master weight and AdamW moments of one parameter (shape of the parameter)."""
@@ -145,8 +132,8 @@ def training_weights(folder: Path, module: torch.nn.Module, experts_per_source_r
     and DeepSpeed's model states (counters, lr schedule)."""
     check_pickle_safe(folder / MODEL_STATES, trust=trust)
     model_states = torch.load(folder / MODEL_STATES, map_location="cpu", weights_only=False, mmap=True)
-    experts = set(expert_param_names(module))
-    state = {k: v for k, v in model_states["module"].items() if k not in experts and ".experts." not in k}
+    experts = set(ds.expert_param_names(module))
+    state = {k: v for k, v in model_states[ds.MODULE].items() if k not in experts and ".experts." not in k}
     wanted: dict[int, list[str]] = {}
     for name in experts:  # ...experts.<global id>...: held by source ep rank id // experts per rank
         expert = int(EXPERT_ID.search(name).group(1))
@@ -165,44 +152,38 @@ def apply_to_engine(engine, source: SourceCheckpoint, folder: Path, experts_per_
     """Load weights, fp32 master partitions, AdamW moments, lr schedule and DeepSpeed's counters
     from `source` into this rank's freshly built ZeRO-1/2 engine."""
     module, optimizer = engine.module, engine.optimizer
-    if not hasattr(optimizer, "single_partition_of_fp32_groups"):
+    if not ds.is_zero(optimizer):
         raise CheckpointError("resuming on another layout needs ZeRO stage 1 or 2 (parallel.zero_stage)")
-    if getattr(optimizer, "round_robin_gradients", False):
+    if ds.uses_round_robin(optimizer):
         raise CheckpointError("round_robin_gradients reorders ZeRO's flat groups; not supported when resharding")
     weights, model_states = training_weights(folder, module, experts_per_source_rank, trust)
     with torch.no_grad():
         module.load_state_dict(weights, strict=True)  # the bit16 params are views into ZeRO's flat buffers
     names = {id(p): n for n, p in module.named_parameters()}
-    base = optimizer.optimizer
-    for i, params in enumerate(optimizer.round_robin_bit16_groups):
-        pid = dist.get_rank(group=optimizer.real_dp_process_group[i])
-        size = int(optimizer.partition_size[i])
+    base = ds.inner_optimizer(optimizer)
+    for i, params, paddings, pid, size, master, own in ds.local_partitions(optimizer):
         lo, hi = pid * size, (pid + 1) * size
         flat: dict[str, torch.Tensor] = {}  # fp32 master and moments of this rank's partition, padding zero
         offset = 0
-        for param, pad in zip(params, optimizer.round_robin_bit16_padding[i]):
+        for param, pad in zip(params, paddings):
             n = param.numel()
             a, b = max(offset, lo), min(offset + n, hi)
             if a < b:
                 for key, value in source.read(names[id(param)]).items():
                     dst = flat.setdefault(key, torch.zeros(size, dtype=torch.float32))
                     dst[a - lo:b - lo] = value.reshape(-1)[a - offset:b - offset]
-            offset += n + int(pad)
-        master = optimizer.single_partition_of_fp32_groups[i]
+            offset += n + pad
         master.data.copy_(flat.get("fp32", torch.zeros(size)).to(master.device))
-        own = optimizer.parallel_partitioned_bit16_groups[i][pid]
         if not torch.equal(master.data.to(own.dtype), own.data):
             raise CheckpointError(f"{folder}: resharded master weights of optimizer group {i} disagree with the "
                                   f"saved training weights; the partition layout was misread, nothing trained")
         step = source.step()
         if step is not None and all(k in flat for k in MOMENTS):
             base.state[master] = {"step": step.clone(), **{k: flat[k].to(master.device) for k in MOMENTS}}
-    engine.lr_scheduler.load_state_dict(model_states["lr_scheduler"])
+    engine.lr_scheduler.load_state_dict(model_states[ds.LR_SCHEDULER])
     for group, lr in zip(base.param_groups, engine.lr_scheduler.get_last_lr()):
         group["lr"] = lr
-    engine.global_steps = model_states["global_steps"]
-    engine.global_samples = model_states["global_samples"]
-    engine.skipped_steps = model_states["skipped_steps"]
+    ds.set_engine_counters(engine, model_states)
 
 
 def read_rank_files(folder: Path, world: int) -> dict[int, dict]:

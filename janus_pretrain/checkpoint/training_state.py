@@ -3,8 +3,9 @@
 What one save holds (file names: checkpoint/layout.py): DeepSpeed's engine state (module,
 optimizer partitions, lr scheduler), every expert-parallel rank's experts, and per rank the
 state of the components that must survive a restart, each given as a state_dict(): the data
-stream, the RNGs and the ZeRO partition layout the converter needs. meta.json describes the run
-(config, counters, layout, the sha256 of every file) and is written last, with COMPLETE, by rank 0.
+stream, the RNGs (rng.py) and the ZeRO partition layout the converter needs. meta.json describes
+the checkpoint (checkpoint/meta.py: config, counters, layout, the sha256 of every file) and is
+written last, with COMPLETE, by rank 0.
 
 Trust (checkpoint/integrity.py): a save is refused when any parameter or optimizer state is not
 finite; a resume verifies each rank's files against the recorded digests and scans every pickle
@@ -15,36 +16,24 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from janus_pretrain import deepspeed_internals as ds
+from janus_pretrain import rng
 from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_safe, load_ours, nonfinite_names,
                                                  training_tensors, verify_digests)
-from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, expert_param_names, read_rank_files
-from janus_pretrain.digests import file_digest
 from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
                                               tag_for_step)
-
-# meta.json keys of the parallel layout; a resume onto other values reshards (checkpoint/reshard.py)
-LAYOUT_KEYS = ("world_size", "ep_size", "zero_stage")
-
-
-def same_layout(meta: dict, layout: dict) -> bool:
-    """Whether a checkpoint's meta.json was written on `layout` (no resharding needed)."""
-    return all(meta.get(key) == layout[key] for key in LAYOUT_KEYS)
-
-
-def describe_layout(layout: dict) -> str:
-    return f"world {layout['world_size']} / ep {layout['ep_size']} / ZeRO-{layout['zero_stage']}"
-
+from janus_pretrain.checkpoint.meta import CheckpointMeta, Layout, read_meta
+from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, read_rank_files
+from janus_pretrain.digests import file_digest
 
 def atomic_torch_save(obj, path: Path) -> None:
     tmp = temporary_path(path)
@@ -56,61 +45,12 @@ class CheckpointWriteError(CheckpointError):
     """A save that could not be written (disk full, quota, permissions); the previous one is intact."""
 
 
-def rng_state() -> dict:
-    """torch, numpy and python RNG states as tensors and plain values (loads with weights_only)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n, py = state["numpy"], state["python"]
-    if isinstance(n, dict):
-        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    np.random.set_state(n)  # earlier versions saved numpy's own tuple
-    if isinstance(py, dict):
-        py = (py["version"], tuple(py["internal"]), py["gauss_next"])
-    random.setstate(py)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
-    """Per optimizer param group: how ZeRO-1/2 flattened and partitioned it on this rank."""
-    optimizer = engine.optimizer
-    if not hasattr(optimizer, "bit16_groups"):  # ZeRO-0: plain optimizer, weights are in 'module'
-        return []
-    names = {id(p): n for n, p in module.named_parameters()}
-    layout = []
-    for i, params in enumerate(optimizer.bit16_groups):
-        group = optimizer.optimizer.param_groups[i]
-        layout.append({
-            "name": group.get("name", str(i)),
-            "kind": "moe" if group.get("moe", False) else "dense",
-            "decay_kind": group.get("decay_kind", ""),
-            "params": [[names[id(p)], list(p.shape)] for p in params],
-            "partition_id": torch.distributed.get_rank(group=optimizer.real_dp_process_group[i]),
-            "partition_count": int(optimizer.partition_count[i]),
-            "partition_numel": int(optimizer.single_partition_of_fp32_groups[i].numel()),
-            "padding": int(optimizer.groups_padding[i]),
-            "param_paddings": [int(x) for x in optimizer.round_robin_bit16_padding[i]],
-        })
-    return layout
-
-
 def merge_expert_state(ckpt_dir: Path, ep_rank: int):
     """custom_load_fn for engine.load_checkpoint: DeepSpeed hands us rank 0's module state dict
     (rank 0's experts only); replace its expert entries by this EP rank's own expert file, then
     load strictly so a missing or extra tensor is an error, not silence."""
     def load(src: dict, dst: torch.nn.Module) -> None:
-        own = set(expert_param_names(dst))
+        own = set(ds.expert_param_names(dst))
         state = {k: v for k, v in src.items() if k not in own and ".experts." not in k}
         path = ckpt_dir / experts_file(ep_rank)
         if own:
@@ -126,7 +66,7 @@ class Restored:
     """What a resume hands back to the trainer besides the engine state it loaded."""
     tag: str
     folder: Path
-    meta: dict  # meta.json of the checkpoint
+    meta: CheckpointMeta  # meta.json of the checkpoint
     components: dict  # this rank's component states, by the names given to save()
     all_components: list[dict] | None = None  # every source rank's, when the layout changed
     reshard_note: str | None = None  # "resharding from ... to ... (N s)" when the layout changed
@@ -149,7 +89,7 @@ class TrainingCheckpointer:
         self.resumed_tag: str | None = None  # never pruned, never rewritten
         self.last_tag: str | None = None  # newest tag written or resumed from
 
-    def save(self, engine, step: int, meta: dict, components: dict) -> str | None:
+    def save(self, engine, step: int, meta: CheckpointMeta, components: dict) -> str | None:
         """Write tag_for_step(step): engine state, experts, this rank's `components` (name ->
         state dict) and RNG; rank 0 then writes meta.json (with every file's digest) + COMPLETE,
         moves `latest`, prunes. Returns None (and writes nothing) when some parameter or
@@ -188,7 +128,7 @@ class TrainingCheckpointer:
                                        f"complete checkpoint, {self.last_tag or 'none'}, is intact")
         digests = [d for _, d in reports]  # every rank's {file name: sha256}
         if self.ctx.is_main:
-            self.dir.mark_complete(tag, {**meta, "files": {k: v for d in digests for k, v in d.items()}})
+            self.dir.mark_complete(tag, meta.with_files({k: v for d in digests for k, v in d.items()}).to_json())
             self.dir.set_latest(tag)
             deleted = self.dir.prune(protect={t for t in (tag, self.resumed_tag) if t})
             self.message(f"checkpoint: saved {folder}" + (f" (removed {', '.join(deleted)})" if deleted else ""))
@@ -199,21 +139,20 @@ class TrainingCheckpointer:
         self.last_tag = tag
         return tag
 
-    def _write_files(self, engine, tag: str, folder: Path, meta: dict, components: dict) -> dict[str, str]:
+    def _write_files(self, engine, tag: str, folder: Path, meta: CheckpointMeta, components: dict) -> dict[str, str]:
         """This rank's share of a save; returns {file name: sha256} of what it wrote."""
-        engine.save_checkpoint(str(self.dir.root), tag, client_state={"janus_meta": meta}, save_latest=False)
+        engine.save_checkpoint(str(self.dir.root), tag, client_state={"janus_meta": meta.to_dict()}, save_latest=False)
         module = engine.module
         mine = [MODEL_STATES] if self.ctx.is_main else []
         if self.ctx.edp_rank == 0:
-            expert_names = set(expert_param_names(module))
+            expert_names = set(ds.expert_param_names(module))
             experts = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if n in expert_names}
             if experts:
                 atomic_torch_save(experts, folder / experts_file(self.ctx.ep_rank))
                 mine.append(experts_file(self.ctx.ep_rank))
-        zero_file = Path(engine._get_zero_ckpt_name(str(self.dir.root), tag)).name \
-            if meta["zero_stage"] > 0 else None
-        own = {**components, "rng": rng_state(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
-               "edp_rank": self.ctx.edp_rank, "zero_file": zero_file, "zero_layout": zero_layout(engine, module)}
+        zero_file = ds.zero_file_name(engine, self.dir.root, tag) if meta.layout.zero_stage > 0 else None
+        own = {**components, "rng": rng.capture(), "rank": self.ctx.rank, "ep_rank": self.ctx.ep_rank,
+               "edp_rank": self.ctx.edp_rank, "zero_file": zero_file, "zero_layout": ds.zero_layout(engine, module)}
         atomic_torch_save(own, folder / rank_file(self.ctx.rank))
         mine += [rank_file(self.ctx.rank)] + ([zero_file] if zero_file else [])
         return {name: file_digest(folder / name) for name in mine}
@@ -224,7 +163,7 @@ class TrainingCheckpointer:
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
 
-    def verify(self, tag: str, layout: dict | None = None) -> str | None:
+    def verify(self, tag: str, layout: Layout | None = None) -> str | None:
         """This rank's problem with `tag` (digest mismatch, missing file, unsafe pickle), or None.
         On the layout that wrote it: checks exactly the files this rank reads on resume
         (DeepSpeed's module state, its own state, its ZeRO partition, the experts of its ep_rank).
@@ -232,11 +171,11 @@ class TrainingCheckpointer:
         pickles are scanned where they are read (checkpoint/reshard.py)."""
         folder = self.dir.path(tag)
         try:
-            meta = self.dir.read_meta(tag)
-            recorded = meta.get("files") if self.check_digests else None  # None: not checked (scan only)
-            if layout is not None and not same_layout(meta, layout):
+            meta = read_meta(folder)
+            recorded = meta.files if self.check_digests else None  # None: not checked (scan only)
+            if layout is not None and meta.layout != layout:
                 if recorded is not None:
-                    verify_digests(folder, recorded, sorted(recorded)[self.ctx.rank::layout["world_size"]])
+                    verify_digests(folder, recorded, sorted(recorded)[self.ctx.rank::layout.world_size])
                 check_pickle_safe(folder / MODEL_STATES, trust=self.trust_pickles)
                 return None
             names = [MODEL_STATES, rank_file(self.ctx.rank)]
@@ -256,7 +195,7 @@ class TrainingCheckpointer:
             return f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
         return None
 
-    def choose(self, choice: str, layout: dict | None = None) -> str | None:
+    def choose(self, choice: str, layout: Layout | None = None) -> str | None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies on every rank
         (falling back past damaged ones, loudly); none; or a tag, which must verify. Rank 0
         proposes, every rank verifies its own files, all follow the same decision."""
@@ -291,7 +230,7 @@ class TrainingCheckpointer:
                                   f"start fresh with --resume none or restore the files")
         return None
 
-    def load(self, engine, choice: str, layout: dict, check_meta=None) -> Restored | None:
+    def load(self, engine, choice: str, layout: Layout, check_meta=None) -> Restored | None:
         """Restore the engine and RNG from the chosen checkpoint; None when starting fresh.
         layout: this run's world_size, ep_size and zero_stage; when they differ from the
         checkpoint's, the state is resharded (checkpoint/reshard.py). check_meta(folder, meta):
@@ -300,33 +239,33 @@ class TrainingCheckpointer:
         if tag is None:
             return None
         folder = self.dir.path(tag)
-        meta = self.dir.read_meta(tag)
+        meta = read_meta(folder)
         if check_meta is not None:
             check_meta(folder, meta)
-        if same_layout(meta, layout):
+        if meta.layout == layout:
             engine.load_checkpoint(str(self.dir.root), tag,
                                    custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
             own = load_ours(folder / rank_file(self.ctx.rank))
-            set_rng_state(own["rng"])
+            rng.restore(own["rng"])
             self.resumed_tag = self.last_tag = tag
             return Restored(tag, folder, meta, own)
         start = time.perf_counter()
         problem = None
         try:
-            ranks = read_rank_files(folder, int(meta["world_size"]))
+            ranks = read_rank_files(folder, meta.layout.world_size)
             source = SourceCheckpoint(folder, ranks, trust=self.trust_pickles)
-            experts = int(meta["config"]["model"].get("num_experts", 1))
-            apply_to_engine(engine, source, folder, max(1, experts // int(meta["ep_size"])), self.trust_pickles)
+            experts = meta.model_config(str(folder / "meta.json")).num_experts
+            apply_to_engine(engine, source, folder, max(1, experts // meta.layout.ep_size), self.trust_pickles)
         except (IntegrityError, OSError, KeyError, ValueError) as exc:  # CheckpointError is a ValueError
             problem = f"rank {self.ctx.rank}: {type(exc).__name__ + ': ' if isinstance(exc, KeyError) else ''}{exc}"
         problems = [None] * dist.get_world_size()
         dist.all_gather_object(problems, problem)  # each rank read other files: decide together
         found = [p for p in problems if p]
         if found:
-            raise CheckpointError(f"cannot reshard checkpoint {folder} onto {describe_layout(layout)}: {found[0]}")
+            raise CheckpointError(f"cannot reshard checkpoint {folder} onto {layout.describe()}: {found[0]}")
         own = ranks[self.ctx.rank % len(ranks)]  # RNG: from the source rank of the same number (mod its world)
-        set_rng_state(own["rng"])
-        note = (f"resharding from {describe_layout(meta)} to {describe_layout(layout)} took "
+        rng.restore(own["rng"])
+        note = (f"resharding from {meta.layout.describe()} to {layout.describe()} took "
                 f"{time.perf_counter() - start:.1f} s (read {len(source.opened)} of {len(ranks)} ZeRO partition "
                 f"files on rank {self.ctx.rank})")
         self.resumed_tag = self.last_tag = tag

@@ -20,6 +20,7 @@ import torch
 
 from janus_pretrain.checkpoint.layout import CheckpointDir, CheckpointError
 from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
+from janus_pretrain.model_config import architecture_differences, describe_differences
 
 
 def split_source(spec: str) -> tuple[Path, str]:
@@ -70,13 +71,11 @@ def initial_weights(spec: str, model: ModelConfig, where: str) -> tuple[dict[str
 
 
 def _check_same_architecture(theirs: ModelConfig, ours: ModelConfig, spec: str, where: str) -> None:
-    a, b = theirs.architecture(), ours.architecture()
-    changed = [f"model.{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
-               if a.get(k) != b.get(k)]
+    changed = architecture_differences(theirs, ours)
     if changed:
-        raise CheckpointError(f"{where}: checkpoint.init_from={spec} holds another model: {'; '.join(changed)}; "
-                              f"use its model section (only runtime keys such as kernels, activation "
-                              f"checkpointing and chunk sizes may differ)")
+        raise CheckpointError(f"{where}: checkpoint.init_from={spec} holds another model: "
+                              f"{describe_differences(changed)}; use its model section (only runtime keys such as "
+                              f"kernels, activation checkpointing and chunk sizes may differ)")
 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from janus_pretrain.config import ConfigError
     from janus_pretrain.downstream.tsv import TableError
     from janus_pretrain.downstream.variants import VariantError
-    from janus_pretrain.evaluation.cli import evaluate
+    from janus_pretrain.evaluation.suite_job import evaluate_suite
     from janus_pretrain.evaluation.harness import EvaluationError
     from janus_pretrain.export import ExportError
 
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = cli.command_line(prog, argv)
     try:
-        results = evaluate(args.model, args.suite, args.out, args.seeds, baselines,
-                           [t for t in args.only.split(",") if t] or None, args.progress, command)
+        results = evaluate_suite(args.model, args.suite, args.out, args.seeds, baselines,
+                                       [t for t in args.only.split(",") if t] or None, args.progress, command)
     except (ConfigError, TableError, VariantError, EvaluationError, ExportError, KeyError) as exc:
         return cli.fail(exc)
     print(f"wrote {Path(args.out) / 'results.json'} and results.md ({len(results['tasks'])} tasks)")

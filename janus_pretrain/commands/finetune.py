@@ -12,7 +12,6 @@ Exit codes: 0 done, 2 bad input (one-line message).
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from janus_pretrain import cli
@@ -27,14 +26,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--valid", default=None, help="validation table; default: --valid-fraction of --train")
     parser.add_argument("--test", default=None, help="test table, scored once with the best validation state")
     parser.add_argument("--out", required=True, help="output directory")
-    defaults = FinetuneOptions()
-    for field in dataclasses.fields(FinetuneOptions):
-        flag = "--" + field.name.replace("_", "-")
-        value = getattr(defaults, field.name)
-        if isinstance(value, bool):
-            parser.add_argument(flag, action="store_true", default=value)
-        else:
-            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+    cli.add_dataclass_flags(parser, FinetuneOptions)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch default")
     cli.add_progress(parser)
     args = parser.parse_args(argv)
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = FinetuneOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneOptions)})
+    options = cli.dataclass_from_flags(FinetuneOptions, args)
     with tqdm(desc="finetune", unit="step", disable=cli.bar_disable(args.progress)) as bar:
         try:
             finetune(args.model, args.train, args.valid, args.out, args.test, options,

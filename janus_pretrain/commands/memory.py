@@ -14,29 +14,6 @@ from __future__ import annotations
 from janus_pretrain import cli
 
 
-def report(config, seq_len: int, backend: str, ranks: int, device_gb: float, source: str) -> str:
-    """The memory model's prediction for `config` as printed by `janus memory` and `--dry-run`."""
-    from janus_pretrain.memory import max_seq_len, training_estimate
-
-    est = training_estimate(config, seq_len, backend, ranks)
-    device = device_gb * 1e9
-    longest = max_seq_len(config, device, backend, ranks)
-    m = config.model
-    lines = [f"{source}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {backend}, "
-             f"{config.train.precision}, {ranks} GPU(s), ep_size {config.parallel.ep_size}, "
-             f"activation_checkpointing {m.activation_checkpointing}, loss_chunk {m.loss_chunk}, "
-             f"ffn_chunk {m.ffn_chunk}",
-             est.table(),
-             f"predicted peak {est.total / 1e9:.1f} GB of {device_gb:.0f} GB "
-             f"({'fits' if est.total <= device else 'does NOT fit'}); longest seq_len that fits: {longest:,} bp"]
-    if m.objective != "janus":  # the model above counts two streams and the fusion block
-        lines.append(f"note: model.objective={m.objective}: predicted for the janus layout; "
-                     + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm"
-                        else "mlm has the same layout; its unmasked fusion runs torch's fused attention, "
-                             "not modelled apart"))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from janus_pretrain.memory import BACKENDS
 
@@ -53,6 +30,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.ranks < 1 or args.device_gb <= 0 or args.seq_len < 0:
         parser.error("--ranks must be >= 1, --device-gb > 0 and --seq-len >= 0")
     from janus_pretrain.config import ConfigError, load_config
+
+    from janus_pretrain.memory import report
 
     try:
         config = load_config(args.config, args.overrides)

@@ -26,37 +26,15 @@ from janus_pretrain import cli
 
 
 def dry_run(config, ranks: int) -> int:
-    """Everything a run would decide before its first step, printed; 2 if the config cannot run on `ranks`."""
-    import torch
-    import yaml
+    """Print the plan (janus_pretrain/engine/dry_run.py); 2 if the config cannot run on `ranks`."""
+    from janus_pretrain.config import ConfigError
+    from janus_pretrain.engine.dry_run import dry_run_lines
 
-    from janus_pretrain.commands.memory import report
-    from janus_pretrain.config import ConfigError, to_dict
-    from janus_pretrain.engine.run import parameter_line
-    from janus_pretrain.engine.startup import check_data
-
-    print("# resolved config (" + (config.source or "<config>") + ")")
-    resolved = {k: v for k, v in to_dict(config).items() if k != "source"}  # loads back as a run YAML
-    print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    print(config.model.describe_layers())
-    print(parameter_line(config))
     try:
-        plan = config.check_world_size(ranks)
+        for line in dry_run_lines(config, ranks):
+            print(line, flush=True)
     except ConfigError as exc:
         return cli.fail(exc)
-    print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
-          f"ranks = {plan.tokens_per_step:,} tokens per optimizer step; {config.train.steps:,} steps = "
-          f"{plan.tokens_per_step * config.train.steps:,} tokens")
-    backend = "cuda" if torch.cuda.is_available() else "reference"
-    print(f"memory ({'this GPU' if backend == 'cuda' else 'no GPU here: CPU reference kernels'}; "
-          f"`janus memory --backend` for others):")
-    print(report(config, plan.seq_len, backend, ranks, 80.0, config.source or "<config>"))
-    try:
-        check_data(config)
-        print("data: manifest found, windows long enough")
-    except ConfigError as exc:  # reported, not fatal: a plan is worth seeing before the data exists
-        print(f"data: NOT READY: {exc}")
-    print("dry run: nothing trained, DeepSpeed not started")
     return 0
 
 

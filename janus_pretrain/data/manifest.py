@@ -1,10 +1,10 @@
 """Read and check the manifest.json written by data_prep/shard_genomes.py; resolve run mixtures."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from janus_pretrain.atomic_io import read_json
 from janus_pretrain.tokenizer import TOKENIZER_VERSION
 
 # written by data/prepare.py and checked here: the one definition of the on-disk format.
@@ -28,13 +28,8 @@ def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.json"
-    if not path.is_file():
-        raise ManifestError(f"shard manifest not found: {path}; create it with "
-                            f"janus shard --genomes GENOMES.yaml --out DIR --window-bp N")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    manifest = read_json(path, ManifestError, f"shard manifest not found: {path}; create it with "
+                                              f"janus shard --genomes GENOMES.yaml --out DIR --window-bp N")
     digests = manifest.get("format") == MANIFEST_FORMAT
     if not digests and manifest.get("format") not in LEGACY_FORMATS:
         raise ManifestError(f"{path}: 'format' is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}; "

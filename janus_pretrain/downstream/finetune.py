@@ -11,8 +11,9 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -27,23 +28,35 @@ from janus_pretrain.model import JanusModel
 
 
 @dataclass
-class FinetuneOptions:
+class FinetuneSettings:
+    """How a head (and the backbone) are finetuned: the settings `janus finetune` and an evaluation
+    suite's recipe share (evaluation/registry.py's Recipe extends them with the suite's own keys)."""
     epochs: int = 10  # passes over the training set (upper bound; early stopping may end sooner)
     max_steps: int = 0  # optimizer steps in all; 0 = epochs x batches per epoch
-    batch_size: int = 32  # sequences per step
+    batch_size: int = 32  # sequences per step (and per embedding batch)
     lr: float = 3e-3  # peak AdamW learning rate (backbone and head); best of the splice runs in docs/downstream.md
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
     patience: int = 3  # evaluations without validation improvement before stopping
     eval_every: int = 0  # steps between validations; 0 = once per epoch
-    rc_conjoin: bool = False  # average logits over both strands (train and eval)
-    pooling: str = "mean"  # mean of position states; "flatten" = concatenated states (fixed-length inputs only)
+    rc_conjoin: bool = False  # average over both strands (finetune logits; probe embeddings)
+    pooling: Literal["mean", "flatten"] = "mean"  # head input: mean of position states, or all states concatenated (fixed-length inputs only)
     dropout: float = 0.0  # dropout on the pooled state
+
+
+@dataclass
+class FinetuneOptions(FinetuneSettings):
+    """One `janus finetune` job: the shared settings, and how this job reads its tables and seeds itself."""
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
     freeze_backbone: bool = False  # train the head only (linear probe)
     seed: int = 0  # seeds the head init, batch order and (without --valid) the validation split
     valid_fraction: float = 0.1  # without --valid: share of the training rows held out for validation
     sequence_column: str = "sequence"
     label_column: str = "label"
+
+    @classmethod
+    def of(cls, settings: FinetuneSettings, **rest) -> "FinetuneOptions":
+        """The options of a job run with `settings` (e.g. a suite recipe), the other fields from `rest`."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(FinetuneSettings)}, **rest)
 
 
 def _better(candidate: dict, best: dict | None) -> bool:

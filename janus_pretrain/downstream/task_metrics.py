@@ -101,8 +101,7 @@ def _correlation(name: str):
 
 @dataclass(frozen=True)
 class Metric:
-    compute: Callable  # (output, target) -> float; output as described above
-    kinds: tuple[str, ...]  # task kinds it applies to
+    compute: Callable  # (output, target) -> float; output as described above (each task kind lists the metrics it takes)
 
 
 def _classification(fn):
@@ -125,18 +124,13 @@ def _auroc_any(output, target) -> float:
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric(_classification(lambda p, t, c: accuracy(p, t)), ("classification",)),
-    "mcc": Metric(_classification(matthews_corrcoef), ("classification",)),
-    "f1_macro": Metric(_classification(lambda p, t, c: f1_macro(p.numpy(), t.numpy(), c)), ("classification",)),
-    "auroc": Metric(_auroc_any, ("classification", "zero_shot_snv")),
-    "spearman": Metric(_correlation("spearman"), ("regression",)),
-    "pearson": Metric(_correlation("pearson"), ("regression",)),
+    "accuracy": Metric(_classification(lambda p, t, c: accuracy(p, t))),
+    "mcc": Metric(_classification(matthews_corrcoef)),
+    "f1_macro": Metric(_classification(lambda p, t, c: f1_macro(p.numpy(), t.numpy(), c))),
+    "auroc": Metric(_auroc_any),
+    "spearman": Metric(_correlation("spearman")),
+    "pearson": Metric(_correlation("pearson")),
 }
-
-
-def default_metrics(kind: str) -> list[str]:
-    return {"classification": ["accuracy", "mcc", "f1_macro", "auroc"], "regression": ["spearman", "pearson"],
-            "zero_shot_snv": ["auroc"]}[kind]
 
 
 def compute_metrics(names: list[str], output, target) -> dict[str, float]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from janus_pretrain.checkpoint.layout import CheckpointError
-from janus_pretrain.checkpoint.training_state import same_layout
-from janus_pretrain.config import BatchPlan, ModelConfig, RunConfig, model_config_from_dict, to_dict
+from janus_pretrain import deepspeed_internals as ds
+from janus_pretrain.checkpoint.layout import META, CheckpointError
+from janus_pretrain.checkpoint.meta import CheckpointMeta, Layout
+from janus_pretrain.config import BatchPlan, RunConfig, to_dict
+from janus_pretrain.model_config import architecture_differences, describe_differences
 
 # run-config keys whose change takes effect on resume
 SETTINGS = {"optimizer": ("lr", "betas", "eps", "weight_decay"), "schedule": ("warmup_fraction", "min_lr"),
@@ -25,45 +27,39 @@ def _diff(old: dict, new: dict, prefix: str) -> list[str]:
             if old.get(k) != new.get(k)]
 
 
-def check_architecture(folder: Path, meta: dict, config: RunConfig) -> None:
+def check_architecture(folder: Path, meta: CheckpointMeta, config: RunConfig) -> None:
     """The checkpoint's model must be the run's model, runtime knobs aside."""
-    saved = meta.get("config", {}).get("model", {})
-    try:
-        theirs = model_config_from_dict(saved, str(folder / "meta.json")).architecture()
-    except ValueError:  # a field this version does not know: compare the raw values
-        theirs = {k: v for k, v in saved.items() if k not in ModelConfig.RUNTIME_FIELDS}
-    changed = _diff(theirs, config.model.architecture(), "model")
+    changed = architecture_differences(meta.model_config(str(folder / META)), config.model)
     if changed:
-        raise CheckpointError(f"checkpoint {folder} holds another model than {config.source or 'the run config'}: "
-                              f"{'; '.join(changed)}; resume with the checkpoint's model section, or start a new "
-                              f"run (--resume none or another checkpoint.dir)")
+        raise CheckpointError(f"checkpoint {folder} (there) holds another model than {config.source or 'the run config'} "
+                              f"(here): {describe_differences(changed)}; resume with the checkpoint's model section, "
+                              f"or start a new run (--resume none or another checkpoint.dir)")
 
 
-def check_batch(folder: Path, meta: dict, layout: dict, plan: BatchPlan) -> None:
+def check_batch(folder: Path, meta: CheckpointMeta, layout: Layout, plan: BatchPlan) -> None:
     """On another layout (this run's world_size, ep_size, zero_stage) the run continues only with
     the saved global and micro batch (the same samples per optimizer step); say which setting keeps it."""
-    if same_layout(meta, layout):
+    if meta.layout == layout:
         return
-    streams = meta.get("data_streams")
+    streams = meta.data_streams
     if streams and streams % plan.world_size:
         raise CheckpointError(f"checkpoint {folder}: its data stream has {streams} slots (data.streams), which "
                               f"{plan.world_size} ranks cannot share evenly; resume on a number of ranks dividing "
                               f"{streams}")
-    saved_seq = meta.get("config", {}).get("data", {}).get("seq_len", plan.seq_len)
-    saved_tokens = meta["micro_batch"] * meta["grad_accum"] * meta["world_size"] * saved_seq
-    if meta["micro_batch"] != plan.micro_batch:
-        raise CheckpointError(f"checkpoint {folder} was trained with train.micro_batch={meta['micro_batch']}, this run "
+    saved_tokens = meta.tokens_per_step
+    if meta.micro_batch != plan.micro_batch:
+        raise CheckpointError(f"checkpoint {folder} was trained with train.micro_batch={meta.micro_batch}, this run "
                               f"has {plan.micro_batch}; a resume on another layout keeps the micro batch (set "
-                              f"train.micro_batch={meta['micro_batch']})")
+                              f"train.micro_batch={meta.micro_batch})")
     if saved_tokens != plan.tokens_per_step:
         accum, rest = divmod(saved_tokens, plan.micro_batch * plan.seq_len * plan.world_size)
         fix = (f"set train.global_batch_tokens={saved_tokens} and train.grad_accum=0 (= {accum} on "
                f"{plan.world_size} ranks)") if not rest and accum else \
             f"use a rank count that divides {saved_tokens // (plan.micro_batch * plan.seq_len)} micro batches per step"
-        raise CheckpointError(f"checkpoint {folder} used {saved_tokens} tokens per optimizer step ({meta['world_size']} "
-                              f"ranks x {meta['grad_accum']} accumulation), this run {plan.tokens_per_step} "
-                              f"({plan.world_size} ranks x {plan.grad_accum}); a resume on another layout keeps the "
-                              f"global batch: {fix}")
+        raise CheckpointError(f"checkpoint {folder} used {saved_tokens} tokens per optimizer step "
+                              f"({meta.layout.world_size} ranks x {meta.grad_accum} accumulation), this run "
+                              f"{plan.tokens_per_step} ({plan.world_size} ranks x {plan.grad_accum}); a resume on "
+                              f"another layout keeps the global batch: {fix}")
 
 
 def load_data_state(stream, restored, config: RunConfig) -> None:
@@ -76,7 +72,7 @@ def load_data_state(stream, restored, config: RunConfig) -> None:
             state = restored.components["data"]
         stream.load_state_dict(state)
     except ValueError as exc:
-        changed = _diff(restored.meta.get("config", {}).get("data", {}), to_dict(config.data), "data")
+        changed = _diff(restored.meta.section("data"), to_dict(config.data), "data")
         raise CheckpointError(f"checkpoint {restored.folder}: the data stream cannot continue exactly "
                               f"({str(exc).splitlines()[0]})"
                               + (f"; changed: {'; '.join(changed)}" if changed else "")
@@ -84,14 +80,13 @@ def load_data_state(stream, restored, config: RunConfig) -> None:
                                 "(--resume none, or checkpoint.init_from for its weights)") from None
 
 
-def apply_run_hyperparameters(engine, meta: dict, config: RunConfig) -> list[str]:
+def apply_run_hyperparameters(engine, meta: CheckpointMeta, config: RunConfig) -> list[str]:
     """Put the run config's optimizer settings and peak lr into the resumed optimizer and lr
     schedule (the schedule's shape already comes from the run config); returns what changed."""
-    saved = meta.get("config", {})
     changed = []
     for section, keys in SETTINGS.items():
-        now = to_dict(getattr(config, section))
-        changed += _diff({k: saved.get(section, {}).get(k) for k in keys}, {k: now[k] for k in keys}, section)
+        now, saved = to_dict(getattr(config, section)), meta.section(section)
+        changed += _diff({k: saved.get(k) for k in keys}, {k: now[k] for k in keys}, section)
     if not changed:
         return []  # leave the restored state untouched: bit-identical continuation
     opt = config.optimizer
@@ -100,9 +95,5 @@ def apply_run_hyperparameters(engine, meta: dict, config: RunConfig) -> list[str
         group["betas"] = tuple(opt.betas)
         group["eps"] = opt.eps
         group["weight_decay"] = opt.weight_decay if group.get("decay_kind", "decay") == "decay" else 0.0
-    scheduler.base_lrs = [opt.lr for _ in scheduler.base_lrs]
-    lrs = [base * factor(scheduler.last_epoch) for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
-        group["lr"] = lr
-    scheduler._last_lr = list(lrs)
+    ds.set_peak_lr(scheduler, opt.lr)
     return changed

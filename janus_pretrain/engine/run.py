@@ -79,14 +79,14 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     every rank after training ended in one of those codes (tests collect weights there)."""
     preemption = PreemptionFlag().install()  # early: a signal during the slow startup must not kill us
     ranks = prepare_environment()
-    main = ranks["rank"] == 0
+    is_rank0 = ranks["rank"] == 0
     try:
         plan = startup_checks(config, ranks["world_size"], check_data_files=check_data_files)
     except ConfigError as exc:
-        if main:
+        if is_rank0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return CONFIG_EXIT_CODE
-    if main:
+    if is_rank0:
         print(config.model.describe_layers(), flush=True)
         print(parameter_line(config), flush=True)
         print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
@@ -98,18 +98,19 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     agreed_exit = False  # set on paths every rank takes together; only then is a final barrier safe
     trainer = None
     try:
-        model = build_model(config, ctx, message=lambda line: print(line, flush=True) if main else None)
+        model = build_model(config, ctx, message=lambda line: print(line, flush=True) if is_rank0 else None)
         stream, valid, species = data(config, ctx, plan.micro_batch)
-        trainer = (trainer_class or Trainer)(config, ctx, plan, model, stream, valid, species, preemption)
+        trainer = (trainer_class or Trainer)(config, ctx, plan, model, train_stream=stream, valid_batches=valid,
+                                             species_names=species, preemption=preemption)
         try:
             trainer.train()
             code = 0  # the trainer printed the run summary (engine/summary.py)
         except Preempted as exc:
-            if main:
+            if is_rank0:
                 print(str(exc), flush=True)
             code = PREEMPTED_EXIT_CODE
         except TrainingDiverged as exc:
-            if main:
+            if is_rank0:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             code = DIVERGED_EXIT_CODE
         agreed_exit = True
@@ -117,7 +118,7 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
             on_exit(trainer, code)
         return code
     except (ConfigError, CheckpointError) as exc:  # e.g. resuming a checkpoint written with another world size
-        if main:
+        if is_rank0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         # every rank takes these decisions together (the resume choice and the save outcome are
         # agreed through collectives, config checks are the same everywhere): leave together, or

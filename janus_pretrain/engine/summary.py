@@ -1,7 +1,7 @@
 """The end-of-run summary: one screen on rank 0, and <run dir>/run_summary.json with the same facts.
 
-Fed by the trainer's counters (steps, tokens, NaN/inf steps skipped; whole run, resumes included),
-this session's wall time, and the metrics logged: the best validation loss of each species from
+Fed by the run's counters (Progress: steps, tokens, NaN/inf steps skipped; whole run, resumes
+included), this session (Session: its start and wall time), and the metrics logged: the best validation loss of each species from
 validation.jsonl (so a resumed run still knows the validations before its restart) and the last
 data/corrupt_samples logged (a whole-run count over all ranks). Written whenever training ends
 in a way every rank agreed on: finished, preempted (exit 75, a requeue continues) or diverged
@@ -20,6 +20,15 @@ from janus_pretrain.atomic_io import atomic_write_text
 SUMMARY_FILE = "run_summary.json"  # <run dir>/run_summary.json
 ENDINGS = {"finished": "finished", "preempted": "preempted: checkpoint saved, exit 75 (requeue or rerun to continue)",
            "diverged": "diverged: too many NaN/inf steps, exit 3 (see the error line)"}
+
+
+@dataclass
+class Session:
+    """One process's part of a run: when its train() started, from which step, and the time of the
+    sessions before it (up to the checkpoint it resumed)."""
+    started: float  # time.perf_counter() at the start of train()
+    first_step: int  # the step it resumed at (0 for a fresh run)
+    seconds_before: float  # Progress.train_seconds of the resumed checkpoint
 
 
 @dataclass
@@ -100,22 +109,22 @@ def best_validation(path: Path) -> dict[str, BestValidation]:
     return dict(sorted(best.items(), key=lambda item: (item[0] != "all", item[0])))
 
 
-def summarize(trainer, wall_time_s: float, ended: str) -> RunSummary:
-    """The summary of a Trainer (engine/trainer.py) whose train() ended as `ended` (ENDINGS), on
-    rank 0; writes run_summary.json."""
-    log, run_dir = trainer.log, trainer.run_dir
+def summarize(progress, session: Session, log, run_dir: Path, checkpoint_dir: str, last_tag: str | None,
+              tokens_per_step: int, wall_time_s: float, ended: str) -> RunSummary:
+    """The summary of a training session that ended as `ended` (ENDINGS), on rank 0; writes
+    run_summary.json. progress: the run's counters (checkpoint/meta.py's Progress), log: its
+    engine/metrics_log.MetricsLogger (the files and backends it wrote to)."""
     corrupt = log.latest.get("data/corrupt_samples")
-    locations = {"checkpoints": f"{trainer.config.checkpoint.dir} (latest: {trainer.last_tag or 'none'})",
-                 "metrics": str(log.metrics_file)}
+    locations = {"checkpoints": f"{checkpoint_dir} (latest: {last_tag or 'none'})", "metrics": str(log.metrics_file)}
     if log.validation_file.is_file():
         locations["validation"] = str(log.validation_file)
     locations.update(log.locations)
     locations["summary"] = str(run_dir / SUMMARY_FILE)
-    steps_now = trainer.step - trainer.progress_at_start
-    summary = RunSummary(ended=ended, steps=trainer.step, steps_this_session=steps_now, tokens_seen=trainer.tokens_seen,
-                         tokens_this_session=steps_now * trainer.plan.tokens_per_step, wall_time_s=wall_time_s,
-                         run_wall_time_s=trainer.seconds_before + wall_time_s,
-                         final_loss=trainer.last_loss, skipped_steps=trainer.bad_steps,
+    steps_now = progress.step - session.first_step
+    summary = RunSummary(ended=ended, steps=progress.step, steps_this_session=steps_now,
+                         tokens_seen=progress.tokens_seen, tokens_this_session=steps_now * tokens_per_step,
+                         wall_time_s=wall_time_s, run_wall_time_s=session.seconds_before + wall_time_s,
+                         final_loss=progress.last_loss, skipped_steps=progress.bad_steps,
                          corrupt_samples=None if corrupt is None else int(corrupt),
                          best_validation=best_validation(log.validation_file), locations=locations)
     summary.write(run_dir / SUMMARY_FILE)

@@ -14,26 +14,31 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import deepspeed
 import torch
 import torch.distributed as dist
 
+from janus_pretrain import deepspeed_internals as ds
+from janus_pretrain.checkpoint.meta import CheckpointMeta, Layout, Progress
 from janus_pretrain.checkpoint.training_state import TrainingCheckpointer
-from janus_pretrain.engine.watchdog import Watchdog
-from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, check_batch, load_data_state
 from janus_pretrain.config import BatchPlan, RunConfig, to_dict
 from janus_pretrain.engine.deepspeed_config import deepspeed_config, write_json
 from janus_pretrain.engine.distributed import DistContext
+from janus_pretrain.engine.held_out import held_out_metrics
 from janus_pretrain.engine.metrics_log import MetricsLogger, peak_memory_gb
-from janus_pretrain.engine.moe_bridge import attach_moe_markers
 from janus_pretrain.engine.optim import build_optimizer, build_scheduler
 from janus_pretrain.engine.preemption import Preempted, PreemptionFlag
-from janus_pretrain.engine.summary import summarize
-from janus_pretrain.engine.evaluate_loss import evaluate
-from janus_pretrain.tokenizer import BASE_IDS, N_ID, TOKENIZER_VERSION
+from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, check_batch, load_data_state
+from janus_pretrain.engine.summary import Session, summarize
+from janus_pretrain.engine.watchdog import Watchdog
+from janus_pretrain.model import JanusForPretraining
+
+if TYPE_CHECKING:  # imported for real only when eval.every is set (it needs scikit-learn)
+    from janus_pretrain.evaluation.pretraining_probes import ProbeRunner
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,24 +67,16 @@ class StepResult:
     time_s: float  # wall time of the step on this rank
 
 
-@dataclass
-class Progress:
-    """Counters that survive a restart (recorded in meta.json)."""
-    step: int = 0  # optimizer steps attempted
-    tokens_seen: int = 0  # tokens consumed on all ranks
-    bad_steps: int = 0  # steps skipped for NaN/inf over the whole run
-    last_loss: float = float("nan")  # global mean loss of the last good step
-    train_seconds: float = 0.0  # wall time in Trainer.train() over the run's sessions, up to this checkpoint
+class TrainBatches(Protocol):
+    """The training stream a Trainer takes (data/loader.py's TrainStream; tests inject their own)."""
+    streams: int | None  # slots of the global sample order (data.streams); None: no slots
+    corrupt_samples: int  # damaged samples dropped so far, resumes included (data.on_corrupt: skip)
 
-    LATER_FIELDS = ("train_seconds",)  # absent from checkpoints of earlier versions: keep the default
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in asdict(self):
-            if key in state or key not in self.LATER_FIELDS:
-                setattr(self, key, state[key])
+    def __iter__(self) -> Iterator[dict]: ...  # batches {"input_ids": (B, L), "loss_weight": (B, L), ...}
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def global_state(self, states: list[dict]) -> dict: ...  # every source rank's state -> one to split anew
+    def close(self) -> None: ...  # stop loader workers
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -87,15 +84,7 @@ def run_dir(config: RunConfig) -> Path:
     return Path(config.checkpoint.dir).resolve().parent
 
 
-def vocabulary() -> dict[str, int]:
-    from janus_pretrain.tokenizer import SPECIAL_TOKENS
-
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
-    vocab.update({base: i for base, i in zip("ACGTN", (*BASE_IDS, N_ID))})
-    return vocab
-
-
-def _probe_runner(config: RunConfig, ctx: DistContext):
+def _probe_runner(config: RunConfig, ctx: DistContext) -> ProbeRunner | None:
     """Downstream probes every eval.every steps (janus_pretrain.evaluation), or None when off; imported
     only when on, so a run without probes needs no scikit-learn."""
     if not (config.eval.suite and config.eval.every):
@@ -106,33 +95,52 @@ def _probe_runner(config: RunConfig, ctx: DistContext):
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, ctx: DistContext, plan: BatchPlan, model: torch.nn.Module,
-                 train_stream, valid_batches=None, species_names: list[str] | None = None,
-                 preemption: PreemptionFlag | None = None):
-        """train_stream: iterable of batches with state_dict()/load_state_dict();
-        valid_batches: callable returning an iterable of (species, batch) for this rank, or None."""
+    """One rank's training loop. Its state, all of it set in __init__ (the session by train()):"""
+    config: RunConfig
+    ctx: DistContext  # rank, world, expert-parallel groups, device
+    plan: BatchPlan  # micro batch x accumulation x ranks
+    train_stream: TrainBatches
+    valid_batches: Callable[[], Iterable] | None  # -> (species, batch) pairs of this rank; None: no validation
+    species_names: list[str]
+    preemption: PreemptionFlag
+    ds_config: dict  # the DeepSpeed JSON (also written to the run directory)
+    moe_layers: list  # the model's MoE layers (their expert counts are logged)
+    engine: deepspeed.DeepSpeedEngine
+    run_dir: Path
+    log: MetricsLogger
+    checkpoints: TrainingCheckpointer
+    progress: Progress  # counters that survive a restart (meta.json)
+    session: Session  # this process's clock and first step (the summary, Progress.train_seconds)
+    consecutive_bad: int  # current streak of NaN/inf steps: no checkpoint is written during one
+    probes: ProbeRunner | None  # downstream probes every eval.every steps; None when off
+    _expert_counts: dict[str, torch.Tensor]  # tokens routed to each expert per MoE layer since the last log
+
+    def __init__(self, config: RunConfig, ctx: DistContext, plan: BatchPlan, model: JanusForPretraining, *,
+                 train_stream: TrainBatches, valid_batches: Callable[[], Iterable] | None = None,
+                 species_names: list[str] | None = None, preemption: PreemptionFlag | None = None):
         self.config, self.ctx, self.plan = config, ctx, plan
         self.train_stream, self.valid_batches = train_stream, valid_batches
         self.species_names = species_names or []
+        self.preemption = preemption or PreemptionFlag()
         self.ds_config = deepspeed_config(config, plan)
-        self.moe_layers = list(model.moe_layers()) if hasattr(model, "moe_layers") else []
-        attach_moe_markers(model, ctx.ep_size, ctx.ep_group_name)
+        self.moe_layers = list(model.moe_layers())
+        ds.attach_moe_markers(model, ctx.ep_size, ctx.ep_group_name)
         optimizer = build_optimizer(model, config.optimizer)
         scheduler = build_scheduler(config.train.steps, config.schedule, config.optimizer.lr)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config, dist_init_required=False)
+        ds.check_engine(self.engine)
         self.run_dir = run_dir(config)
         self.log = MetricsLogger(config.logging, self.run_dir, ctx.is_main, config.train.steps, to_dict(config))
         self.checkpoints = TrainingCheckpointer(config.checkpoint.dir, config.checkpoint.keep, ctx, self.log.message,
                                                 trust_pickles=config.checkpoint.trust_pickles,
                                                 verify=config.checkpoint.verify)
-        self.preemption = preemption or PreemptionFlag()
         self.progress = Progress()
-        self.started, self.seconds_before = time.perf_counter(), 0.0  # reset by train(): see there
-        self.consecutive_bad = 0  # current streak of NaN/inf steps: no checkpoint is written during one
+        self.session = Session(started=time.perf_counter(), first_step=0, seconds_before=0.0)  # train() restarts it
+        self.consecutive_bad = 0
         self.probes = _probe_runner(config, ctx)
-        self._expert_counts = {self._layer_key(i, m): torch.zeros(m.num_experts, dtype=torch.long, device=ctx.device)
-                               for i, m in enumerate(self.moe_layers)}
+        self._expert_counts = {layer.layer_name: torch.zeros(layer.num_experts, dtype=torch.long, device=ctx.device)
+                               for layer in self.moe_layers}
         if ctx.is_main:
             write_json(to_dict(config), self.run_dir / "config.json")
             write_json(self.ds_config, self.run_dir / "deepspeed_config.json")
@@ -145,36 +153,37 @@ class Trainer:
     resumed_tag = property(lambda self: self.checkpoints.resumed_tag)
     last_tag = property(lambda self: self.checkpoints.last_tag)
 
-    @staticmethod
-    def _layer_key(i: int, layer) -> str:
-        return getattr(layer, "layer_name", f"moe{i}")
+    @property
+    def layout(self) -> Layout:
+        """What a checkpoint must match to load without resharding (checkpoint/reshard.py)."""
+        return Layout(self.ctx.world_size, self.ctx.ep_size, self.config.parallel.zero_stage)
 
     # ---- the loop ----
     def train(self) -> TrainResult:
         cfg = self.config
-        self.started = time.perf_counter()  # this session's clock (the summary, Progress.train_seconds)
+        started = time.perf_counter()  # this session's clock (the summary, Progress.train_seconds)
         self.preemption.install()
         self.resume()
-        self.seconds_before = self.progress.train_seconds  # earlier sessions, up to the resumed checkpoint
+        # earlier sessions' time, up to the resumed checkpoint
+        self.session = Session(started=started, first_step=self.step, seconds_before=self.progress.train_seconds)
         batches = iter(self.train_stream)
-        interval = [time.perf_counter(), 0]  # start time, tokens since the last log
+        since_log, tokens_since_log = time.perf_counter(), 0  # the rate logged covers the steps since the last log
         watchdog = Watchdog(self.run_dir, self.ctx.rank, self.ctx.world_size, cfg.train.watchdog_s).start(self.step) \
             if cfg.train.watchdog_s > 0 else None
         beat = watchdog.beat if watchdog else (lambda step, phase: None)
-        self.progress_at_start = self.step
         ended = None  # how train() ended, for the summary; None: an unexpected error (no summary)
         try:
             while self.step < cfg.train.steps:
                 beat(self.step + 1, "train step")
                 result = self.train_step(batches)
-                if watchdog and self.step > self.progress_at_start:  # the first step pays warm-up and compilation
+                if watchdog and self.step > self.session.first_step:  # the first step pays warm-up and compilation
                     watchdog.step_took(result.time_s)
                 beat(self.step + 1, "after the step (logging, validation, probes, checkpoint)")
                 self._record(result)
-                interval[1] += self.plan.tokens_per_step
+                tokens_since_log += self.plan.tokens_per_step
                 if self.step % cfg.logging.every == 0 or self.step == cfg.train.steps:
-                    self._log(interval[1], time.perf_counter() - interval[0], result)
-                    interval = [time.perf_counter(), 0]
+                    self._log(tokens_since_log, time.perf_counter() - since_log, result)
+                    since_log, tokens_since_log = time.perf_counter(), 0
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
                     self._validate()
                 if self.probes is not None:  # downstream probes; leave the trajectory untouched (see the module)
@@ -200,10 +209,9 @@ class Trainer:
                 watchdog.stop()
             self.preemption.uninstall()
             self.log.close()
-            if hasattr(self.train_stream, "close"):
-                self.train_stream.close()  # stop data-loader workers
+            self.train_stream.close()  # stop data-loader workers
             if self.ctx.is_main and ended is not None:  # every rank agreed on this ending
-                self._print_summary(time.perf_counter() - self.started, ended)
+                self._print_summary(time.perf_counter() - self.session.started, ended)
         if self.ctx.is_main:
             print(f"final: step={self.step} loss={self.last_loss:.8g}", flush=True)
         return TrainResult(self.step, self.last_loss, self.tokens_seen, self.bad_steps, self.last_tag)
@@ -211,7 +219,8 @@ class Trainer:
     def _print_summary(self, wall_time_s: float, ended: str) -> None:
         """Print and write the run summary; a failure to do so is a warning, never a new exit code."""
         try:
-            print(summarize(self, wall_time_s, ended).text(), flush=True)
+            print(summarize(self.progress, self.session, self.log, self.run_dir, self.config.checkpoint.dir,
+                            self.last_tag, self.plan.tokens_per_step, wall_time_s, ended).text(), flush=True)
         except (OSError, ValueError) as exc:  # disk full, a validation.jsonl line cut by a kill
             print(f"warning: no run summary: {exc}", file=sys.stderr, flush=True)
 
@@ -220,7 +229,7 @@ class Trainer:
         engine, accum = self.engine, self.plan.grad_accum
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss, ce, aux summed
-        skipped_before = engine.skipped_steps
+        skipped_before = ds.skipped_steps(engine)
         lr = engine.get_lr()[0]  # the lr this step's update uses
         for _ in range(accum):
             out = self.forward(next(batches))
@@ -228,13 +237,13 @@ class Trainer:
             engine.step()
             sums += torch.stack([t.detach().double() if t is not None else sums.new_zeros(())
                                  for t in (out.loss, out.ce_loss, out.aux_loss)])  # no host sync
-            for i, layer in enumerate(self.moe_layers):
-                self._expert_counts[self._layer_key(i, layer)] += layer.expert_counts
+            for layer in self.moe_layers:
+                self._expert_counts[layer.layer_name] += layer.expert_counts
         local = sums.cpu().tolist()
         nonfinite = 0.0 if all(math.isfinite(v) for v in local) else 1.0
         loss, ce, aux, nonfinite, skipped, preempt = self._all_reduce(
             [*(v if math.isfinite(v) else 0.0 for v in local), nonfinite,
-             float(engine.skipped_steps > skipped_before), float(self.preemption.requested)])
+             float(ds.skipped_steps(engine) > skipped_before), float(self.preemption.requested)])
         if nonfinite > 0 and skipped == 0:
             raise RuntimeError("a NaN/inf loss did not make DeepSpeed skip the step; the update was applied")
         n = accum * self.ctx.world_size
@@ -283,8 +292,8 @@ class Trainer:
     def _validate(self) -> None:
         if self.valid_batches is None:
             return
-        results = evaluate(self.engine.module, self.valid_batches(), self.species_names, self.ctx.device,
-                           self.plan.seq_len)
+        results = held_out_metrics(self.engine.module, self.valid_batches(), self.species_names, self.ctx.device,
+                                   self.plan.seq_len)
         self.log.validation(self.step, results)
         if "valid/all/loss" in results:
             self.log.message(f"validation at step {self.step}: loss {results['valid/all/loss']:.4f} "
@@ -299,7 +308,7 @@ class Trainer:
             for value in self._expert_counts.values():
                 value.zero_()
         rate = interval_tokens / max(interval_time, 1e-9)
-        corrupt = self._all_reduce([float(getattr(self.train_stream, "corrupt_samples", 0))])[0]  # whole run, all ranks
+        corrupt = self._all_reduce([float(self.train_stream.corrupt_samples)])[0]  # whole run, all ranks
         values = {"train/loss": result.loss, "train/ce_loss": result.ce_loss, "train/aux_loss": result.aux_loss,
                   "train/lr": result.lr, "train/grad_norm": result.grad_norm, "perf/tokens_per_s": rate,
                   "perf/bp_per_s": rate, "perf/step_time_s": result.time_s,
@@ -308,15 +317,10 @@ class Trainer:
         self.log.experts(self.step, counts)
         self.log.progress(self.step, values)
 
-    # ---- checkpoints (checkpoint/training_state.py owns the files) ----
-    def _meta(self) -> dict:
-        self.progress.train_seconds = self.seconds_before + time.perf_counter() - self.started
-        return {"config": to_dict(self.config), **self.progress.state_dict(),
-                "tokenizer_version": TOKENIZER_VERSION, "vocab": vocabulary(),
-                "world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
-                "zero_stage": self.config.parallel.zero_stage, "precision": self.config.train.precision,
-                "micro_batch": self.plan.micro_batch, "grad_accum": self.plan.grad_accum,
-                "data_streams": getattr(self.train_stream, "streams", None)}
+    # ---- checkpoints (checkpoint/training_state.py owns the files, checkpoint/meta.py meta.json) ----
+    def _meta(self) -> CheckpointMeta:
+        self.progress.train_seconds = self.session.seconds_before + time.perf_counter() - self.session.started
+        return CheckpointMeta.of_run(self.config, self.plan, self.layout, self.progress, self.train_stream.streams)
 
     def save(self) -> str | None:
         """Checkpoint now, unless this is a streak of NaN/inf steps or some state is not finite
@@ -327,20 +331,15 @@ class Trainer:
             return None
         return self.checkpoints.save(self.engine, self.step, self._meta(), {"data": self.train_stream.state_dict()})
 
-    def _layout(self) -> dict:
-        """What a checkpoint must match to load without resharding (checkpoint/reshard.py)."""
-        return {"world_size": self.ctx.world_size, "ep_size": self.ctx.ep_size,
-                "zero_stage": self.config.parallel.zero_stage}
-
-    def _check_resumable(self, folder: Path, meta: dict) -> None:
+    def _check_resumable(self, folder: Path, meta: CheckpointMeta) -> None:
         check_architecture(folder, meta, self.config)
-        check_batch(folder, meta, self._layout(), self.plan)
+        check_batch(folder, meta, self.layout, self.plan)
 
     def resume(self) -> None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies; none; or a tag.
         The checkpoint gives the weights, optimizer moments, counters, data position and RNG;
         the run config gives the optimizer hyper-parameters and the schedule (resume.py)."""
-        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, self._layout(),
+        restored = self.checkpoints.load(self.engine, self.config.checkpoint.resume, self.layout,
                                          check_meta=self._check_resumable)
         if restored is None:
             self.log.truncate_after(0)
@@ -348,7 +347,7 @@ class Trainer:
         if restored.reshard_note:
             self.log.message(restored.reshard_note)
         load_data_state(self.train_stream, restored, self.config)
-        self.progress.load_state_dict(restored.meta)
+        self.progress = restored.meta.progress
         changed = apply_run_hyperparameters(self.engine, restored.meta, self.config)
         self.log.truncate_after(self.step)
         self.log.message(f"resumed from {restored.folder} at step {self.step} ({self.tokens_seen} tokens seen)")

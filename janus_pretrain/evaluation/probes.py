@@ -34,69 +34,40 @@ class ProbeResult:
     chosen: dict  # hyper-parameters chosen on validation, e.g. {"C": 1.0}
 
 
-def _make(kind: str, c: float, seed: int):
-    from sklearn.linear_model import LogisticRegression, Ridge
+def standardised(model):
+    """`model` after a StandardScaler: one grid of C then fits models of any width and any state scale."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    # standardising makes one grid of C fit models of any width and any state scale
-    if kind == "regression":
-        return make_pipeline(StandardScaler(), Ridge(alpha=1.0 / c))
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    return make_pipeline(StandardScaler(), model)
 
 
-def model_output(model, kind: str, x: np.ndarray) -> np.ndarray:
-    """Classification: (N, C) log-probabilities for every class index; regression: (N,) predictions."""
-    if kind == "regression":
-        return model.predict(x)
-    return np.log(np.clip(model.predict_proba(x), 1e-12, 1.0))  # finite: a metric may take the argmax or the softmax
-
-
-def _full_classes(output: np.ndarray, fitted_classes: np.ndarray, num_classes: int) -> np.ndarray:
-    """Columns for every class index, also those absent from the training rows (log-probability -30)."""
-    full = np.full((len(output), num_classes), -30.0)
-    full[:, fitted_classes] = output
-    return full
-
-
-def fit_linear(kind: str, metrics: list[str], train: tuple[np.ndarray, np.ndarray],
+def fit_linear(kind, metrics: list[str], train: tuple[np.ndarray, np.ndarray],
                valid: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                grid: list[dict], build, selection: str, seed: int = 0, num_classes: int = 0) -> ProbeResult:
     """Fit `build(**params)` for every params in `grid` on train, keep the best on valid by the
-    `selection` metric, report it on test. Shared by the embedding probe and the k-mer baseline."""
+    `selection` metric, report it on test; kind.predict (evaluation/kinds/) gives the scored output.
+    Shared by the embedding probe and the k-mer baseline."""
     best = None
     for params in grid:
         model = build(**params)
         model.fit(*train)
-        out = model_output(model, kind, valid[0])
-        if kind != "regression":
-            out = _full_classes(out, model[-1].classes_, num_classes)
-        score = compute_metrics([selection], out, valid[1])[selection]
+        score = compute_metrics([selection], kind.predict(model, valid[0], num_classes), valid[1])[selection]
         score = -np.inf if not np.isfinite(score) else score
         if best is None or score > best[0]:
             best = (score, params, model)
     best_score, params, model = best
-    result = {}
-    for name, (x, y) in (("valid", valid), ("test", test)):
-        out = model_output(model, kind, x)
-        if kind != "regression":
-            out = _full_classes(out, model[-1].classes_, num_classes)
-        result[name] = compute_metrics(metrics, out, y)
+    result = {name: compute_metrics(metrics, kind.predict(model, x, num_classes), y)
+              for name, (x, y) in (("valid", valid), ("test", test))}
     return ProbeResult(result["valid"], result["test"], {**params, "selected_by": selection,
                                                          "valid_score": float(best_score)})
 
 
-def selection_metric(kind: str, metrics: list[str]) -> str:
-    """The metric that chooses hyper-parameters on validation: MCC / Spearman when the task reports them."""
-    preferred = {"classification": ["mcc", "accuracy", "auroc", "f1_macro"], "regression": ["spearman", "pearson"]}[kind]
-    return next((m for m in preferred if m in metrics), preferred[0])
-
-
-def fit_probe(kind: str, metrics: list[str], train, valid, test, c_grid: list[float], seed: int = 0,
+def fit_probe(kind, metrics: list[str], train, valid, test, c_grid: list[float], seed: int = 0,
               num_classes: int = 0) -> ProbeResult:
-    """Logistic (classification) or ridge (regression) regression on embeddings, C chosen on valid."""
+    """kind.linear_model (logistic or ridge regression) on embeddings, C chosen on valid."""
     return fit_linear(kind, metrics, train, valid, test, [{"c": c} for c in c_grid],
-                      lambda c: _make(kind, c, seed), selection_metric(kind, metrics), seed, num_classes)
+                      lambda c: kind.linear_model(c, seed), kind.selection_metric(metrics), seed, num_classes)
 
 
 # ---- the k-mer baseline: the model a pretrained network has to beat ----
@@ -127,19 +98,20 @@ def kmer_features(sequences: list[str], k: int, rc_fold: bool = False) -> np.nda
     return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
 
 
-def kmer_baseline(kind: str, metrics: list[str], train: tuple[list[str], np.ndarray],
+def kmer_baseline(kind, metrics: list[str], train: tuple[list[str], np.ndarray],
                   valid: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray],
                   k_grid: list[int], c_grid: list[float], seed: int = 0, rc_fold: bool = False,
                   num_classes: int = 0) -> ProbeResult:
-    """Best (k, C) on validation; metrics on valid and test."""
-    selection = selection_metric(kind, metrics)
+    """Best (k, C) on validation; metrics on valid and test (kind: a table kind, evaluation/kinds/tables.py)."""
+    selection = kind.selection_metric(metrics)
     best: ProbeResult | None = None
     best_score = -np.inf
     for k in k_grid:
         feats = {name: (kmer_features(seqs, k, rc_fold), y) for name, (seqs, y) in
                  (("train", train), ("valid", valid), ("test", test))}
         result = fit_linear(kind, metrics, feats["train"], feats["valid"], feats["test"],
-                            [{"c": c} for c in c_grid], lambda c: _make(kind, c, seed), selection, seed, num_classes)
+                            [{"c": c} for c in c_grid], lambda c: kind.linear_model(c, seed), selection, seed,
+                            num_classes)
         score = result.chosen["valid_score"]
         if best is None or score > best_score:
             best, best_score = ProbeResult(result.valid, result.test, {"k": k, **result.chosen}), score

@@ -4,7 +4,7 @@
     recipe: {head: probe, lr: 1.0e-3, epochs: 5}       # suite default, tasks may override keys
     tasks:
       - name: splice_uci
-        kind: classification                            # classification | regression | zero_shot_snv
+        kind: classification                            # a kind of evaluation/kinds/: classification | regression | zero_shot_snv
         train: ../../data/labels/splice_train.tsv       # paths relative to the suite file
         valid: ../../data/labels/splice_valid.tsv
         test: ../../data/labels/splice_test.tsv
@@ -26,25 +26,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from janus_pretrain.config import ConfigError, build_section, read_yaml_mapping
-from janus_pretrain.downstream.task_metrics import METRICS, default_metrics
+from janus_pretrain.digests import file_digest
+from janus_pretrain.downstream.finetune import FinetuneSettings
+from janus_pretrain.downstream.task_metrics import METRICS
+from janus_pretrain.evaluation.kinds import KINDS, TaskKind
 
-KINDS = ("classification", "regression", "zero_shot_snv")
 SUITE_SCHEMA = "janus-eval-suite-v1"
 
 
 @dataclass
-class Recipe:
-    head: Literal["probe", "finetune"] = "probe"  # probe: frozen backbone, cached mean states + logistic/ridge regression; finetune: backbone + linear head end to end
-    pooling: Literal["mean", "flatten"] = "mean"  # head input (probe and finetune): mean of position states, or all states concatenated (fixed-length tasks)
-    lr: float = 3.0e-3  # finetune: peak AdamW learning rate (the finetune default, docs/downstream.md)
+class Recipe(FinetuneSettings):
+    """How every model is run on a task: the finetune settings (downstream/finetune.py) and the
+    suite's own keys. A suite runs every task for several models and seeds, so its finetuning is
+    shorter than one `janus finetune` job's (epochs 3 and patience 2 instead of 10 and 3)."""
     epochs: int = 3  # finetune: passes over the training set (upper bound; early stopping may end sooner)
-    max_steps: int = 0  # finetune: optimizer steps in all; 0 = epochs x batches per epoch
-    batch_size: int = 32  # finetune and embedding batch size
     patience: int = 2  # finetune: validations without improvement before stopping
-    eval_every: int = 0  # finetune: steps between validations; 0 = once per epoch
-    rc_conjoin: bool = False  # average over both strands (finetune logits; probe embeddings)
-    dropout: float = 0.0  # finetune: dropout on the pooled state
-    weight_decay: float = 0.01  # finetune: AdamW decoupled weight decay
+    head: Literal["probe", "finetune"] = "probe"  # probe: frozen backbone, cached mean states + logistic/ridge regression; finetune: backbone + linear head end to end
     probe_c: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # probe: inverse L2 strengths tried, chosen on validation
     kmer_k: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])  # k-mer baseline: k values tried, chosen on validation
     window: int = 1024  # zero-shot: bases of reference context around each variant
@@ -62,7 +59,7 @@ class SplitSpec:
 @dataclass
 class TaskSpec:
     name: str = ""  # unique within the suite; results and probe metrics are keyed by it
-    kind: Literal["classification", "regression", "zero_shot_snv"] = "classification"  # what is predicted
+    kind: str = "classification"  # what is predicted: a kind of evaluation/kinds/ (classification | regression | zero_shot_snv)
     format: Literal["auto", "tsv", "csv", "parquet", "genomic_benchmarks", "vcf", "variants_tsv"] = "auto"  # auto: from the file suffix
     train: str = ""  # training table (or Genomic Benchmarks split directory)
     valid: str = ""  # validation table; empty with split.rule valid_fraction or kfold
@@ -99,8 +96,9 @@ class Task:
         return self.spec.name
 
     @property
-    def kind(self) -> str:
-        return self.spec.kind
+    def kind(self) -> TaskKind:
+        """How the task is read, run, scored and probed (evaluation/kinds/)."""
+        return KINDS[self.spec.kind]
 
     def definition(self) -> dict:
         """What the version hashes (paths as written in the suite, so a moved checkout keeps its versions)."""
@@ -124,55 +122,29 @@ class Suite:
         raise KeyError(f"{self.path}: no task {name!r} (tasks: {[t.name for t in self.tasks]})")
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (relative name + content, sorted)."""
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode() + b"\0")
-            digest.update(hashlib.sha256(child.read_bytes()).digest())
-        return digest.hexdigest()
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def task_version(definition: dict, digests: dict[str, str]) -> str:
     payload = json.dumps({"definition": definition, "files": digests}, sort_keys=True)
     return "v1-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-_ROLES = {"classification": ("train", "valid", "test"), "regression": ("train", "valid", "test"),
-          "zero_shot_snv": ("variants", "fasta")}
 
 
 def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> Task:
     key = f"tasks[{index}]"
     if not spec.name:
         raise ConfigError(f"{where}: '{key}.name' is missing")
+    if spec.kind not in KINDS:
+        raise ConfigError(f"{where}: '{key}.kind' must be one of {sorted(KINDS)}, got {spec.kind!r}")
+    kind = KINDS[spec.kind]
     recipe = build_section(Recipe, {**default_recipe, **spec.recipe}, f"{key}.recipe", str(where))
-    if recipe.head == "finetune" and spec.kind == "regression":
-        raise ConfigError(f"{where}: '{key}.recipe.head' finetune trains a classification head; use head "
-                          f"'probe' (ridge regression on embeddings) for regression tasks")
-    metrics = spec.metrics or default_metrics(spec.kind)
+    needed = kind.check(spec, recipe, key, where)
+    metrics = spec.metrics or list(kind.default_metrics)
     for metric in metrics:
         if metric not in METRICS:
             raise ConfigError(f"{where}: '{key}.metrics' has unknown metric {metric!r} (known: {sorted(METRICS)})")
-        if spec.kind not in METRICS[metric].kinds:
+        if metric not in kind.metrics:
             raise ConfigError(f"{where}: '{key}.metrics': {metric} does not apply to kind {spec.kind} "
-                              f"(it applies to {list(METRICS[metric].kinds)})")
-    needed = {"zero_shot_snv": ["variants", "fasta"], "classification": ["train"], "regression": ["train"]}[spec.kind]
-    if spec.kind != "zero_shot_snv":
-        rule = spec.split.rule
-        needed += {"given": ["valid", "test"], "valid_fraction": ["test"], "kfold": []}[rule]
-        if rule != "given" and spec.valid:
-            raise ConfigError(f"{where}: '{key}.valid' is given but split.rule is {rule!r}, which takes "
-                              f"validation rows from train; drop one of them")
-        if rule == "kfold" and spec.test:
-            raise ConfigError(f"{where}: '{key}.test' is given but split.rule is 'kfold' (every fold is tested once)")
-        if not 0 < spec.split.valid_fraction < 1 or spec.split.folds < 2:
-            raise ConfigError(f"{where}: '{key}.split' needs 0 < valid_fraction < 1 and folds >= 2")
+                              f"(it takes {list(kind.metrics)})")
     files: dict[str, Path] = {}
-    for role in _ROLES[spec.kind]:
+    for role in kind.roles:
         value = getattr(spec, role)
         if not value:
             if role in needed:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from janus_pretrain.atomic_io import atomic_write_text
-from janus_pretrain.evaluation.registry import Suite, Task, file_digest
+from janus_pretrain.digests import file_digest
+from janus_pretrain.evaluation.registry import Suite, Task
 
 RESULTS_SCHEMA = "janus-eval-results-v1"
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
@@ -77,7 +78,7 @@ def build_results(suite: Suite, tasks: list[Task], outcome: dict[str, dict], mod
     for task in tasks:
         entry = outcome[task.name]
         out["tasks"][task.name] = {
-            "version": task.version, "kind": task.kind, "description": task.spec.description,
+            "version": task.version, "kind": task.kind.name, "description": task.spec.description,
             "metrics": task.metrics, "recipe": dataclasses.asdict(task.recipe),
             "files": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in task.files.items()},
             **entry, **summarise(task, entry, models)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from janus_pretrain.model.masking import comb_masks
+from janus_pretrain.model.mlm_corruption import comb_masks
 
 
 @dataclass

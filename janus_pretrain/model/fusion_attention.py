@@ -1,4 +1,4 @@
-"""Janus fusion attention: the mask of DESIGN.md section 1.3 and two exact implementations.
+"""Janus fusion attention: the mask of docs/model.md ("Fusion mask") and two exact implementations.
 
 Rows and keys index the 2L concatenation [forward stream 0..L-1 ; backward stream L..2L-1],
 both streams in original sequence order. Row q may attend key k when

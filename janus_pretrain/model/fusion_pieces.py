@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-CROSS_SHIFT = 2  # a stream's row reads the other stream from two rows away (DESIGN.md 1.3)
+CROSS_SHIFT = 2  # a stream's row reads the other stream from two rows away (docs/model.md, "Fusion mask")
 
 
 def to_streams(x: torch.Tensor, seq_len: int, width: int | None = None) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """The Janus model: two causal streams, a fusion attention with the Janus mask, and a read-out
-that predicts every position from both sides without seeing it (DESIGN.md section 1).
+that predicts every position from both sides without seeing it (docs/model.md).
 
 model.objective picks what the same building blocks are trained for (docs/objectives.md):
   janus  the model below, loss at every A/C/G/T position
   mlm    the same streams and fusion block, fusion unmasked, out[p] = F[p] + B[p], inputs
-         corrupted BERT-style (model/masking.py), loss at the chosen positions only
+         corrupted BERT-style (model/mlm_corruption.py), loss at the chosen positions only
   clm    the forward stream only (no backward stream, no fusion): out[p] = h_f[p] predicts x[p+1]
 
   e = E(x)                                   # (B, L, D)
@@ -30,7 +30,7 @@ from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.init import janusdna_init_
 from janus_pretrain.model.layers import RMSNorm, SwiGLU, final_mlp, init_linear
 from janus_pretrain.model.loss import janus_loss, next_base_targets
-from janus_pretrain.model.masking import mlm_corrupt
+from janus_pretrain.model.mlm_corruption import mlm_corrupt
 from janus_pretrain.model.mamba import MambaMixer, mamba_projections
 from janus_pretrain.model.moe import MoEFeedForward, pooled_load_balancing_loss
 

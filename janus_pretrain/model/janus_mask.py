@@ -1,4 +1,4 @@
-"""The Janus fusion mask (DESIGN.md section 1.3) as index arithmetic, shared by every fusion path.
+"""The Janus fusion mask (docs/model.md, "Fusion mask") as index arithmetic, shared by every fusion path.
 
 Rows and keys index the 2L concatenation [forward stream 0..L-1 ; backward stream L..2L-1],
 both in original sequence order. Its own module so that the reference, the FlexAttention block

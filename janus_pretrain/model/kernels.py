@@ -1,4 +1,4 @@
-"""Kernel dispatch: the only module that imports the CUDA kernel packages (STYLE.md rule 4).
+"""Kernel dispatch: the only module that imports the CUDA kernel packages (docs/architecture.md, kernel).
 
 The model calls only the object returned by select_kernels(), which picks one implementation per
 op, each logged with its reason. Layouts follow the CUDA packages:
@@ -34,8 +34,19 @@ from janus_pretrain.model.scan import selective_scan_chunked
 log = logging.getLogger("janus_pretrain")
 
 ENV_SWITCH = "JANUS_KERNELS"
+# The kernel vocabulary, here only. What a config asks for (model.kernels, $JANUS_KERNELS):
 PREFERENCES = ("auto", "cuda", "reference")
-FUSION_KERNELS = ("auto", "pieces", "flex", "reference")
+FUSION_KERNELS = ("auto", "pieces", "flex", "reference")  # model.fusion_kernel
+# What a device ends up running: Kernels.name (which ops: reference | torch | cuda) with the fusion
+# kernel and the device type make one kernel set, the unit the memory model (memory.py),
+# `janus memory --backend` and the benchmarks speak of (kernel_set()).
+KERNEL_SETS = {
+    "cuda": "mamba_ssm, causal_conv1d, flash attention and the causal-pieces fusion (the GPU default)",
+    "cuda-flex": "the same with model.fusion_kernel=flex",
+    "torch-cuda": "a GPU without kernel packages: torch's scan and conv1d, SDPA, fusion pieces on torch's "
+                  "CUDA flash kernel",
+    "reference": "the CPU kernels in fp32 (CPU-validated)",
+}
 # package -> (module, attributes): the fast kernels, imported together or not at all
 _CUDA_KERNELS = {
     "mamba_ssm": ("mamba_ssm.ops.selective_scan_interface", ("selective_scan_fn",)),
@@ -122,8 +133,20 @@ class Kernels:
     def describe(self) -> str:
         return "\n".join(f"  {op}: {what}" for op, what in self.choices.items())
 
+    def kernel_set(self, device_type: str) -> str:
+        return kernel_set(self.name, self.fusion, device_type)
+
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, fusion={self.fusion!r})"
+
+
+def kernel_set(kernels_name: str, fusion: str, device_type: str) -> str:
+    """The KERNEL_SETS name of a kernel set (Kernels.name, Kernels.fusion) on a device type."""
+    if device_type != "cuda":
+        return "reference"
+    if kernels_name == "cuda":
+        return "cuda-flex" if fusion == "flex" else "cuda"
+    return "torch-cuda"
 
 
 def _check_activation(activation):

@@ -22,7 +22,7 @@ from janus_pretrain.tokenizer import A_ID, N_ID, T_ID
 
 
 @torch.no_grad()
-def evaluate(module: torch.nn.Module, batches, species_names: list[str], device: torch.device,
+def held_out_metrics(module: torch.nn.Module, batches, species_names: list[str], device: torch.device,
              seq_len: int) -> dict[str, float]:
     """`batches` yields (species name, batch dict); returns {'valid/<species>/loss', '.../bpc',
     '.../accuracy'} and the same for 'all'.

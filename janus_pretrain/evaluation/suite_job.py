@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def evaluate(model_dir: str | Path, suite_path: str | Path, out_dir: str | Path, seeds: int = 3,
+def evaluate_suite(model_dir: str | Path, suite_path: str | Path, out_dir: str | Path, seeds: int = 3,
              baselines: list[str] = ("random", "kmer"), tasks: list[str] | None = None, show_progress: bool | None = None,
              command: str = "") -> dict:
     """Run the suite and write OUT/results.json and OUT/results.md; returns the results dict."""
