@@ -92,7 +92,7 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         "synopsis; tests/test_janusdna_official.py converts golden official checkpoints"),
     "janus convert --to janusdna --model EXPORT --out DIR": Help("synopsis; tests/test_janusdna_official.py runs it"),
     "janus convert --from janusdna": Help("named in prose"),
-    "janus convert --from/--to janusdna": Help("named in prose"),
+    "janus convert --to janusdna": Help("named in prose"),
     "janus convert --from janusdna --checkpoint JANUSDNA_RUN/checkpoints/last.ckpt --out exports/janusdna_72_midattn": Help(
         "needs the downloaded official weights; tests/test_janusdna_official.py converts golden official checkpoints"),
     "janus convert --to janusdna --model EXPORT --out JANUSDNA_RUN": Help(
