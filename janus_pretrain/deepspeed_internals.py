@@ -26,8 +26,12 @@ Internals, and why no public API covers them:
     (deepspeed.utils.safe_set_local_fp32_param and safe_set_local_optimizer_state set the same
     partitions one parameter at a time through DeepSpeed's fragment mapping: public, but not yet
     tried against the expert groups here; the resharding tests would say whether it is equivalent.)
-  - the name of this rank's ZeRO file (engine._get_zero_ckpt_name): recorded in rank_<R>.pt; there
-    is no public accessor.
+  - the names of the files engine.load_checkpoint unpickles (engine._get_all_ckpt_names,
+    _get_zero_ckpt_name, _get_rank_zero_ckpt_name, _get_optimizer_ckpt_name, zero_elastic_checkpoint,
+    checkpoint_mp_rank): a resume scans exactly those files for pickle payloads before DeepSpeed
+    opens them (load_checkpoint_reads), so no name recorded in a checkpoint decides what is
+    scanned; the converter and the resharder name a rank's ZeRO file with the same function
+    (zero_file_of_rank). There is no public accessor for any of them.
   - torch's LambdaLR._last_lr: a resume that changes the peak lr must report the new lr before its
     first step (get_last_lr reads _last_lr; torch has no setter).
   - MoE registration: DeepSpeedEngine treats a model as MoE only when it finds a
@@ -55,7 +59,9 @@ INTERNALS = (
         "partition_count", "partition_size", "groups_padding", "real_dp_process_group",
         "single_partition_of_fp32_groups", "parallel_partitioned_bit16_groups", "optimizer")),
     *(("deepspeed.runtime.engine.DeepSpeedEngine", name, "attribute") for name in (
-        "_get_zero_ckpt_name", "global_steps", "global_samples", "skipped_steps")),
+        "_get_zero_ckpt_name", "_get_rank_zero_ckpt_name", "_get_zero_ckpt_prefix", "_get_all_ckpt_names",
+        "_get_optimizer_ckpt_name", "zero_elastic_checkpoint", "checkpoint_mp_rank", "has_moe_layers",
+        "global_steps", "global_samples", "skipped_steps")),
     *(("torch.optim.lr_scheduler.LRScheduler", name, "attribute") for name in ("_last_lr", "base_lrs", "last_epoch")),
     ("torch.optim.lr_scheduler.LambdaLR", "lr_lambdas", "attribute"),
     *(("deepspeed.runtime.engine.DeepSpeedEngine", name, "read") for name in (
@@ -152,6 +158,48 @@ def zero_layout(engine, module: torch.nn.Module) -> list[dict]:
 def zero_file_name(engine, root: Path, tag: str) -> str:
     """The name of the ZeRO partition file this rank writes into root/tag."""
     return Path(engine._get_zero_ckpt_name(str(root), tag)).name
+
+
+@functools.lru_cache(maxsize=1)
+def _file_names():
+    """DeepSpeedEngine's own ZeRO file naming, usable without an engine (it reads no engine state)."""
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    class FileNames:
+        _get_zero_ckpt_prefix = DeepSpeedEngine._get_zero_ckpt_prefix
+        _get_rank_zero_ckpt_name = DeepSpeedEngine._get_rank_zero_ckpt_name
+    return FileNames()
+
+
+def zero_file_of_rank(rank: int, bf16: bool) -> str:
+    """The ZeRO partition file DeepSpeed writes and reads for data-parallel rank `rank` of a
+    checkpoint (our runs have no model or pipeline parallelism: mp rank 0, dp rank = rank)."""
+    return Path(_file_names()._get_rank_zero_ckpt_name("", "", 0, rank, bf16)).name
+
+
+def load_checkpoint_reads(engine, root: Path, tag: str) -> list[str]:
+    """The names of the files in root/tag that engine.load_checkpoint(root, tag) unpickles on this
+    rank, as DeepSpeed derives them: every model-states file its glob finds (it loads and may merge
+    them), this rank's ZeRO partition (every rank's with zero elastic checkpoints), with the older
+    name DeepSpeed falls back to when that one is absent, and the optimizer file of a ZeRO-0 MoE
+    run. DeepSpeed's own per-expert files are not read: our MoE markers declare no local experts."""
+    names = {engine._get_ckpt_name(str(root), tag)} | set(engine._get_all_ckpt_names(str(root), tag))
+    if engine.zero_optimization():
+        if engine.zero_elastic_checkpoint():
+            group = engine.optimizer.dp_process_group
+            names |= {engine._get_rank_zero_ckpt_name(str(root), tag, engine.checkpoint_mp_rank, r,
+                                                      engine.bfloat16_enabled())
+                      for r in range(torch.distributed.get_world_size(group=group))}
+        else:
+            names.add(engine._get_zero_ckpt_name(str(root), tag))
+        older = {n.replace("_optim_states.pt", "optim_states.pt") for n in names if n.endswith("_optim_states.pt")}
+        names |= {n for n in older if Path(n).exists()}
+    elif engine.has_moe_layers and engine.optimizer is not None:
+        from deepspeed.utils import groups
+
+        expp_rank = groups._get_expert_parallel_rank(groups._get_max_expert_size_name())
+        names.add(engine._get_optimizer_ckpt_name(str(root), tag, expp_rank))
+    return sorted(Path(n).name for n in names)
 
 
 def uses_round_robin(optimizer) -> bool:

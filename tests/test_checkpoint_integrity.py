@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from engine_launch import logs, metrics, run, small_config
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.checkpoint.convert import ConvertError, convert_checkpoint
 from janus_pretrain.checkpoint.integrity import ALLOWED_GLOBALS, unsafe_globals
 from janus_pretrain.checkpoint.layout import MODEL_STATES, rank_file, tag_for_step
@@ -132,6 +133,53 @@ def test_a_planted_pickle_payload_never_runs(saved, tmp_path, victim):
     except ConvertError:
         pass
     assert marker.exists()
+
+
+def test_a_payload_in_the_files_deepspeed_opens_never_runs_whatever_the_checkpoint_names(saved, tmp_path):
+    """Issue 27, dangerous 1: the payload sits in the ZeRO file DeepSpeed opens for rank 0 while
+    rank_0.pt names a clean decoy, and in an extra model-states file DeepSpeed's glob would load;
+    the digests are fixed up. The files scanned are the ones DeepSpeed's own functions name."""
+    out = _copy_run(saved, tmp_path)
+    folder = out / "checkpoints" / tag_for_step(STEPS)
+    marker = tmp_path / "pwned"
+    zero = ds.zero_file_of_rank(0, bf16=False)
+    assert (folder / zero).is_file()  # the name DeepSpeed's function gives is the file the save wrote
+    _plant(folder / zero, marker)
+    shutil.copy(folder / MODEL_STATES, folder / "mp_rank_01_model_states.pt")
+    _plant(folder / "mp_rank_01_model_states.pt", marker)
+    own = torch.load(folder / rank_file(0), weights_only=True)
+    own["zero_file"] = MODEL_STATES  # the decoy: clean, and scanned by the old code instead
+    torch.save(own, folder / rank_file(0))
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"][rank_file(0)] = file_digest(folder / rank_file(0))
+    (folder / "meta.json").write_text(json.dumps(meta))
+    ctx = SimpleNamespace(rank=0, ep_rank=0, is_main=True)
+    problem = TrainingCheckpointer(out / "checkpoints", 5, ctx).verify(tag_for_step(STEPS))
+    assert problem and "records zero_file 'mp_rank_00_model_states.pt'" in problem and zero in problem
+    with pytest.raises(ConvertError, match="records zero_file"):
+        convert_checkpoint(out / "checkpoints")
+    config = small_config(out, train={"steps": STEPS + 1}, parallel={"ep_size": 2},
+                          checkpoint={"resume": tag_for_step(STEPS)})
+    assert run(2, {"config": config}, out) == [CONFIG_EXIT_CODE] * 2, logs(out)
+    errors = [line for line in (out / "log_rank0.txt").read_text().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "records zero_file" in errors[0], logs(out)
+    assert "(and 1 more problems)" in (out / "log_rank0.txt").read_text()  # rank 1: the extra model states
+    assert not marker.exists()
+
+
+def test_a_resume_that_switches_the_precision_is_one_line_naming_it():
+    from janus_pretrain.checkpoint.layout import CheckpointError
+    from janus_pretrain.checkpoint.meta import read_meta
+    from janus_pretrain.config import config_from_dict
+    from janus_pretrain.engine.resume import check_precision
+
+    folder = Path(__file__).parent / "fixtures" / "main_b7316c0" / "checkpoints" / "step_00000003"
+    meta = read_meta(folder)
+    config = config_from_dict({**meta.config, "source": ""}, "run.yaml", ["train.precision=bf16"])
+    with pytest.raises(CheckpointError, match="trained with train.precision=fp32, run.yaml has "
+                                              "train.precision=bf16; resume with train.precision=fp32"):
+        check_precision(folder, meta, config)
+    check_precision(folder, meta, config_from_dict({**meta.config, "source": ""}, "run.yaml"))
 
 
 def test_changed_lr_applies_from_the_resumed_step_and_is_logged(tmp_path):

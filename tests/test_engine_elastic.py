@@ -36,7 +36,7 @@ def _config(out: Path, manifest: Path, world: int, ep: int, zero: int = 2, **tra
 
 def optimizer_state(checkpoint_dir: Path, tag: str) -> dict[str, dict[str, torch.Tensor]]:
     folder = CheckpointDir(checkpoint_dir, 3).path(tag)
-    return SourceCheckpoint(folder, read_rank_files(folder, read_meta(folder).layout.world_size)).full_state()
+    return SourceCheckpoint(folder, read_rank_files(folder, read_meta(folder))).full_state()
 
 
 @pytest.fixture(scope="module")

@@ -289,3 +289,40 @@ def test_line_numbers_hold_across_read_chunks(tmp_path, capsys, monkeypatch):
     assert shard(good / "genomes.yaml", good / "out", 1000, "--min-window-bp", "1") == 0
     got = {(m["contig"], m["start"]): d for _, _, d, m in all_samples(read_manifest(good / "out"))}
     assert got[("c2", 1000)] == seq[::-1][1000:2000].encode() and len(got) == 6
+
+
+def test_a_users_cache_directory_in_out_is_never_deleted(synthetic, tmp_path):
+    """Issue 27, dangerous 2: OUT/.cache/ existed before (a user's file in it); only what janus
+    shard wrote there is removed, after success and after a failure."""
+    out = tmp_path / "o"
+    (out / ".cache").mkdir(parents=True)
+    (out / ".cache" / "mine.txt").write_text("keep me")
+    assert shard(synthetic / "genomes.yaml", out, 1000) == 0
+    assert (out / ".cache" / "mine.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (out / ".cache").iterdir()) == ["mine.txt"]  # its own copies are gone
+    failed = tmp_path / "failed"
+    (failed / ".cache").mkdir(parents=True)
+    (failed / ".cache" / "mine.txt").write_text("keep me")
+    genomes, window, _ = _bad(tmp_path, "window_too_large")
+    assert shard(genomes, failed, window) != 0
+    assert sorted(p.name for p in (failed / ".cache").iterdir()) == ["mine.txt"]
+
+
+def test_a_bgzip_fasta_cut_at_a_block_boundary_is_an_error(tmp_path, capsys):
+    """Issue 27, silent 3: gzip readers stop cleanly between BGZF blocks; the missing EOF block says
+    the file was cut."""
+    import pysam
+
+    fasta = tmp_path / "g.fa.gz"
+    with pysam.BGZFile(str(fasta), "wb") as handle:
+        handle.write((">c1\n" + random_dna(200_000, 12) + "\n").encode())
+    data = fasta.read_bytes()
+    first_block = int.from_bytes(data[16:18], "little") + 1  # BSIZE - 1 in the BC subfield
+    write_genomes_yaml(tmp_path, [{"name": "g", "fasta": "g.fa.gz"}])
+    assert shard(tmp_path / "genomes.yaml", tmp_path / "whole", 5000) == 0
+    fasta.write_bytes(data[:first_block])  # one complete block, no EOF marker: a valid, shorter gzip stream
+    assert len(gzip.decompress(fasta.read_bytes())) < 200_000
+    capsys.readouterr()
+    assert shard(tmp_path / "genomes.yaml", tmp_path / "cut", 5000) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "g.fa.gz" in err[-1] and "end-of-file block" in err[-1], err

@@ -37,6 +37,7 @@ from janus_pretrain.checkpoint.integrity import IntegrityError, check_pickle_saf
 from janus_pretrain.checkpoint.layout import (EXPERTS_GLOB, META, MODEL_STATES, CheckpointDir, CheckpointError,
                                               rank_file)
 from janus_pretrain.checkpoint.meta import MetaError, read_meta
+from janus_pretrain.checkpoint.reshard import check_zero_file
 from janus_pretrain.cli import bar_disable
 from janus_pretrain.model_config import ModelConfig, architecture_differences, describe_differences
 from janus_pretrain.export import check_state_matches, expected_shapes, write_export
@@ -186,6 +187,10 @@ def convert_checkpoint(run_dir: str | Path, tag: str = "latest", expect_model: M
     ranks = {}
     for rank in range(world):
         info = _load(folder / rank_file(rank), trust)
+        try:  # the ZeRO file read below is the one DeepSpeed names for this rank, never a recorded name
+            check_zero_file(folder, rank, info, meta)
+        except IntegrityError as exc:
+            raise ConvertError(f"{exc}; convert another tag") from None
         ranks[rank] = {k: info.get(k) for k in ("ep_rank", "edp_rank", "zero_file", "zero_layout")}
     model_states = _load(folder / MODEL_STATES, trust)
     if ds.saved_round_robin(model_states):

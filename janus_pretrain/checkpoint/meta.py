@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from janus_pretrain import deepspeed_internals as ds
 from janus_pretrain.checkpoint.layout import META, CheckpointError
 from janus_pretrain.config_schema import ConfigError, check_value, to_dict
 from janus_pretrain.model_config import ModelConfig, model_config_from_dict
@@ -113,6 +114,11 @@ class CheckpointMeta:
     def section(self, name: str) -> dict[str, Any]:
         """One section of the recorded run config, e.g. 'data' or 'optimizer' (empty when absent)."""
         return dict(self.config.get(name) or {})
+
+    def zero_file(self, rank: int) -> str | None:
+        """DeepSpeed's ZeRO partition file of `rank` (None under ZeRO-0), named by DeepSpeed's own
+        function from the layout and precision recorded here, never by a name a file records."""
+        return ds.zero_file_of_rank(rank, self.precision == "bf16") if self.layout.zero_stage > 0 else None
 
     @property
     def tokens_per_step(self) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from janus_pretrain import deepspeed_internals as ds
-from janus_pretrain.checkpoint.integrity import check_pickle_safe, load_ours
+from janus_pretrain.checkpoint.integrity import IntegrityError, check_pickle_safe, load_ours
 from janus_pretrain.checkpoint.layout import MODEL_STATES, CheckpointError, experts_file, rank_file
 
 MOMENTS = ("exp_avg", "exp_avg_sq")  # torch AdamW's per-parameter state besides 'step'
@@ -186,5 +186,22 @@ def apply_to_engine(engine, source: SourceCheckpoint, folder: Path, experts_per_
     ds.set_engine_counters(engine, model_states)
 
 
-def read_rank_files(folder: Path, world: int) -> dict[int, dict]:
-    return {rank: load_ours(folder / rank_file(rank)) for rank in range(world)}
+def check_zero_file(folder: Path, rank: int, info: dict, meta) -> dict:
+    """`info` (rank_<R>.pt) if its 'zero_file' is the name DeepSpeed gives R's partition (meta: the
+    tag's CheckpointMeta); another name means the file was edited: IntegrityError."""
+    expected = meta.zero_file(rank)
+    if info.get("zero_file") != expected:
+        raise IntegrityError(f"{folder / rank_file(rank)}: records zero_file {info.get('zero_file')!r}, but DeepSpeed "
+                             f"reads {expected!r} for rank {rank} of this checkpoint: the file was edited; do not "
+                             f"use this checkpoint")
+    return info
+
+
+def rank_state(folder: Path, rank: int, meta) -> dict:
+    """rank_<R>.pt, loaded with weights_only (runs nothing), its zero_file checked."""
+    return check_zero_file(folder, rank, load_ours(folder / rank_file(rank)), meta)
+
+
+def read_rank_files(folder: Path, meta) -> dict[int, dict]:
+    """Every source rank's state (rank_state), by rank."""
+    return {rank: rank_state(folder, rank, meta) for rank in range(meta.layout.world_size)}

@@ -32,7 +32,7 @@ from janus_pretrain.checkpoint.integrity import (IntegrityError, check_pickle_sa
 from janus_pretrain.checkpoint.layout import (MODEL_STATES, CheckpointDir, CheckpointError, experts_file, rank_file,
                                               tag_for_step)
 from janus_pretrain.checkpoint.meta import CheckpointMeta, Layout, read_meta
-from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, read_rank_files
+from janus_pretrain.checkpoint.reshard import SourceCheckpoint, apply_to_engine, rank_state, read_rank_files
 from janus_pretrain.digests import file_digest
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -163,12 +163,15 @@ class TrainingCheckpointer:
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
 
-    def verify(self, tag: str, layout: Layout | None = None) -> str | None:
-        """This rank's problem with `tag` (digest mismatch, missing file, unsafe pickle), or None.
-        On the layout that wrote it: checks exactly the files this rank reads on resume
-        (DeepSpeed's module state, its own state, its ZeRO partition, the experts of its ep_rank).
-        On another layout (resharding): the ranks share the digest checks of all files, and the
-        pickles are scanned where they are read (checkpoint/reshard.py)."""
+    def verify(self, tag: str, layout: Layout | None = None, reads: list[str] | None = None) -> str | None:
+        """This rank's problem with `tag` (digest mismatch, missing file, unsafe pickle, an edited
+        name), or None. On the layout that wrote it: checks exactly the files this rank reads on
+        resume: its own state, its experts and every file DeepSpeed's load_checkpoint unpickles,
+        `reads` (deepspeed_internals.load_checkpoint_reads of the live engine; without one, the
+        model states and the ZeRO partition DeepSpeed names for this rank from meta.json's layout
+        and precision). No file name recorded in the checkpoint decides what is scanned. On another
+        layout (resharding): the ranks share the digest checks of all files, and the pickles are
+        scanned where they are read (checkpoint/reshard.py)."""
         folder = self.dir.path(tag)
         try:
             meta = read_meta(folder)
@@ -178,27 +181,31 @@ class TrainingCheckpointer:
                     verify_digests(folder, recorded, sorted(recorded)[self.ctx.rank::layout.world_size])
                 check_pickle_safe(folder / MODEL_STATES, trust=self.trust_pickles)
                 return None
-            names = [MODEL_STATES, rank_file(self.ctx.rank)]
             if recorded is not None:
-                verify_digests(folder, recorded, names)
-            check_pickle_safe(folder / rank_file(self.ctx.rank), trust=self.trust_pickles)
-            own = load_ours(folder / rank_file(self.ctx.rank))
-            extra = [own["zero_file"]] if own.get("zero_file") else []
+                verify_digests(folder, recorded, [rank_file(self.ctx.rank)])
+            rank_state(folder, self.ctx.rank, meta)  # weights_only: runs nothing; refuses an edited zero_file
+            if reads is None:
+                reads = [MODEL_STATES] + ([meta.zero_file(self.ctx.rank)] if meta.zero_file(self.ctx.rank) else [])
             experts = experts_file(self.ctx.ep_rank)
-            if (recorded is not None and experts in recorded) or (recorded is None and (folder / experts).exists()):
-                extra.append(experts)
+            extra = [experts] if (recorded is not None and experts in recorded) or \
+                (recorded is None and (folder / experts).exists()) else []
             if recorded is not None:
-                verify_digests(folder, recorded, extra)
-            for name in [MODEL_STATES, *extra]:
+                verify_digests(folder, recorded, [*reads, *extra])
+            for name in [*reads, *extra]:
+                if not (folder / name).is_file():
+                    raise IntegrityError(f"{folder / name}: file missing (read on resume)")
                 check_pickle_safe(folder / name, trust=self.trust_pickles)
         except (IntegrityError, OSError, ValueError, KeyError) as exc:
             return f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
         return None
 
-    def choose(self, choice: str, layout: Layout | None = None) -> str | None:
+    def choose(self, choice: str, layout: Layout | None = None, engine=None, check_meta=None) -> str | None:
         """checkpoint.resume: auto = the newest complete checkpoint that verifies on every rank
         (falling back past damaged ones, loudly); none; or a tag, which must verify. Rank 0
-        proposes, every rank verifies its own files, all follow the same decision."""
+        proposes, every rank verifies its own files, all follow the same decision. engine: the
+        live engine whose load_checkpoint will read the files (they are named as it names them);
+        check_meta(folder, meta): raises CheckpointError when the run cannot continue from a tag
+        (another model, precision or batch): a setting to fix, not damage, so it is never skipped."""
         if choice == "none":
             return None
         if choice == "auto":
@@ -213,7 +220,15 @@ class TrainingCheckpointer:
         shared = [candidates]
         dist.broadcast_object_list(shared, src=0)  # rank 0's view of the directory decides
         for tag in shared[0]:
-            problem = self.verify(tag, layout)
+            if check_meta is not None:
+                try:
+                    meta = read_meta(self.dir.path(tag))
+                except CheckpointError:
+                    meta = None  # unreadable: verify says so
+                if meta is not None:
+                    check_meta(self.dir.path(tag), meta)
+            reads = ds.load_checkpoint_reads(engine, self.dir.root, tag) if engine is not None else None
+            problem = self.verify(tag, layout, reads)
             problems = [None] * dist.get_world_size()
             dist.all_gather_object(problems, problem)
             found = [p for p in problems if p]
@@ -235,13 +250,11 @@ class TrainingCheckpointer:
         layout: this run's world_size, ep_size and zero_stage; when they differ from the
         checkpoint's, the state is resharded (checkpoint/reshard.py). check_meta(folder, meta):
         raises CheckpointError when the run cannot continue from it (before any tensor is loaded)."""
-        tag = self.choose(choice, layout)
+        tag = self.choose(choice, layout, engine, check_meta)
         if tag is None:
             return None
         folder = self.dir.path(tag)
         meta = read_meta(folder)
-        if check_meta is not None:
-            check_meta(folder, meta)
         if meta.layout == layout:
             engine.load_checkpoint(str(self.dir.root), tag,
                                    custom_load_fn=merge_expert_state(folder, self.ctx.ep_rank))
@@ -252,7 +265,7 @@ class TrainingCheckpointer:
         start = time.perf_counter()
         problem = None
         try:
-            ranks = read_rank_files(folder, meta.layout.world_size)
+            ranks = read_rank_files(folder, meta)
             source = SourceCheckpoint(folder, ranks, trust=self.trust_pickles)
             experts = meta.model_config(str(folder / "meta.json")).num_experts
             apply_to_engine(engine, source, folder, max(1, experts // meta.layout.ep_size), self.trust_pickles)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from janus_pretrain.digests import file_digest
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
-from janus_pretrain.compression import compression_of_file
+from janus_pretrain.compression import bgzf_eof_missing, compression_of_file
 from janus_pretrain.data.genomes import DataPrepError
 from janus_pretrain.tokenizer import NUCLEOTIDE_CODES
 
@@ -167,6 +167,25 @@ def _stream(path: Path, compression: str):
         raise DataPrepError(f"{path}: truncated or corrupt gzip file ({exc}); re-download or re-compress it") from None
 
 
+def cache_files(cache_dir: Path, tag: str, sha256: str) -> tuple[Path, Path, Path]:
+    """The files scan_fasta writes for one input into cache_dir: the plain copy, its faidx index and
+    the .scan.json that marks both complete (their temporaries: atomic_io's temporary names)."""
+    cache = Path(cache_dir) / f"{tag}-{sha256[:16]}.fa"
+    return cache, Path(str(cache) + ".fai"), cache.with_suffix(".scan.json")
+
+
+def remove_cache_files(cache_dir: Path, entries: list[tuple[str, str]]) -> None:
+    """Delete what scan_fasta wrote for (tag, sha256) entries, then cache_dir itself if that left
+    it empty: never anything else a user keeps there."""
+    for tag, sha256 in entries:
+        for path in cache_files(cache_dir, tag, sha256):
+            path.unlink(missing_ok=True)
+    try:
+        Path(cache_dir).rmdir()
+    except OSError:
+        pass  # absent, or holds files that are not ours
+
+
 def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | None = None) -> FastaInfo:
     """Check `path` and write its plain, indexed cache copy (reused when already complete)."""
     path = Path(path)
@@ -174,10 +193,13 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
         raise DataPrepError(f"FASTA file not found: {path}")
     sha256 = sha256 or file_digest(path)
     compression = compression_of(path)
+    if compression == "bgzip" and bgzf_eof_missing(path):
+        raise DataPrepError(f"{path}: bgzip file without the BGZF end-of-file block: it was cut short (possibly "
+                            f"exactly between blocks, which gzip readers take as the end); re-download or "
+                            f"re-compress it")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"{tag}-{sha256[:16]}.fa"
-    done = cache.with_suffix(".scan.json")
+    cache, _, done = cache_files(cache_dir, tag, sha256)
     if done.is_file() and cache.is_file():
         info = json.loads(done.read_text())
         return FastaInfo(**{**info, "contigs": [tuple(c) for c in info["contigs"]]})
@@ -208,7 +230,7 @@ def scan_fasta(path: str | Path, cache_dir: str | Path, tag: str, sha256: str | 
     # the copy has one sequence line per contig, so its faidx index is known without re-reading it
     # (the .scan.json written last is what marks the copy and its index complete)
     os.replace(tmp, cache)
-    atomic_write_text(Path(str(cache) + ".fai"), "".join(scanner.fai))
+    atomic_write_text(cache_files(cache_dir, tag, sha256)[1], "".join(scanner.fai))
     info = FastaInfo(str(path), sha256, compression, str(cache), scanner.contigs, scanner.warnings)
     atomic_write_text(done, json.dumps(info.__dict__))
     return info

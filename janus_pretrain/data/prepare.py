@@ -4,7 +4,8 @@ arguments and inputs, plan, write shards, manifest last.
 Layout of OUT: {train,valid,test}/{species}-{index:06d}.tar, manifest.json (written last, so its
 presence means complete), .state/args.json (what a rerun must match) and .state/parts/ (counts,
 size and sha256 of each finished shard, so a rerun can skip it). The plain FASTA cache copies in
-.cache/ are deleted once the manifest is in place.
+.cache/ are deleted once the manifest is in place (only those: .cache/ itself goes only when that
+leaves it empty, so a user's files there stay).
 
 A rerun never trusts what it finds: temporary files of a killed run are deleted, every shard is
 checked against its recorded size and sha256 (also when the manifest says complete), and what
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from janus_pretrain.cli import bar_disable
 from janus_pretrain.atomic_io import atomic_write_text, remove_orphaned_temporaries
-from janus_pretrain.data.fasta_cache import scan_fasta
+from janus_pretrain.data.fasta_cache import remove_cache_files, scan_fasta
 from janus_pretrain.digests import file_digest
 from janus_pretrain.data.genomes import DataPrepError, read_genomes
 from janus_pretrain.data.manifest import MANIFEST_FORMAT, SPLITS
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 plans[spec.name] = plan_species(spec, info, args)
         except BaseException:
             if status == "new":  # leave no trace of a run whose inputs failed their checks
-                shutil.rmtree(out / ".cache", ignore_errors=True)
+                remove_cache_files(out / ".cache", [(s.name, inputs[s.name]) for s in specs])
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
             raise
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             pool.join()
     manifest = build_manifest(args, argv, wanted, specs, infos, plans, results)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(out / ".cache", ignore_errors=True)
+    remove_cache_files(out / ".cache", [(s.name, inputs[s.name]) for s in specs])
     return manifest
 
 

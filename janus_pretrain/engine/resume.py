@@ -4,7 +4,7 @@ The checkpoint is the truth for the state: weights, optimizer moments, counters,
 RNG, on the run's own parallel layout (world size, ep_size, ZeRO stage: a different one is
 resharded by checkpoint/reshard.py, as long as the global batch and the micro batch stay). The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
 weight decay), the schedule (warm-up, min lr, total steps) and clipping apply from the resumed
-step on, and what changed is logged. The architecture and the data section cannot change
+step on, and what changed is logged. The architecture, the precision and the data section cannot change
 (the weights and the data position would not mean the same): one clear error listing the keys.
 """
 from __future__ import annotations
@@ -34,6 +34,15 @@ def check_architecture(folder: Path, meta: CheckpointMeta, config: RunConfig) ->
         raise CheckpointError(f"checkpoint {folder} (there) holds another model than {config.source or 'the run config'} "
                               f"(here): {describe_differences(changed)}; resume with the checkpoint's model section, "
                               f"or start a new run (--resume none or another checkpoint.dir)")
+
+
+def check_precision(folder: Path, meta: CheckpointMeta, config: RunConfig) -> None:
+    """DeepSpeed names and fills its ZeRO state by precision: a resume keeps train.precision."""
+    if meta.precision != config.train.precision:
+        raise CheckpointError(f"checkpoint {folder} was trained with train.precision={meta.precision}, "
+                              f"{config.source or 'the run config'} has train.precision={config.train.precision}; "
+                              f"resume with train.precision={meta.precision}, or start a new run from its weights "
+                              f"(checkpoint.init_from)")
 
 
 def check_batch(folder: Path, meta: CheckpointMeta, layout: Layout, plan: BatchPlan) -> None:

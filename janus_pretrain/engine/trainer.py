@@ -32,7 +32,8 @@ from janus_pretrain.engine.held_out import held_out_metrics
 from janus_pretrain.engine.metrics_log import MetricsLogger, peak_memory_gb
 from janus_pretrain.engine.optim import build_optimizer, build_scheduler
 from janus_pretrain.engine.preemption import Preempted, PreemptionFlag
-from janus_pretrain.engine.resume import apply_run_hyperparameters, check_architecture, check_batch, load_data_state
+from janus_pretrain.engine.resume import (apply_run_hyperparameters, check_architecture, check_batch, check_precision,
+                                          load_data_state)
 from janus_pretrain.engine.summary import Session, summarize
 from janus_pretrain.engine.watchdog import Watchdog
 from janus_pretrain.model import JanusForPretraining
@@ -333,6 +334,7 @@ class Trainer:
 
     def _check_resumable(self, folder: Path, meta: CheckpointMeta) -> None:
         check_architecture(folder, meta, self.config)
+        check_precision(folder, meta, self.config)
         check_batch(folder, meta, self.layout, self.plan)
 
     def resume(self) -> None:
