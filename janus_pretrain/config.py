@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from janus_pretrain.config_schema import (FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, ConfigError, Range,  # noqa: F401
-                                          build_section, check_floats, safe_load_yaml, to_dict)  # some re-exported
+                                          build_section, check_floats, check_int_limits, safe_load_yaml,
+                                          to_dict)  # some re-exported
 from janus_pretrain.model_config import ModelConfig, model_config_from_dict  # noqa: F401 (re-exported)
 
 
@@ -46,12 +47,18 @@ class DataConfig:
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {"max_n_frac": FRACTION, "repeat_weight": NON_NEGATIVE,
                                                 "mixture": NON_NEGATIVE}
+    INT_LIMITS: ClassVar[dict[str, int]] = {"seq_len": 2 ** 24, "shuffle_buffer": 2 ** 24, "streams": 2 ** 16,
+                                            "num_workers": 256}
 
     def validate(self, where: str) -> None:
         check_floats(self, "data", where)
+        check_int_limits(self, "data", where)
         if self.streams < 0 or self.num_workers < 0:
             raise ConfigError(f"{where}: data.streams and data.num_workers must be >= 0 "
                               f"(got {self.streams}, {self.num_workers})")
+
+
+MAX_GRAD_ACCUM = 2 ** 16  # micro batches per optimizer step, given or derived from global_batch_tokens
 
 
 @dataclass
@@ -68,9 +75,13 @@ class TrainConfig:
     watchdog_s: int = 300  # end the job (exit 76) when a rank makes no progress this long (at least 20 x the slowest step); 0 = off
 
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {"grad_clip": NON_NEGATIVE}
+    # far above any real run (2^20-token batches, accumulation in the tens), far below what overflows or hangs
+    INT_LIMITS: ClassVar[dict[str, int]] = {"micro_batch": MAX_GRAD_ACCUM, "grad_accum": MAX_GRAD_ACCUM,
+                                            "global_batch_tokens": 2 ** 40, "steps": 10 ** 9}
 
     def validate(self, where: str) -> None:
         check_floats(self, "train", where)
+        check_int_limits(self, "train", where)
         for key, low in (("steps", 1), ("max_bad_steps", 1), ("micro_batch", 1), ("grad_accum", 0),
                          ("global_batch_tokens", 0), ("eval_every", 0)):
             if getattr(self, key) < low:
@@ -264,6 +275,11 @@ def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
                 f"{where}: train.grad_accum={train.grad_accum} disagrees with train.global_batch_tokens="
                 f"{train.global_batch_tokens} (which needs {accum} at micro_batch {train.micro_batch}, seq_len "
                 f"{seq_len}, {world_size} ranks); set one of them to 0")
+        if accum > MAX_GRAD_ACCUM:
+            raise ConfigError(
+                f"{where}: train.global_batch_tokens={train.global_batch_tokens} needs grad_accum={accum:,} at "
+                f"micro_batch {train.micro_batch}, seq_len {seq_len}, {world_size} ranks, above its limit "
+                f"{MAX_GRAD_ACCUM:,} (docs/training.md, 'Limits'); lower train.global_batch_tokens")
     else:
         accum = train.grad_accum or 1
     return BatchPlan(train.micro_batch, accum, world_size, seq_len)

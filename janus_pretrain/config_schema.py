@@ -76,6 +76,17 @@ def check_floats(section: Any, name: str, where: str) -> None:
                 raise ConfigError(f"{where}: {key}={item} must be a finite number in {allowed}; change {key}")
 
 
+def check_int_limits(section: Any, name: str, where: str) -> None:
+    """Every int key in the section's INT_LIMITS is at most its limit: sizes no run can use (a
+    1e21-token batch, 100,000 layers) are refused at load, before anything is built or allocated.
+    docs/training.md lists the limits."""
+    for key, limit in getattr(section, "INT_LIMITS", {}).items():
+        value = getattr(section, key)
+        if isinstance(value, int) and value > limit:
+            raise ConfigError(f"{where}: {name}.{key}={value} is above its limit {limit:,} (docs/training.md, "
+                              f"'Limits'); change {name}.{key}")
+
+
 def check_value(value: Any, tp: Any, key: str, where: str) -> Any:
     """Return `value` converted to type `tp`, or raise ConfigError naming key and file."""
     origin = typing.get_origin(tp)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from janus_pretrain.config_schema import (FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Range, build_section,
-                                          check_floats)
+                                          check_floats, check_int_limits)
 
 
 @dataclass
@@ -57,6 +57,12 @@ class ModelConfig:
     mlm_mask_fraction: float = 0.8  # objective mlm: chosen positions replaced by [MASK]
     mlm_random_fraction: float = 0.1  # objective mlm: chosen positions replaced by a random base (the rest stay)
 
+    # far above any model this framework trains (the paper's largest: d_model 256, 8 layers), far below
+    # what would allocate for minutes before failing (docs/training.md, 'Limits')
+    INT_LIMITS: ClassVar[dict[str, int]] = {"vocab_size": 2 ** 16, "d_model": 2 ** 16, "n_layers": 1024,
+                                            "num_experts": 4096, "top_k": 4096, "intermediate_size": 2 ** 20,
+                                            "n_heads": 1024, "d_state": 1024, "d_conv": 64, "expand": 64,
+                                            "dt_rank": 2 ** 16}
     FLOAT_RANGES: ClassVar[dict[str, Range]] = {
         "dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE, "router_aux_loss_coef": NON_NEGATIVE,
         "initializer_range": POSITIVE, "norm_eps": POSITIVE,
@@ -113,6 +119,7 @@ class ModelConfig:
 
     def validate(self, where: str = "<config>") -> None:
         check_floats(self, "model", where)
+        check_int_limits(self, "model", where)
         if self.dt_min > self.dt_max:
             raise ConfigError(f"{where}: model.dt_min={self.dt_min} must be <= model.dt_max={self.dt_max}")
         for period, offset, name in ((self.attn_layer_period, self.attn_layer_offset, "attn_layer"),

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
 from janus_pretrain.config import ConfigError, ModelConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _write(tmp_path, text: str):
@@ -135,3 +138,24 @@ def test_float_keys_are_found_and_ranges_hold(tmp_path):
             load_config(_write(tmp_path, text))
     data = load_config(_write(tmp_path, "data:\n  verify_shards: false\n  on_corrupt: skip\n")).data
     assert (data.verify_shards, data.on_corrupt) == (False, "skip")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.global_batch_tokens=1000000000000000000000", "train.global_batch_tokens=1000000000000000000000 is above its limit"),
+    ("model.n_layers=100000", "model.n_layers=100000 is above its limit 1,024"),
+    ("model.d_model=1048576", "model.d_model=1048576 is above its limit"),
+    ("data.seq_len=1000000000", "data.seq_len=1000000000 is above its limit"),
+    ("train.grad_accum=100000000", "train.grad_accum=100000000 is above its limit"),
+])
+def test_sizes_no_run_can_use_are_refused_at_load(override, key):
+    """Issue 27, silent 6: refused before anything is built, naming the file, the key and the limit."""
+    with pytest.raises(ConfigError, match=re.escape(f"configs/tiny.yaml: {key}")):
+        load_config(REPO / "configs" / "tiny.yaml", [override])
+
+
+def test_a_global_batch_that_needs_an_absurd_accumulation_is_refused():
+    config = load_config(REPO / "configs" / "tiny.yaml", ["train.global_batch_tokens=1099511627776",
+                                                          "train.grad_accum=0", "train.micro_batch=1",
+                                                          "data.seq_len=64"])
+    with pytest.raises(ConfigError, match=r"needs grad_accum=8,589,934,592 .* above its limit 65,536"):
+        config.check_world_size(2)

@@ -214,3 +214,30 @@ def test_each_shard_is_hashed_once_per_reader(bundled_manifest):
     for _ in range(2):  # a second epoch hashes nothing more
         assert sum(1 for _ in reader.windows(train)) == sum(s["samples"] for s in train)
     assert reader.hashed_bytes == sum(s["bytes"] for s in train)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ("absolute", r"species\.lambda\.splits\.train lists '/.*', which is not a path inside"),
+    ("dotdot", r"species\.lambda\.splits\.train lists '\.\./.*', which is not a path inside"),
+    ("nan_weight", r"species\.lambda\.weight must be a finite number >= 0 \(got nan\)"),
+    ("negative_weight", r"species\.lambda\.weight must be a finite number >= 0 \(got -1\.0\)"),
+])
+def test_a_manifest_edited_to_leave_its_directory_or_with_a_bad_weight_is_refused(shards, edit, expected):
+    """Issue 27, silent 4 and 5: a lambda entry pointing at another species' shard (outside the
+    shard directory, or through '..') and a NaN or negative species weight name the manifest and key."""
+    path = shards / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = manifest["species"]["lambda"]
+    other = next(n for n in manifest["species_order"] if n != "lambda")
+    victim = manifest["species"][other]["splits"]["train"]["shards"][0]["path"]
+    if edit == "absolute":
+        entry["splits"]["train"]["shards"][0]["path"] = str(shards / victim)
+    elif edit == "dotdot":
+        (shards.parent / "elsewhere").mkdir()
+        shutil.copy(shards / victim, shards.parent / "elsewhere" / "x.tar")
+        entry["splits"]["train"]["shards"][0]["path"] = "../elsewhere/x.tar"
+    else:
+        entry["weight"] = float("nan") if edit == "nan_weight" else -1.0
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=str(path).replace(".", r"\.") + ": " + expected):
+        read_manifest(path)

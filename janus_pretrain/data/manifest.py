@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from janus_pretrain.atomic_io import read_json
@@ -23,7 +24,8 @@ class ManifestError(ValueError):
 def read_manifest(path: str | Path) -> dict:
     """manifest.json (or the directory holding it) as a dict, checked; adds "root" (its directory).
 
-    Shard paths under species.<name>.splits.<split>.shards[*].path are made absolute.
+    Shard paths under species.<name>.splits.<split>.shards[*].path are made absolute; they must be
+    relative and stay inside the manifest's directory. Species weights must be finite and >= 0.
     """
     path = Path(path)
     if path.is_dir():
@@ -50,12 +52,21 @@ def read_manifest(path: str | Path) -> dict:
         entry = manifest["species"].get(name)
         if entry is None:
             raise ManifestError(f"{path}: species_order lists '{name}' but species.{name} is missing")
+        weight = entry.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ManifestError(f"{path}: species.{name}.weight must be a finite number >= 0 (got {weight!r}); "
+                                f"the manifest was edited by hand: fix it, reshard, or set data.mixture")
         for split in SPLITS:
             for shard in entry["splits"][split]["shards"]:
                 if digests and not ("sha256" in shard and "bytes" in shard):
                     raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard.get('path')} without "
                                         f"its sha256 and bytes; the manifest was edited by hand: reshard")
-                full = root / shard["path"]
+                relative = Path(str(shard.get("path", "")))
+                full = (root / relative).resolve()
+                if relative.is_absolute() or ".." in relative.parts or not full.is_relative_to(root):
+                    raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard.get('path')!r}, which "
+                                        f"is not a path inside {root}; shard paths are relative to the manifest's "
+                                        f"directory: reshard, or copy the shards there")
                 if not full.is_file():
                     raise ManifestError(f"{path}: species.{name}.splits.{split} lists {shard['path']}, "
                                         f"which is missing (incomplete copy of the shard directory?)")
