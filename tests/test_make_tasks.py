@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from downstream_helpers import write_fasta
 from janus_pretrain.evaluation.task_builder import read_rows
 
@@ -155,3 +157,16 @@ def test_the_shipped_zero_shot_suite_loads_and_every_ref_base_matches_its_genome
         genome, _ = read_genome(task.files["fasta"])
         assert len(variants) == 800 and labels.sum() == 400
         assert all(genome[v.chrom][v.pos - 1].upper() == v.ref != v.alt for v in variants), task.name
+
+
+def test_a_gtf_cut_mid_line_is_named_by_file_and_line(tmp_path):
+    """Issue 27, silent 8: cut inside column 9, the last line still has nine columns."""
+    from janus_pretrain.evaluation.annotation import AnnotationError, read_gtf
+
+    _, gtf = _genome(tmp_path)
+    text = gtf.read_text()
+    cut = text.rstrip("\n").rfind('transcript_id "') + len('transcript_id "T')
+    gtf.write_text(text[:cut])
+    lines = gtf.read_text().count("\n") + 1
+    with pytest.raises(AnnotationError, match=rf"g.gtf line {lines}: the last line has no newline: the file was cut"):
+        read_gtf(gtf)

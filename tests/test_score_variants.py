@@ -163,3 +163,18 @@ def test_cli_end_to_end(tmp_path, fasta):
     assert result.returncode == 0, result.stderr
     assert gz_out.read_text() == out.read_text()
     assert len(list((tmp_path / "cache").glob("*.fa"))) == 1
+
+
+def test_an_empty_vcf_is_one_line_not_a_header_only_result(tmp_path, capsys):
+    """Issue 27, silent 8: a VCF with headers only (or nothing) is refused, exit 2 and one line."""
+    from janus_pretrain.commands.score_variants import main
+
+    vcf = tmp_path / "empty.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    with pytest.raises(VariantError, match="empty.vcf: no variant lines"):
+        read_variants(vcf)
+    out = tmp_path / "scores.tsv"
+    assert main(["--model", str(tmp_path / "no_export"), "--fasta", str(tmp_path / "no.fa"), "--variants", str(vcf),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no variant lines" in err[0] and not out.exists(), err

@@ -95,6 +95,8 @@ def read_variants(path: str | Path) -> list[Variant]:
                 raise VariantError(f"{where}: position {pos} < 1 (positions are 1-based)")
             variants += [Variant(chrom.strip(), pos, ref.strip().upper(), alt.strip().upper(), where, extra)
                          for alt in alts]
+    if not variants:
+        raise VariantError(f"{path}: no variant lines (empty, or headers only); nothing to score: check the file")
     return variants
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,19 @@ def _open(path: Path):
     return gzip.open(path, "rt") if gzipped else path.open()
 
 
+def _whole_lines(handle, path: Path):
+    """The file's lines; a last line without its newline means the file was cut mid-line (a cut
+    inside column 9 still has nine columns and would be read as a shorter attribute list)."""
+    try:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.endswith("\n"):
+                raise AnnotationError(f"{path} line {line_no}: the last line has no newline: the file was cut "
+                                      f"mid-line (re-download it; if it is complete, end it with a newline)")
+            yield line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise AnnotationError(f"{path}: truncated or corrupt gzip file ({exc}); re-download it") from None
+
+
 def read_gtf(path: str | Path) -> Annotation:
     """Exons grouped by transcript_id, and gene spans (from `gene` lines, or from transcripts when absent)."""
     path = Path(path)
@@ -73,7 +87,7 @@ def read_gtf(path: str | Path) -> Annotation:
     genes: dict[str, list[tuple[int, int]]] = defaultdict(list)
     cds: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # transcript_id -> CDS pieces
     with _open(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
+        for line_no, line in enumerate(_whole_lines(handle, path), start=1):
             if not line.strip() or line.startswith("#"):
                 continue
             fields = line.rstrip("\n").split("\t")
