@@ -192,6 +192,11 @@ def load_pretrained(export_dir: str | Path, device: str | torch.device = "cpu",
     except Exception as exc:
         raise ExportError(f"{weights}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); export "
                           f"again") from None
+    try:  # config.json's architecture against the tensors, before building (an edited d_model)
+        check_state_matches(state, model_config)
+    except ExportError as exc:
+        raise ExportError(f"{weights} does not match {export_dir / CONFIG_NAME} (edited?): {exc}; export "
+                          f"again") from None
     model = JanusForPretraining(model_config).to(device)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

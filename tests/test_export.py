@@ -117,3 +117,14 @@ def test_damaged_or_replaced_weights_are_refused_by_their_digest(tmp_path):
     weights.write_bytes(b"not safetensors")
     with pytest.raises(ExportError, match="cannot be read"):
         load_pretrained(export, verify=False)
+
+
+def test_an_export_whose_config_was_edited_is_one_line_not_a_size_mismatch(tmp_path):
+    """Issue 27, tracebacks: config.json's d_model edited (the weights' digest still holds)."""
+    _, export = small_export(tmp_path)
+    config = json.loads((export / "config.json").read_text())
+    config["model"]["d_model"] *= 2
+    (export / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=r"model.safetensors does not match .*config.json \(edited\?\): .*shapes "
+                                          r"differ"):
+        load_pretrained(export)

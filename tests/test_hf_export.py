@@ -162,3 +162,22 @@ def test_package_classes_save_what_an_export_carries(tmp_path, tokenizer_first):
     assert tokenizer_config["auto_map"] == {"AutoTokenizer": list(AUTO_MAP["AutoTokenizer"])}
     assert tokenizer_config["mask_token"] == "[MASK]"  # transformers' own settings kept
     assert torch.equal(load_pretrained(saved).lm_head.weight, model.lm_head.weight)
+
+
+def test_from_pretrained_refuses_replaced_or_non_finite_weights(tmp_path):
+    """Issue 27, silent 7: transformers' load checks what janus embed checks: the digest config.json
+    records, and (digest fixed up too) that every weight is finite."""
+    from safetensors.torch import load_file, save_file
+
+
+    _, export = small_export(tmp_path)
+    weights = export / "model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(str(weights)).items()}, str(weights))
+    for cls in (JanusDNAForMaskedLM, JanusDNAModel):
+        with pytest.raises(ValueError, match="sha256 differs from the one in config.json"):
+            cls.from_pretrained(export)
+    config = json.loads((export / "config.json").read_text())
+    config["weights_sha256"] = file_digest(weights)
+    (export / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"weights hold NaN/inf .*export again"):
+        JanusDNAForMaskedLM.from_pretrained(export)

@@ -60,6 +60,27 @@ class JanusDNAPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: torch.nn.Module) -> None:
         """Our modules initialise themselves when built (model/*.py); from_pretrained loads every weight."""
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' load, with the checks janus_pretrain.export.load_pretrained makes: a local
+        export's model.safetensors must have the sha256 its config.json records (damaged or
+        replaced weights are refused), and every loaded weight must be finite."""
+        directory = Path(str(pretrained_model_name_or_path))
+        weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+        if weights.is_file() and config_path.is_file():
+            recorded = json.loads(config_path.read_text()).get("weights_sha256")
+            if recorded and file_digest(weights) != recorded:
+                raise ValueError(f"{weights}: sha256 differs from the one in {CONFIG_NAME}: the weights were damaged "
+                                 f"or replaced after export; export again (janus convert)")
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True: (model, info)
+        bad = [name for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise ValueError(f"{pretrained_model_name_or_path}: {len(bad)} weights hold NaN/inf (e.g. {bad[:3]}); "
+                             f"the export is damaged: export again (janus convert)")
+        return loaded
+
     def train(self, mode: bool = True):
         super().train(mode)
         if hasattr(self, "_core"):  # outside the module tree, see the module docstring
