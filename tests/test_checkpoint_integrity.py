@@ -232,6 +232,41 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp
     assert not (folder / tag_for_step(2)).exists()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: No space left on device)")
+def test_a_torch_save_that_cannot_write_is_one_line_and_removes_the_half_written_tag(tmp_path):
+    """Issue 27, tracebacks: on a full disk torch.save raises RuntimeError (its zip writer), not
+    OSError; writing to /dev/full gives exactly that error, in-process on one gloo rank."""
+    import torch.distributed as dist
+
+    from janus_pretrain.checkpoint.meta import CheckpointMeta, Layout, Progress
+    from janus_pretrain.checkpoint.training_state import CheckpointWriteError
+    from janus_pretrain.engine.distributed import free_port
+
+    class Engine:
+        module = torch.nn.Linear(2, 2)
+        optimizer = None
+
+        def save_checkpoint(self, root, tag, client_state, save_latest):
+            (Path(root) / tag).mkdir(parents=True, exist_ok=True)
+            (Path(root) / tag / MODEL_STATES).write_bytes(b"half")
+            torch.save({"w": torch.zeros(100_000)}, "/dev/full")
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        ctx = SimpleNamespace(rank=0, ep_rank=0, edp_rank=0, is_main=True, device="cpu")
+        checkpoints = TrainingCheckpointer(tmp_path / "checkpoints", 2, ctx, message=lambda _: None)
+        meta = CheckpointMeta(config={}, progress=Progress(), layout=Layout(1, 1, 0), precision="fp32",
+                              micro_batch=1, grad_accum=1)
+        with pytest.raises(CheckpointWriteError) as caught:
+            checkpoints.save(Engine(), 1, meta, {})
+    finally:
+        dist.destroy_process_group()
+    message = str(caught.value)
+    assert "\n" not in message and "rank 0: torch.save could not write" in message and "free space" in message
+    assert "the last complete checkpoint, none, is intact" in message
+    assert not (tmp_path / "checkpoints" / tag_for_step(1)).exists()
+
+
 def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path, monkeypatch):
     """Rank 1 stopped (SIGSTOP) in step 4: rank 0, blocked in a collective, makes no progress
     either but stays alive; the message blames rank 1 only, and the note for the launcher is left."""

@@ -41,6 +41,12 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def torch_write_failed(exc: RuntimeError) -> bool:
+    """torch's zip writer raises RuntimeError, not OSError, when a write fails (full disk, quota):
+    '[enforce fail at inline_container.cc:...] . unexpected pos ...' or 'PytorchStreamWriter failed ...'."""
+    return "inline_container.cc" in str(exc) or "PytorchStreamWriter" in str(exc)
+
+
 class CheckpointWriteError(CheckpointError):
     """A save that could not be written (disk full, quota, permissions); the previous one is intact."""
 
@@ -109,13 +115,17 @@ class TrainingCheckpointer:
             self.dir.discard(tag)  # a dead save or another run's tag: start clean
         dist.barrier()
         folder = self.dir.path(tag)
+        mine = None  # (this rank's failure in words, whether more space would fix it)
+        written: dict[str, str] = {}
         try:
             written = self._write_files(engine, tag, folder, meta, components)
-            failure = None
         except OSError as exc:
-            written, failure = {}, exc
-        mine = None if failure is None else (f"rank {self.ctx.rank}: {failure.strerror or failure}",
-                                             failure.errno in (errno.ENOSPC, errno.EDQUOT))
+            mine = (f"rank {self.ctx.rank}: {exc.strerror or exc}", exc.errno in (errno.ENOSPC, errno.EDQUOT))
+        except RuntimeError as exc:  # torch.save (ours and DeepSpeed's) reports a failed write this way
+            if not torch_write_failed(exc):
+                raise
+            mine = (f"rank {self.ctx.rank}: torch.save could not write ({str(exc).splitlines()[0]}), usually a full "
+                    f"disk or quota", True)
         reports = [None] * dist.get_world_size()
         dist.all_gather_object(reports, (mine, written))  # each rank's failure (so rank 0's line names it) or digests
         found = [f for f, _ in reports if f]
