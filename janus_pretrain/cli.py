@@ -23,9 +23,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import logging
+import os
 import shlex
 import sys
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -117,6 +120,37 @@ def fail(error: Exception | str) -> int:
     """Print the one-line error for input a user can fix; returns the exit code to return."""
     print(f"error: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def output_problem(path: str | Path, flag: str = "--out") -> str | None:
+    """Why `path`, a file or directory a command is about to create, cannot be written, or None:
+    a parent that is a regular file, or a nearest existing directory that is not writable (a
+    read-only file system, permissions). Checked before any work, so a long job does not fail at
+    its end; a disk that fills during the job is what one_line_os_errors reports."""
+    path = Path(path).absolute()
+    existing = path if path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == path:
+            return None  # an output file that exists: writable or not, os.access below decides
+        return f"{flag} {path}: cannot create it, {existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot create it, {existing} is not writable (read-only file system or permissions)"
+    return None
+
+
+def one_line_os_errors(main):
+    """Wrap a command's main: a write that fails on the way (disk full, quota, read-only file system,
+    permissions) is one line naming the file, exit 2, not a traceback."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return fail(f"{where}{exc.strerror or exc} (free space, or write the output elsewhere)")
+    return wrapped
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:

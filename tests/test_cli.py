@@ -140,3 +140,39 @@ def test_progress_bars_only_when_asked_off_a_terminal(tmp_path):
         assert result.returncode == 0, result.stderr
         seen[flag] = "sharding:" in result.stderr
     assert seen == {"": False, "--progress": True, "--no-progress": False}
+
+
+WRITERS = {  # every verb that writes --out, with its other required flags (never read: --out is checked first)
+    "shard": ["--genomes", "g.yaml", "--window-bp", "100"], "convert": ["--checkpoint", "ckpt"],
+    "embed": ["--model", "m", "--fasta", "f.fa"], "score-variants": ["--model", "m", "--fasta", "f", "--variants", "v"],
+    "finetune": ["--model", "m", "--train", "t.tsv"], "evaluate": ["--model", "m", "--suite", "s.yaml"],
+    "make-tasks": ["--fasta", "f.fa", "--gtf", "g.gtf"]}
+
+
+@pytest.mark.parametrize("verb", sorted(WRITERS))
+def test_an_output_that_cannot_be_created_is_one_line_before_any_work(verb, tmp_path, capsys, monkeypatch):
+    """Issue 27, tracebacks: --out under a regular file, in a read-only directory (os.access, which a
+    read-only file system also answers), or a disk that fills while writing: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    assert main([verb, *WRITERS[verb], "--out", str(tmp_path / "a_file" / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a_file is a file, not a directory" in err[0], err
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    assert main([verb, *WRITERS[verb], "--out", str(tmp_path / "new" / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not writable (read-only file system or permissions)" in err[0], err
+
+
+def test_a_disk_that_fills_while_a_command_writes_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from janus_pretrain.commands import score_variants
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "scores.tsv"))
+    monkeypatch.setattr("janus_pretrain.downstream.variants.read_variants", full)
+    assert score_variants.main(["--model", "m", "--fasta", "f", "--variants", "v", "--out",
+                                str(tmp_path / "scores.tsv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scores.tsv: No space left on device" in err[0], err

@@ -35,6 +35,7 @@ from janus_pretrain import cli
 FORMATS = ("janusdna",)
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = cli.parser(__doc__, prog)
     direction = parser.add_mutually_exclusive_group()
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="load pickles that reference code this framework never writes (trusted authors only)")
     cli.add_progress(parser)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     if args.target:
         if not args.model:
             parser.error("--to janusdna needs --model EXPORT_DIR")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from janus_pretrain import cli
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = cli.parser(__doc__, prog)
     parser.add_argument("--model", required=True, help="export directory (janus convert)")
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     cli.add_progress(parser)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     from tqdm import tqdm
 
     from janus_pretrain.downstream.embedding import embed_fasta, save_npz

@@ -16,6 +16,7 @@ from pathlib import Path
 from janus_pretrain import cli
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = cli.parser(__doc__, prog)
     parser.add_argument("--model", required=True, help="export directory (janus convert)")
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch default")
     cli.add_progress(parser)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     from janus_pretrain.evaluation.harness import MODELS
 
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]

@@ -17,6 +17,7 @@ import sys
 from janus_pretrain import cli
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from janus_pretrain.downstream.finetune import FinetuneOptions
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch default")
     cli.add_progress(parser)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     import torch
     from tqdm import tqdm
 

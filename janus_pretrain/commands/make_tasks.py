@@ -29,6 +29,7 @@ def _bp_flags(name: str) -> tuple[str, tuple[str, ...]]:
     return (flag + "-bp", (flag,)) if name.endswith("window") else (flag, ())
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = cli.parser(__doc__, prog)
     parser.add_argument("--fasta", required=True, type=Path)
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--species", default=None, help="this genome's name in --genomes")
     cli.add_dataclass_flags(parser, TaskOptions, renamed=_bp_flags)
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     from janus_pretrain.data.genomes import DataPrepError
     from janus_pretrain.evaluation.annotation import AnnotationError
     from janus_pretrain.evaluation.task_files import make_tasks

@@ -21,6 +21,7 @@ import sys
 from janus_pretrain import cli
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = cli.parser(__doc__, prog)
     parser.add_argument("--model", required=True, help="export directory (janus convert)")
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--on-ref-mismatch", choices=("report", "error"), default="report")
     args = parser.parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     from janus_pretrain.downstream.indexed_fasta import FastaError
     from janus_pretrain.downstream.variants import VariantError, read_variants, score_variants, write_scores
     from janus_pretrain.export import ExportError, load_pretrained

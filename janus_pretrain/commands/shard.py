@@ -38,12 +38,15 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+@cli.one_line_os_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from janus_pretrain.data.genomes import DataPrepError
     from janus_pretrain.data.prepare import run
 
     cli.log_to_stderr()
     args = parser(prog).parse_args(argv)
+    if problem := cli.output_problem(args.out):
+        return cli.fail(problem)
     try:
         manifest = run(args, [cli.command_line(prog, argv)])
     except DataPrepError as exc:
