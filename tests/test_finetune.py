@@ -188,3 +188,12 @@ def test_frozen_backbone_cache_gives_the_models_own_logits_and_losses_are_report
     again = finetune(export, train, None, tmp_path / "again", None, FinetuneOptions(max_steps=4, eval_every=2, batch_size=8,
                                                                                     freeze_backbone=False), log=lambda *_: None)
     assert again["history"] == [{**r, "seconds": again["history"][i]["seconds"]} for i, r in enumerate(result["history"])]
+
+
+def test_a_300_kbp_row_is_read(tmp_path):
+    """Issue 27, tracebacks: csv's default field limit (131,072 characters) is no limit on a sequence."""
+    long = random_dna(300_000, 5)
+    table = tmp_path / "long.tsv"
+    table.write_text(f"sequence\tlabel\n{random_dna(50, 1)}\ta\n{long}\tb\n")
+    read = read_labelled_tsv(table)
+    assert read.sequences[1] == long and read.lines == [2, 3]

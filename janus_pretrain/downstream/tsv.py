@@ -15,6 +15,11 @@ from janus_pretrain.atomic_io import temporary_path
 from janus_pretrain.tokenizer import first_invalid
 
 
+# csv refuses fields over 131,072 characters by default, but a sequence column holds windows of 300 kbp
+# and more (DNALongBench): the limit is process-wide, raised once here for every table reader
+csv.field_size_limit(2 ** 31 - 1)
+
+
 class TableError(ValueError):
     """A labelled table that cannot be used; the message names file, line and column."""
 
@@ -47,7 +52,7 @@ def read_labelled_tsv(path: str | Path, sequence_column: str = "sequence", label
                                  f"(choose columns with --sequence-column / --label-column)")
         seq_at, label_at = header.index(sequence_column), header.index(label_column)
         table = LabelledTable(str(path), [], [], [])
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in _numbered(reader, path):
             if not row or all(not field.strip() for field in row):
                 continue
             if len(row) != len(header):
@@ -67,6 +72,14 @@ def read_labelled_tsv(path: str | Path, sequence_column: str = "sequence", label
     if not table.sequences:
         raise TableError(f"{path}: no data rows after the header")
     return table
+
+
+def _numbered(reader, path: Path):
+    """(line number, row) after the header; a row csv cannot parse is a TableError naming its line."""
+    try:
+        yield from ((reader.line_num, row) for row in reader)
+    except csv.Error as exc:
+        raise TableError(f"{path} line {reader.line_num}: {exc}") from None
 
 
 def encode_labels(table: LabelledTable, classes: list[str]) -> list[int]:
