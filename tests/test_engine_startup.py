@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from engine_launch import REPO, bundled_shards
+from engine_launch import REPO, bundled_shards, small_config, start, wait
 from janus_pretrain.config import ConfigError, load_config
+from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE
 from janus_pretrain.engine.startup import startup_checks
 
 TINY = REPO / "configs" / "tiny.yaml"
@@ -143,3 +145,40 @@ def test_a_training_process_leaves_with_its_code_and_its_output_flushed(work, co
     assert done.returncode == code, done.stderr
     assert done.stdout == "buffered line\n"
     assert stderr in done.stderr and ("Traceback" in done.stderr) == bool(stderr)
+
+
+def test_a_stale_build_lock_is_named_after_a_few_seconds_and_a_stop_signal_ends_the_wait(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Issue 27, silent 9, in-process: the wait says which file it waits for and how to clear it."""
+    from janus_pretrain.engine.distributed import StoppedWaiting, build_lock, wait_for_build_lock
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = build_lock()
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    stop_at = time.monotonic() + 0.6
+    with pytest.raises(StoppedWaiting, match="stopped while waiting for .*deepspeed_shm_comm/lock"):
+        wait_for_build_lock(lambda: time.monotonic() > stop_at, notice_s=0.2, poll_s=0.05)
+    err = capsys.readouterr().err
+    assert f"waiting for {lock}" in err and f"rm {lock}" in err
+    lock.unlink()
+    wait_for_build_lock(lambda: True)  # no lock: returns at once, whatever the flag says
+
+
+def test_sigterm_while_a_stale_build_lock_blocks_startup_exits_with_the_preemption_code(tmp_path, monkeypatch):
+    """Issue 27, silent 9: `janus pretrain` used to wait forever with no message and ignore SIGTERM."""
+    import signal
+
+    lock = tmp_path / "extensions" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(lock.parent.parent))
+    (proc,) = start(1, {"config": small_config(tmp_path)}, tmp_path)
+    log = tmp_path / "log_rank0.txt"
+    deadline = time.monotonic() + 120
+    while f"waiting for {lock}" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert wait([proc], tmp_path, timeout=60) == [PREEMPTED_EXIT_CODE], log.read_text()
+    assert "nothing trained" in log.read_text()

@@ -12,6 +12,9 @@ Launchers and what they give us:
 Without CUDA we select DeepSpeed's CPU accelerator and the gloo backend. Every
 init_distributed on the CPU accelerator JIT-builds the deepspeed_shm_comm op once; it is cached
 under TORCH_EXTENSIONS_DIR (defaulted to the repository's .cache/torch_extensions like the Makefile).
+torch's build waits, silently and forever, while the op's lock file exists; a build killed half-way
+leaves it behind, so init_distributed waits for it first: saying after a few seconds which file it
+waits for and how to clear it, and giving up when a stop signal came (wait_for_build_lock).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,6 +70,34 @@ def prepare_environment() -> dict[str, int]:
     return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]), "local_rank": int(env["LOCAL_RANK"])}
 
 
+SHM_OP = "deepspeed_shm_comm"  # the op DeepSpeed's CPU accelerator JIT-builds in init_distributed
+
+
+class StoppedWaiting(Exception):
+    """A stop signal arrived while the run waited for the extension build lock (nothing trained)."""
+
+
+def build_lock() -> Path:
+    """torch's lock file of the shm op build (torch.utils.cpp_extension: <build directory>/lock)."""
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR", REPO_ROOT / ".cache" / "torch_extensions")) / SHM_OP / "lock"
+
+
+def wait_for_build_lock(stop_requested: Callable[[], bool] = lambda: False, notice_s: float = 5.0,
+                        poll_s: float = 0.2) -> None:
+    """Return once no build holds the lock; print what is awaited after notice_s; raise
+    StoppedWaiting when stop_requested() (a SIGTERM/SIGUSR1 the preemption flag caught)."""
+    lock, started, told = build_lock(), time.monotonic(), False
+    while lock.exists():
+        if stop_requested():
+            raise StoppedWaiting(f"stopped while waiting for {lock} (the build lock of DeepSpeed's {SHM_OP} op)")
+        if not told and time.monotonic() - started >= notice_s:
+            print(f"waiting for {lock}: the lock of torch's build of DeepSpeed's {SHM_OP} op, held by a build on "
+                  f"this machine or left by a killed one; if no janus or deepspeed process is building it, delete "
+                  f"the file (rm {lock})", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll_s)
+
+
 @dataclass
 class DistContext:
     rank: int  # global rank
@@ -83,8 +115,10 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(ep_size: int, timeout_minutes: int = 30) -> DistContext:
-    """Start the process group (gloo on CPU, nccl on GPU) and DeepSpeed's expert groups."""
+def init_distributed(ep_size: int, timeout_minutes: int = 30,
+                     stop_requested: Callable[[], bool] = lambda: False) -> DistContext:
+    """Start the process group (gloo on CPU, nccl on GPU) and DeepSpeed's expert groups.
+    stop_requested: polled while waiting for the shm op's build lock (StoppedWaiting when true)."""
     import deepspeed
     import deepspeed.comm as ds_comm
     from deepspeed.utils import groups
@@ -93,6 +127,8 @@ def init_distributed(ep_size: int, timeout_minutes: int = 30) -> DistContext:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(ranks["local_rank"])
+    else:
+        wait_for_build_lock(stop_requested)
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
     # DeepSpeed's own MoE layer creates these groups in set_deepspeed_parallelism; our MoE is not
     # a deepspeed.moe.layer.MoE, so we create them here: expert-parallel groups are consecutive

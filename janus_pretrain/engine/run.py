@@ -18,7 +18,7 @@ import torch
 from janus_pretrain.checkpoint.layout import CheckpointError
 from janus_pretrain.config import ConfigError, RunConfig
 from janus_pretrain.data.manifest import ManifestError
-from janus_pretrain.engine.distributed import init_distributed, prepare_environment, shutdown
+from janus_pretrain.engine.distributed import StoppedWaiting, init_distributed, prepare_environment, shutdown
 from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionFlag
 from janus_pretrain.engine.startup import startup_checks
 
@@ -94,7 +94,11 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
               f"ep_size {config.parallel.ep_size}, {config.train.precision}", flush=True)
     from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # imports DeepSpeed: after the checks
 
-    ctx = init_distributed(config.parallel.ep_size)
+    try:
+        ctx = init_distributed(config.parallel.ep_size, stop_requested=lambda: preemption.requested)
+    except StoppedWaiting as exc:
+        print(f"{exc}; nothing trained, exit code {PREEMPTED_EXIT_CODE}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT_CODE
     agreed_exit = False  # set on paths every rank takes together; only then is a final barrier safe
     trainer = None
     try:
