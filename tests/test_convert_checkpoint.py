@@ -194,3 +194,29 @@ def test_four_ranks_expert_parallel_two(tmp_path):
     assert set(engine) == set(converted.state)
     for key, value in engine.items():
         assert torch.equal(converted.state[key], value), key
+
+
+def test_a_decoy_zero_file_is_one_line_naming_the_rank_file(tmp_path):
+    """Issue 27, tracebacks: rank_0.pt naming DeepSpeed's model states as its ZeRO file (digests fixed
+    up) was a KeyError; the partition read is the one DeepSpeed names for the rank, and another
+    recorded name is refused: one line, from the CLI too."""
+    import shutil
+
+    from janus_pretrain.digests import file_digest
+
+    fixture = REPO / "tests" / "fixtures" / "main_b7316c0" / "checkpoints"
+    checkpoints = Path(shutil.copytree(fixture, tmp_path / "checkpoints"))
+    folder = checkpoints / "step_00000003"
+    own = torch.load(folder / "rank_0.pt", weights_only=True)
+    own["zero_file"] = "mp_rank_00_model_states.pt"
+    torch.save(own, folder / "rank_0.pt")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["rank_0.pt"] = file_digest(folder / "rank_0.pt")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConvertError, match=r"rank_0.pt: records zero_file 'mp_rank_00_model_states.pt', but "
+                                           r"DeepSpeed reads 'zero_pp_rank_0_mp_rank_00_optim_states.pt'"):
+        convert_checkpoint(checkpoints)
+    from janus_pretrain.commands.convert import main
+
+    assert main(["--checkpoint", str(checkpoints), "--out", str(tmp_path / "export")]) == 2
+    assert not (tmp_path / "export").exists()
