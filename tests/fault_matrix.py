@@ -436,6 +436,54 @@ COMMAND_CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class RankCase:
+    """launch/pretrain.py on 2 CPU ranks (gloo) resuming a damaged checkpoint of the compatibility
+    fixture (2 ranks, ep_size 2) on the shards of the "shard tar" row."""
+    name: str  # what it shows (doc column)
+    launcher: str  # "deepspeed" (its launcher) or "srun" (one process per rank, srun's variables)
+    damaged: str  # relative to the run directory
+    damage: str  # a DAMAGES name
+    error: str  # what the one `error:` line says
+    named: str  # what the output must name: the damaged file, or the tag a recovery fell back to
+    ep_size: int = 1  # the run's; 1 is another layout than the checkpoint's (a resharding resume)
+    meta: dict = field(default_factory=dict)  # meta.json keys set before the damage (meta.json has no digest)
+    checkpoint: dict = field(default_factory=dict)  # the run's checkpoint section
+
+
+def write_rank_run(case: RankCase, shards: Path, run: Path) -> Path:
+    """The run directory of `case` (checkpoints, run.yaml), its file damaged; returns run.yaml."""
+    import yaml
+
+    from compat_fixtures import MODEL
+
+    shutil.copytree(COMPAT / "checkpoints", run / "checkpoints")
+    meta_path = run / "checkpoints" / "step_00000003" / "meta.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), **case.meta}, indent=2))
+    path = run / case.damaged
+    DAMAGE[case.damage].apply(path, path.read_bytes())
+    config = {"model": dict(MODEL), "data": {"manifest": str(shards / "manifest.json"), "seq_len": 32, "num_workers": 0},
+              "train": {"micro_batch": 2, "steps": 4, "precision": "fp32", "seed": 3},
+              "parallel": {"zero_stage": 2, "ep_size": case.ep_size},
+              "checkpoint": {"dir": str(run / "checkpoints"), "every": 0, **case.checkpoint},
+              "logging": {"dir": str(run / "tensorboard"), "every": 1}}
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return run / "run.yaml"
+
+
+RANK_CASES = [
+    # the two faults issue 26 names, together: a binary `latest` (both ranks read it) falls back to
+    # the newest complete step, whose 1-slot data stream 2 ranks cannot share: one line, and the
+    # deepspeed launcher adds no traceback after it
+    RankCase("binary latest, then a 1-slot data stream resumed onto 2 ranks", "deepspeed", "checkpoints/latest",
+             "binary garbage", "its data stream has 1 slots", "step_00000003", meta={"data_streams": 1}),
+    # only rank 1 reads rank_1.pt (same layout); checkpoint.verify off, so no digest sees it first
+    RankCase("rank 1's own rank file replaced by garbage, checkpoint.verify: false", "srun",
+             "checkpoints/step_00000003/rank_1.pt", "binary garbage", "no checkpoint in", "rank_1.pt", ep_size=2,
+             checkpoint={"verify": False}),
+]
+
+
 def cells() -> list[tuple[FileKind, Damage]]:
     return [(kind, damage) for kind in KINDS for damage in DAMAGES]
 
@@ -462,4 +510,7 @@ def render_markdown() -> str:
               + ("one `error:` line naming the file, no traceback, nothing written" if case.code == 2 else
                  f"the recovery: {case.wrote.split('/')[-1]} written, no traceback") + " |"
               for case in COMMAND_CASES]
+    lines += [f"| launch/pretrain.py, 2 ranks ({case.launcher}) | {case.name} | {case.damage} | 2 | one `error:` "
+              f"line ({case.error} ...) from rank 0, the other rank silent, no traceback of a rank or the launcher, "
+              f"checkpoint untouched |" for case in RANK_CASES]
     return "\n".join(lines) + "\n"

@@ -5,8 +5,9 @@ Good copies of every file are built once per module. Each cell of the table copi
 bundle, damages the one file and calls the reader the command calls, in-process (cheap). Then one
 subprocess per command kind runs the real command on one damaged file (all started at once) and
 checks what the user sees: the exit code, exactly one `error:` line naming the file, no
-traceback, and every other file byte-identical afterwards. The multi-rank case runs 2 gloo ranks
-of launch/pretrain.py under the deepspeed launcher (tests/test_fault_injection_ranks.py).
+traceback, and every other file byte-identical afterwards. The multi-rank cases (RANK_CASES) run
+launch/pretrain.py on 2 gloo ranks, under the deepspeed launcher and srun-style, started together
+with the commands so that the module's wall time is about that of its slowest process.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from fault_matrix import (COMMAND_CASES, DAMAGE, ERROR, ERROR_TAG, ISSUE_27, KIND, KINDS, NOT_APPLICABLE, READS,
-                          RECOVERS, REPO, cells, damage_file, render_markdown)
+from engine_launch import start_cli
+from fault_matrix import (COMMAND_CASES, DAMAGE, ERROR, ERROR_TAG, ISSUE_27, KIND, KINDS, NOT_APPLICABLE, RANK_CASES,
+                          READS, RECOVERS, REPO, cells, damage_file, render_markdown, write_rank_run)
+from janus_pretrain.engine.distributed import free_port
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 RELIABILITY = REPO / "docs" / "reliability.md"
@@ -111,10 +114,25 @@ def _digests(bundle: Path, skip: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def command_runs(good, tmp_path_factory):
-    """Every COMMAND_CASES command started at once on its damaged bundle; their results."""
+def launched(good, tmp_path_factory):
+    """Every COMMAND_CASES command and RANK_CASES run started at once; their processes."""
     root = tmp_path_factory.mktemp("fault_commands")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "JANUS_CACHE_DIR": str(root / "cache")}
+    ranks = []
+    for index, case in enumerate(RANK_CASES):
+        run = root / f"ranks{index}"
+        run.mkdir()
+        config = write_rank_run(case, good["shard tar"] / "shards", run)
+        before = _digests(run / "checkpoints", run / case.damaged)
+        if case.launcher == "deepspeed":
+            deepspeed = Path(sys.executable).parent / "deepspeed"
+            log = open(run / "log_rank0.txt", "w")  # the launcher's output holds both ranks'
+            procs = [subprocess.Popen([str(deepspeed), "--num_accelerators", "2", "--master_port", str(free_port()),
+                                       "launch/pretrain.py", "--config", str(config)], cwd=REPO, env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)]
+        else:
+            procs = start_cli(2, ["--config", str(config)], run)
+        ranks.append((case, run, before, procs))
     started = []
     for index, case in enumerate(COMMAND_CASES):
         bundle = _copy(good, case.kind, root / f"{index:02d}")
@@ -124,10 +142,24 @@ def command_runs(good, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         started.append((case, bundle, path, before, proc))
+    return started, ranks
+
+
+@pytest.fixture(scope="module")
+def command_runs(launched):
     results = {}
-    for case, bundle, path, before, proc in started:
+    for case, bundle, path, before, proc in launched[0]:
         out, err = proc.communicate(timeout=300)
         results[case.command] = (case, bundle, path, before, proc.returncode, out, err)
+    return results
+
+
+@pytest.fixture(scope="module")
+def rank_runs(launched):
+    results = {}
+    for case, run, before, procs in launched[1]:
+        codes = [proc.wait(timeout=300) for proc in procs]
+        results[case.name] = (case, run, before, codes)
     return results
 
 
@@ -146,3 +178,17 @@ def test_the_command_on_a_damaged_file_prints_one_line_and_writes_nothing(comman
     assert {k: v for k, v in after.items() if k in before} == before, "good files changed"
     if case.code == 2:
         assert set(after) == set(before), f"a failed command wrote {sorted(set(after) - set(before))}"
+
+
+@pytest.mark.parametrize("name", [c.name for c in RANK_CASES])
+def test_two_ranks_on_a_damaged_checkpoint_leave_with_one_line_and_no_traceback(name, rank_runs):
+    case, run, before, codes = rank_runs[name]
+    output = "\n".join(p.read_text() for p in sorted(run.glob("log_rank*.txt")))
+    shown = f"{name}: exit codes {codes}\n{output[-6000:]}"
+    assert set(codes) == {2}, shown
+    assert "Traceback" not in output, shown
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and case.error in errors[0], shown
+    assert case.named in output, shown
+    after = _digests(run / "checkpoints", run / case.damaged)
+    assert after == before, "checkpoint files changed"
