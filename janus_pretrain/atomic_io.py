@@ -1,7 +1,9 @@
 """Atomic file writes: write under a temporary name beside the target, then rename over it.
 
 A reader (or a resumed run) therefore sees the old file or the complete new one, never a
-half-written file.
+half-written file. The readers of text files (read_text, read_json) turn what a user can do to
+a file (binary bytes, another encoding, a directory or a dangling link in its place, no read
+permission) into the caller's one-line error naming the file.
 """
 from __future__ import annotations
 
@@ -46,12 +48,42 @@ def remove_orphaned_temporaries(directory: str | Path) -> list[Path]:
     return removed
 
 
-def read_json(path: Path, error: type[Exception], missing: str):
-    """A JSON file this package wrote (atomically): `error(missing)` when it is absent, and
-    `error` naming the file when it does not parse."""
+def not_text(path: str | Path, exc: UnicodeDecodeError, first_line: int = 1) -> str:
+    """The one-line wording of a file that is not UTF-8 text, naming the line and column of the
+    first bad byte; exc comes from decoding the whole file or, for a streaming reader, the line
+    `first_line` (and the ones after it)."""
+    data = exc.object
+    line = first_line + data.count(b"\n", 0, exc.start)
+    column = exc.start - data.rfind(b"\n", 0, exc.start)
+    utf16 = first_line == 1 and data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    return (f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start:exc.start + 1].hex()} at column {column}"
+            f"{'; it looks like UTF-16' if utf16 else ''}); save it as UTF-8")
+
+
+def read_text(path: str | Path, error: type[Exception], missing: str | None = None) -> str:
+    """A text file's contents (UTF-8): `error(missing)` when it is absent or not a file, and
+    `error` naming the file (and line) when it cannot be read or is not UTF-8 text."""
+    path = Path(path)
     if not path.is_file():
-        raise error(missing)
+        raise error(missing or f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(not_text(path, exc)) from None
+
+
+def read_json(path: Path, error: type[Exception], missing: str) -> dict:
+    """A JSON object file this package wrote (atomically): `error(missing)` when it is absent, and
+    `error` naming the file when it is not text, does not parse or is not an object."""
+    text = read_text(path, error, missing)
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: the top level is a JSON {type(value).__name__}, expected an object")
+    return value

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from janus_pretrain.atomic_io import read_text
 from janus_pretrain.config_schema import (FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, ConfigError, Range,  # noqa: F401
                                           build_section, check_floats, check_int_limits, safe_load_yaml,
                                           to_dict)  # some re-exported
@@ -319,12 +320,13 @@ def config_from_dict(raw: dict, where: str = "<dict>", overrides: list[str] | tu
 def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict:
     """A YAML file whose top level is a mapping; `kind` and `expected` word the errors
     ("config file not found", "top level must be a mapping <expected>")."""
-    if not path.is_file():
-        raise ConfigError(f"{kind} file not found: {path}")
+    text = read_text(path, ConfigError, f"{kind} file not found: {path}")
     try:
-        raw = safe_load_yaml(path.read_text()) or {}
+        raw = safe_load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:  # an empty (or comments-only) file would silently mean "every default"
+        raise ConfigError(f"{path}: holds no YAML (empty, or only comments); expected a mapping {expected}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping {expected}")
     return raw

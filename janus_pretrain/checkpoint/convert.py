@@ -66,8 +66,8 @@ def resolve_tag(run_dir: Path, tag: str = "latest") -> Path:
         raise ConvertError(str(exc)) from None
 
 
-def _load(path: Path, trust: bool = False, read=None) -> Any:
-    """A checkpoint file, after the pickle scan (checkpoint/integrity.py): DeepSpeed's files need
+def _load(path: Path, trust: bool = False, read=None) -> dict:
+    """A checkpoint file (every one holds a mapping), after the pickle scan (checkpoint/integrity.py): DeepSpeed's files need
     full pickle, but only for the few classes on ALLOWED_GLOBALS; anything else is refused
     before a byte is unpickled, unless the caller trusts the checkpoint's author (--trust-checkpoint).
     read(path): how to load it (default torch.load, full pickle, on the CPU)."""
@@ -75,12 +75,16 @@ def _load(path: Path, trust: bool = False, read=None) -> Any:
         raise ConvertError(f"checkpoint file missing: {path}")
     try:
         check_pickle_safe(path, trust=trust)
-        return read(path) if read else torch.load(path, map_location="cpu", weights_only=False)
+        loaded = read(path) if read else torch.load(path, map_location="cpu", weights_only=False)
     except IntegrityError as exc:
         raise ConvertError(str(exc)) from None
     except Exception as exc:  # a damaged archive that passed no digest check (--no-verify)
         raise ConvertError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); the file is "
                            f"damaged: convert another tag") from None
+    if not isinstance(loaded, dict):
+        raise ConvertError(f"{path}: holds a {type(loaded).__name__}, not the mapping such a file holds; it was "
+                           f"damaged or replaced: convert another tag")
+    return loaded
 
 
 def _split_flat(flat: torch.Tensor, params: list, paddings: list[int], where: str) -> dict[str, torch.Tensor]:

@@ -116,12 +116,15 @@ class CheckpointDir:
 
     def latest(self) -> str | None:
         """The tag to resume from: `latest` if it names a complete checkpoint, else the newest
-        complete one (a crash between COMPLETE and the pointer update), else None."""
+        complete one (a crash between COMPLETE and the pointer update, or a damaged pointer:
+        unreadable, not text, not a tag), else None."""
         pointer = self.root / LATEST
-        if pointer.is_file():
-            tag = pointer.read_text().strip()
-            if tag and self.is_complete(tag):
-                return tag
+        try:
+            tag = pointer.read_bytes().decode("ascii").strip() if pointer.is_file() else ""
+        except (OSError, UnicodeDecodeError):  # only set_latest writes it: anything else is damage
+            tag = ""
+        if TAG_PATTERN.match(tag) and self.is_complete(tag):
+            return tag
         complete = self.complete_tags()
         return complete[-1] if complete else None
 

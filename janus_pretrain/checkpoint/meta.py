@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from janus_pretrain import deepspeed_internals as ds
+from janus_pretrain.atomic_io import read_text
 from janus_pretrain.checkpoint.layout import META, CheckpointError
 from janus_pretrain.config_schema import ConfigError, check_value, to_dict
 from janus_pretrain.model_config import ModelConfig, model_config_from_dict
@@ -176,9 +177,7 @@ class CheckpointMeta:
 
     @classmethod
     def read(cls, path: Path) -> "CheckpointMeta":
-        if not path.is_file():
-            raise MetaError(f"{path} missing; not a janus-pretrain checkpoint")
-        return cls.from_json(path.read_text(), str(path))
+        return cls.from_json(read_text(path, MetaError, f"{path} missing; not a janus-pretrain checkpoint"), str(path))
 
 
 def read_meta(folder: Path) -> CheckpointMeta:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from janus_pretrain.atomic_io import read_text
+
 
 class DataPrepError(ValueError):
     """Bad input to the sharding CLI: the message names the file and the line, key or contig."""
@@ -82,9 +84,7 @@ def _names(entry: dict, key: str, where: str) -> list[str]:
 def read_genomes(path: str | Path) -> list[SpeciesSpec]:
     """Parse and check GENOMES.yaml; every problem names the file and the line of the entry."""
     path = Path(path)
-    if not path.is_file():
-        raise DataPrepError(f"genome list not found: {path}")
-    text = path.read_text()
+    text = read_text(path, DataPrepError, f"genome list not found: {path}")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -5,13 +5,14 @@ Errors name the file, the line and the column, so a user can fix the table witho
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from janus_pretrain.atomic_io import temporary_path
+from janus_pretrain.atomic_io import read_text, temporary_path
 from janus_pretrain.tokenizer import first_invalid
 
 
@@ -37,9 +38,7 @@ def read_labelled_tsv(path: str | Path, sequence_column: str = "sequence", label
     """Rows of a tab-separated (or, with delimiter ",", comma-separated) table with a header naming
     `sequence_column` and `label_column`."""
     path = Path(path)
-    if not path.is_file():
-        raise TableError(f"{path}: file not found")
-    with path.open(newline="") as handle:
+    with io.StringIO(read_text(path, TableError, f"{path}: file not found"), newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if not header:

@@ -14,12 +14,13 @@ import csv
 import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from janus_pretrain.atomic_io import temporary_path
+from janus_pretrain.atomic_io import not_text, temporary_path
 from janus_pretrain.compression import is_gzip
 from janus_pretrain.downstream.indexed_fasta import FastaError, contig_length, fetch, open_fasta
 from janus_pretrain.tokenizer import BASE_IDS, TokenizerError, encode
@@ -42,8 +43,19 @@ class Variant:
     extra: dict[str, str] = field(default_factory=dict)  # VCF INFO key=value pairs; TSV columns after alt (by header name)
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt") if is_gzip(path) else path.open()
+def _lines(path: Path):
+    """(line number, text) of a plain or gzipped file, decoded line by line so that a byte that is
+    not UTF-8, or a damaged gzip stream, is a VariantError naming the line."""
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if is_gzip(path) else path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                yield line_no, raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VariantError(not_text(path, exc, first_line=line_no)) from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise VariantError(f"{path} line {line_no + 1}: cannot be read ({exc}); re-download or re-compress it") \
+            from None
 
 
 def _info(text: str) -> dict[str, str]:
@@ -61,40 +73,39 @@ def read_variants(path: str | Path) -> list[Variant]:
     variants: list[Variant] = []
     is_vcf = None
     header: list[str] = []
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\n\r")
-            if is_vcf is None and line.strip():
-                is_vcf = line.startswith("##fileformat=VCF") or line.startswith("#CHROM") or \
-                    path.name.endswith((".vcf", ".vcf.gz"))
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            if not is_vcf and len(variants) == 0 and not header and fields[0].strip().lower() in ("chrom", "chr", "chromosome"):
-                header = [f.strip() for f in fields]  # TSV header
-                continue
-            where = f"{path} line {line_no}"
-            if is_vcf:
-                if len(fields) < 5:
-                    raise VariantError(f"{where}: a VCF data line needs at least 5 tab-separated fields "
-                                       f"(CHROM POS ID REF ALT), got {len(fields)}")
-                chrom, pos_text, ref, alts = fields[0], fields[1], fields[3], fields[4].split(",")
-                extra = _info(fields[7]) if len(fields) > 7 else {}
-            else:
-                expected = len(header) if header else 4
-                if len(fields) != expected or expected < 4:
-                    raise VariantError(f"{where}: expected {expected} tab-separated fields "
-                                       f"({', '.join(header) if header else 'chrom, pos, ref, alt'}); got {len(fields)}")
-                chrom, pos_text, ref, alts = fields[0], fields[1], fields[2], [fields[3]]
-                extra = dict(zip(header[4:], (f.strip() for f in fields[4:])))
-            try:
-                pos = int(pos_text)
-            except ValueError:
-                raise VariantError(f"{where}: position {pos_text!r} is not an integer") from None
-            if pos < 1:
-                raise VariantError(f"{where}: position {pos} < 1 (positions are 1-based)")
-            variants += [Variant(chrom.strip(), pos, ref.strip().upper(), alt.strip().upper(), where, extra)
-                         for alt in alts]
+    for line_no, line in _lines(path):
+        line = line.rstrip("\n\r")
+        if is_vcf is None and line.strip():
+            is_vcf = line.startswith("##fileformat=VCF") or line.startswith("#CHROM") or \
+                path.name.endswith((".vcf", ".vcf.gz"))
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if not is_vcf and len(variants) == 0 and not header and fields[0].strip().lower() in ("chrom", "chr", "chromosome"):
+            header = [f.strip() for f in fields]  # TSV header
+            continue
+        where = f"{path} line {line_no}"
+        if is_vcf:
+            if len(fields) < 5:
+                raise VariantError(f"{where}: a VCF data line needs at least 5 tab-separated fields "
+                                   f"(CHROM POS ID REF ALT), got {len(fields)}")
+            chrom, pos_text, ref, alts = fields[0], fields[1], fields[3], fields[4].split(",")
+            extra = _info(fields[7]) if len(fields) > 7 else {}
+        else:
+            expected = len(header) if header else 4
+            if len(fields) != expected or expected < 4:
+                raise VariantError(f"{where}: expected {expected} tab-separated fields "
+                                   f"({', '.join(header) if header else 'chrom, pos, ref, alt'}); got {len(fields)}")
+            chrom, pos_text, ref, alts = fields[0], fields[1], fields[2], [fields[3]]
+            extra = dict(zip(header[4:], (f.strip() for f in fields[4:])))
+        try:
+            pos = int(pos_text)
+        except ValueError:
+            raise VariantError(f"{where}: position {pos_text!r} is not an integer") from None
+        if pos < 1:
+            raise VariantError(f"{where}: position {pos} < 1 (positions are 1-based)")
+        variants += [Variant(chrom.strip(), pos, ref.strip().upper(), alt.strip().upper(), where, extra)
+                     for alt in alts]
     if not variants:
         raise VariantError(f"{path}: no variant lines (empty, or headers only); nothing to score: check the file")
     return variants

@@ -130,6 +130,14 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
                                       f"outputs/pretrain/hg38/<run>/checkpoints/last.ckpt)")
     if not zipfile.is_zipfile(path):
         raise OfficialCheckpointError(f"{path}: not a torch zip archive (damaged, or not a Lightning checkpoint)")
+    try:  # torch.load does not check the members' CRC-32: a flipped byte would load as a wrong weight
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise _refusal(path, exc) from None
+    if damaged is not None:
+        raise OfficialCheckpointError(f"{path}: member {damaged} fails its CRC-32 check: the file was damaged "
+                                      f"after it was written; copy or download it again")
     try:
         with torch.serialization.safe_globals(OFFICIAL_GLOBALS):
             raw = torch.load(path, map_location="cpu", weights_only=True)
