@@ -42,15 +42,17 @@ class SequenceClassifier(nn.Module):
         nn.init.normal_(self.head.weight, std=backbone.config.initializer_range)
         nn.init.zeros_(self.head.bias)
 
-    def _strand_logits(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pooled(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids)
         if self.pooling == "mean":
-            pooled = out.hidden_states.float().mean(1)  # (B, D)
-        else:
-            if input_ids.shape[1] != self.seq_len:
-                raise ValueError(f"pooling 'flatten' was set up for length {self.seq_len}, got {input_ids.shape[1]}")
-            pooled = out.hidden_states.float().flatten(1)  # (B, L*D)
-        return self.head(self.dropout(pooled)), out.aux_loss  # (B, C)
+            return out.hidden_states.float().mean(1), out.aux_loss  # (B, D)
+        if input_ids.shape[1] != self.seq_len:
+            raise ValueError(f"pooling 'flatten' was set up for length {self.seq_len}, got {input_ids.shape[1]}")
+        return out.hidden_states.float().flatten(1), out.aux_loss  # (B, L*D)
+
+    def _strand_logits(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, aux = self._pooled(input_ids)
+        return self.head(self.dropout(pooled)), aux  # (B, C)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) ids -> (logits (B, C), MoE aux loss)."""
@@ -61,9 +63,52 @@ class SequenceClassifier(nn.Module):
         return logits, aux
 
 
+class ViewClassifier(SequenceClassifier):
+    """Inputs (B, V, L): V views of each example, each run and pooled alone, their logits averaged;
+    (B, L): one view. The benchmark protocols' reverse-complement conjoining (evaluation/benchmarks/
+    protocol.py): view 1 is the reverse complement of the sequence, cut and left-padded by itself,
+    which the id-level flip of rc_conjoin (padding moved to the right) is not."""
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if input_ids.dim() == 2:
+            return self._strand_logits(input_ids)
+        batch, views = input_ids.shape[:2]
+        logits, aux = self._strand_logits(input_ids.flatten(0, 1))  # (B*V, C)
+        return logits.view(batch, views, -1).mean(1), aux
+
+
+class AlleleDifferenceClassifier(SequenceClassifier):
+    """A variant's two windows: inputs (B, 2V, L) hold V (reference, alternative) pairs (a strand
+    each); the head reads [pooled alt, pooled alt - pooled ref] (2D features) per pair and the
+    pairs' logits are averaged. Beyond the official eQTL head, which reads the alt window alone."""
+
+    def __init__(self, backbone: JanusModel, num_classes: int, dropout: float = 0.0):
+        super().__init__(backbone, num_classes, dropout=dropout)
+        self.head = nn.Linear(2 * backbone.config.d_model, num_classes)
+        nn.init.normal_(self.head.weight, std=backbone.config.initializer_range)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, views = input_ids.shape[:2]
+        if views % 2:
+            raise ValueError(f"AlleleDifferenceClassifier takes (reference, alternative) pairs; got {views} views")
+        pooled, aux = self._pooled(input_ids.flatten(0, 1))
+        pooled = pooled.view(batch, views // 2, 2, -1)  # (B, pairs, ref/alt, D)
+        ref, alt = pooled[:, :, 0], pooled[:, :, 1]
+        logits = self.head(self.dropout(torch.cat([alt, alt - ref], -1)))  # (B, pairs, C)
+        return logits.mean(1), aux
+
+
 def encode_all(sequences: list[str], mode: str = "janus") -> list[torch.Tensor]:
     """Token ids of each sequence; mode: the model's tokenizer (model.tokenizer)."""
     return [encode(s, mode) for s in sequences]
+
+
+def input_lengths(inputs) -> list[int]:
+    """Length of every input, for length_batches; a lazy input list (e.g. eQTL windows built on demand)
+    says them with .lengths() instead of being materialised."""
+    lengths = getattr(inputs, "lengths", None)
+    return lengths() if callable(lengths) else [len(x) for x in inputs]
 
 
 def length_batches(lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
@@ -89,7 +134,7 @@ def predict_logits(model: SequenceClassifier, ids: list[torch.Tensor], batch_siz
     """(N, C) fp32 logits in input order."""
     model.eval()
     out = torch.empty(len(ids), model.head.out_features)
-    for batch in length_batches([len(x) for x in ids], batch_size):
+    for batch in length_batches(input_lengths(ids), batch_size):
         logits, _ = model(torch.stack([ids[i] for i in batch]).to(device))
         out[batch] = logits.float().cpu()
     return out

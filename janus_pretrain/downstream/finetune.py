@@ -19,7 +19,8 @@ import torch
 
 from janus_pretrain.atomic_io import atomic_write_text, temporary_path
 from janus_pretrain.config import model_config_from_dict
-from janus_pretrain.downstream.classification import SequenceClassifier, encode_all, length_batches, predict_logits
+from janus_pretrain.downstream.classification import (SequenceClassifier, encode_all, input_lengths, length_batches,
+                                                     predict_logits)
 from janus_pretrain.downstream.task_metrics import classification_metrics
 from janus_pretrain.downstream.tsv import encode_labels, read_labelled_tsv, split_valid
 from janus_pretrain.export import ExportError, load_backbone, read_export_config
@@ -46,7 +47,8 @@ class FinetuneSettings:
 @dataclass
 class FinetuneOptions(FinetuneSettings):
     """One `janus finetune` job: the shared settings, and how this job reads its tables and seeds itself."""
-    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine to 0
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then cosine down to lr_floor
+    lr_floor: float = 0.0  # where the cosine ends, as a fraction of the peak lr (the NT/GB protocols: 0.1)
     freeze_backbone: bool = False  # train the head only (linear probe)
     seed: int = 0  # seeds the head init, batch order and (without --valid) the validation split
     valid_fraction: float = 0.1  # without --valid: share of the training rows held out for validation
@@ -59,10 +61,21 @@ class FinetuneOptions(FinetuneSettings):
         return cls(**{f.name: getattr(settings, f.name) for f in fields(FinetuneSettings)}, **rest)
 
 
-def _better(candidate: dict, best: dict | None) -> bool:
+def _better(candidate: dict, best: dict | None, selection: str) -> bool:
     if best is None:
         return True
-    return (candidate["accuracy"], -candidate["loss"]) > (best["accuracy"], -best["loss"])
+    return (candidate[selection], -candidate["loss"]) > (best[selection], -best["loss"])
+
+
+def _valid_metrics(logits: torch.Tensor, target: list[int], selection: str) -> dict[str, float]:
+    """classification_metrics, plus the selection metric when it is another task_metrics name (e.g. f1_binary)."""
+    metrics = classification_metrics(logits, torch.tensor(target))
+    if selection not in metrics:
+        from janus_pretrain.downstream.task_metrics import compute_metrics
+
+        metrics.update(compute_metrics([selection], logits.numpy(), torch.tensor(target).numpy()))
+    return metrics
+
 
 
 class _CachedHead:
@@ -86,12 +99,19 @@ class _CachedHead:
 
 
 def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, valid_y,
-                     options: FinetuneOptions, log=print, progress=None) -> tuple[dict, list[dict]]:
+                     options: FinetuneOptions, log=print, progress=None, selection: str = "accuracy",
+                     epoch_inputs=None, restore: str = "best") -> tuple[dict, list[dict]]:
     """Train in place; restores the best validation state. Returns (best valid metrics, history).
 
     History records carry the task loss (cross-entropy) and the MoE load-balancing loss apart:
     their sum is what is optimised, but only the first says how well the task is learnt.
-    `progress(step, total)` is called after every optimizer step (a tqdm bar in the harness)."""
+    `progress(step, total)` is called after every optimizer step (a tqdm bar in the harness).
+    The benchmark protocols (evaluation/kinds/) set: `selection`, the validation metric (a
+    task_metrics name) that picks the best state, ties broken by loss; `epoch_inputs(epoch)`, the
+    training inputs of that epoch in train_ids' order (a random strand per example), default
+    train_ids every epoch; `restore` "last" keeps the final state instead of the best one."""
+    if restore not in ("best", "last"):
+        raise ValueError(f"restore must be 'best' or 'last', not {restore!r}")
     torch.manual_seed(options.seed)
     if options.freeze_backbone:
         model.backbone.requires_grad_(False)
@@ -99,10 +119,11 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
         if options.freeze_backbone and model.pooling == "mean" else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    per_epoch = len(length_batches([len(x) for x in train_ids], options.batch_size))
+    train_lengths = input_lengths(train_ids)
+    per_epoch = len(length_batches(train_lengths, options.batch_size))
     total = options.max_steps or options.epochs * per_epoch
     warmup = max(1, int(options.warmup_fraction * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, options.lr_floor))
     eval_every = options.eval_every or per_epoch
     targets = torch.tensor(train_y)
     aux_coef = model.backbone.config.router_aux_loss_coef
@@ -110,13 +131,14 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
     interval = torch.zeros(3, dtype=torch.float64)  # task loss sum, aux loss sum, steps since the last validation
     started = time.time()
     while step < total and stale < options.patience:
-        batches = length_batches([len(x) for x in train_ids], options.batch_size, shuffle=True, seed=options.seed + epoch)
+        batches = length_batches(train_lengths, options.batch_size, shuffle=True, seed=options.seed + epoch)
+        inputs = train_ids if epoch_inputs is None else epoch_inputs(epoch)
         for batch in batches:
             model.train()
             if cached is not None:
                 logits, aux = cached.forward(batch)
             else:
-                logits, aux = model(torch.stack([train_ids[i] for i in batch]))
+                logits, aux = model(torch.stack([inputs[i] for i in batch]))
             task_loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch])
             loss = task_loss + aux_coef * aux if aux is not None else task_loss
             optimizer.zero_grad(set_to_none=True)
@@ -132,13 +154,13 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
             if step % eval_every == 0 or step == total:
                 valid_logits = cached.predict_valid() if cached is not None else \
                     predict_logits(model, valid_ids, options.batch_size)
-                metrics = classification_metrics(valid_logits, torch.tensor(valid_y))
+                metrics = _valid_metrics(valid_logits, valid_y, selection)
                 record = {"step": step, "epoch": epoch, "train_task_loss": float(interval[0] / interval[2]),
                           "train_aux_loss": float(interval[1] / interval[2]) if cached is None else None,
                           "seconds": round(time.time() - started, 1), **{f"valid_{k}": v for k, v in metrics.items()}}
                 interval.zero_()
                 history.append(record)
-                improved = _better(metrics, best)
+                improved = _better(metrics, best, selection)
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
                     + ("  *best*" if improved else ""))
                 if improved:
@@ -148,7 +170,7 @@ def train_classifier(model: SequenceClassifier, train_ids, train_y, valid_ids, v
             if step >= total or stale >= options.patience:
                 break
         epoch += 1
-    if best_state is not None:
+    if best_state is not None and restore == "best":
         model.load_state_dict(best_state)
     return best or {}, history
 

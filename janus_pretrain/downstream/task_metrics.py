@@ -1,5 +1,5 @@
 """Metrics, one home: accuracy, Matthews correlation (any number of classes) and AUROC as exact
-torch arithmetic (finetuning needs no extra package), F1 macro, multi-class AUROC and
+torch arithmetic (finetuning needs no extra package), F1 macro, F1 of class 1, multi-class AUROC and
 Spearman/Pearson through scikit-learn/scipy, and the registry evaluation suites name them by."""
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def f1_macro(predicted, target, num_classes: int) -> float:
     return float(f1_score(target, predicted, labels=list(range(num_classes)), average="macro", zero_division=0))
 
 
+def f1_binary(predicted, target) -> float:
+    """F1 of class 1 (the positive class) for two-class tasks: the NT benchmark's promoter and
+    splice-site metric (official.NT_TASKS)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(target, predicted, pos_label=1, average="binary", zero_division=0))
+
+
 def multiclass_auroc(scores, target) -> float:
     """Binary: AUROC of score[:, 1] - score[:, 0]; more classes: macro one-vs-rest AUROC of the softmax.
     NaN when a class is absent from the targets (the area is undefined)."""
@@ -127,6 +135,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric(_classification(lambda p, t, c: accuracy(p, t))),
     "mcc": Metric(_classification(matthews_corrcoef)),
     "f1_macro": Metric(_classification(lambda p, t, c: f1_macro(p.numpy(), t.numpy(), c))),
+    "f1_binary": Metric(_classification(lambda p, t, c: f1_binary(p.numpy(), t.numpy()))),
     "auroc": Metric(_auroc_any),
     "spearman": Metric(_correlation("spearman")),
     "pearson": Metric(_correlation("pearson")),

@@ -71,12 +71,14 @@ def plan_units(task: Task, models: list[str], seeds: list[int]) -> tuple[list[tu
     return units, not_applicable
 
 
-def run_tasks(runner: SuiteRunner, tasks: list[Task], models: list[str], seeds: list[int],
+def run_tasks(runner: SuiteRunner, tasks: list[Task], models: list[str], seeds: list[int] | int | None,
               show_progress: bool | None = None) -> dict[str, dict]:
-    """{task name: {"data": counts, "runs": [...], "not_applicable": {...}}}; progress bars for
-    task/model/seed units and, inside full finetuning, for optimizer steps (show_progress None:
-    only on a terminal)."""
-    plans = {t.name: plan_units(t, models, seeds) for t in tasks}
+    """{task name: {"data": counts, "seeds", "runs": [...], "not_applicable": {...}, and what the kind's
+    finalise adds}}; seeds: these seeds for every task, or a count (None: default) each task's kind
+    turns into its seeds (a benchmark's official ones). Progress bars for task/model/seed units and,
+    inside full finetuning, for optimizer steps (show_progress None: only on a terminal)."""
+    task_seeds = {t.name: list(seeds) if isinstance(seeds, (list, tuple)) else t.kind.run_seeds(t, seeds) for t in tasks}
+    plans = {t.name: plan_units(t, models, task_seeds[t.name]) for t in tasks}
     disable = bar_disable(show_progress)
     outer = tqdm(total=sum(len(u) for u, _ in plans.values()), desc="evaluate", unit="run", disable=disable)
     inner = tqdm(total=0, desc="  steps", unit="step", leave=False, disable=disable)
@@ -91,8 +93,9 @@ def run_tasks(runner: SuiteRunner, tasks: list[Task], models: list[str], seeds: 
                 inner.reset()
                 runs += runner.run_unit(task, data, model_name, seed, inner)
                 outer.update(1)
-            results[task.name] = {"data": data.counts, "classes": data.classes, "runs": runs,
-                                  "not_applicable": not_applicable}
+            runs, extra = task.kind.finalise(task, runs)
+            results[task.name] = {"data": data.counts, "classes": data.classes, "seeds": task_seeds[task.name],
+                                  "runs": runs, "not_applicable": not_applicable, **extra}
     finally:
         inner.close()
         outer.close()

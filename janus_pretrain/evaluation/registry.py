@@ -11,6 +11,12 @@
         split: {rule: given}                            # given | valid_fraction | kfold
         metrics: [accuracy, mcc, f1_macro]
 
+A benchmark kind (nt, genomic_benchmarks, dnalongbench_eqtl) reads a downloaded dataset instead:
+its tasks name no files, the suite's `data_root` names the download (`janus evaluate --data-root`
+replaces it) and the task's `root` (default: the kind's, e.g. the task name) the task's place in
+it; the protocol comes from evaluation/benchmarks/official.py, scaled down by a Scale (the
+--window-bp, --max-train, --max-test, --grid and --epochs flags).
+
 Every task gets a version: a hash of its resolved definition (recipe included) and of the
 SHA-256 of every file it reads. Changing a label, a split rule or a learning rate changes the
 version, so a number in results.json names exactly what produced it (lm-eval-harness style).
@@ -72,6 +78,7 @@ class TaskSpec:
     metrics: list[str] = field(default_factory=list)  # empty = the kind's defaults
     recipe: dict[str, Any] = field(default_factory=dict)  # overrides of the suite recipe for this task
     description: str = ""  # one line for results.md
+    root: str = ""  # benchmark kinds: the task's place under the suite's data_root (default: the kind's)
 
 
 @dataclass
@@ -80,6 +87,22 @@ class SuiteFile:
     description: str = ""  # one paragraph for results.md
     recipe: dict[str, Any] = field(default_factory=dict)  # default recipe of every task (keys of Recipe)
     tasks: list[TaskSpec] = field(default_factory=list)  # the tasks, run in this order
+    data_root: str = ""  # benchmark kinds: directory of the downloaded data (relative to this file; --data-root replaces it)
+    published: str = ""  # published figures printed beside the results (configs/eval/published/*.yaml), relative to this file
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A run scaled down from its protocol (janus evaluate flags; 0 or empty: as the suite says).
+    Part of every task's version when set, so a scaled-down number never passes for a full one."""
+    window_bp: int = 0  # input length: NT/GB max_length, eQTL window (seq_len_cutoff), zero-shot context
+    max_train: int = 0  # at most this many training rows (seeded subsample)
+    max_test: int = 0  # benchmark kinds: at most this many test rows (seeded subsample)
+    grid: tuple[tuple[float, int], ...] = ()  # NT/GB: (lr, batch size) cells instead of the official grid
+    epochs: int = 0  # benchmark kinds: finetune epochs instead of the protocol's
+
+    def is_full(self) -> bool:
+        return self == Scale()
 
 
 @dataclass
@@ -88,8 +111,10 @@ class Task:
     spec: TaskSpec
     recipe: Recipe
     metrics: list[str]
-    files: dict[str, Path]  # role (train, valid, test, variants, fasta) -> absolute path
+    files: dict[str, Path]  # role (train, valid, test, variants, fasta; a benchmark kind's data files) -> absolute path
     version: str
+    scale: Scale = field(default_factory=Scale)
+    data_dir: Path | None = None  # benchmark kinds: the task's directory under the suite's data_root
 
     @property
     def name(self) -> str:
@@ -105,7 +130,12 @@ class Task:
         spec = dataclasses.asdict(self.spec)
         spec.pop("recipe")
         spec.pop("description")
-        return {"task": spec, "recipe": dataclasses.asdict(self.recipe), "metrics": self.metrics}
+        if not spec["root"]:
+            spec.pop("root")  # absent from the definitions written before it existed: their versions stay
+        definition = {"task": spec, "recipe": dataclasses.asdict(self.recipe), "metrics": self.metrics}
+        if not self.scale.is_full():
+            definition["scale"] = dataclasses.asdict(self.scale)
+        return definition
 
 
 @dataclass
@@ -114,6 +144,7 @@ class Suite:
     description: str
     path: Path
     tasks: list[Task]
+    published: Any = None  # benchmarks.published.Published, when the suite names a file
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
@@ -127,7 +158,20 @@ def task_version(definition: dict, digests: dict[str, str]) -> str:
     return "v1-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> Task:
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: Path) -> str:
+    """file_digest, once per process for an unchanged file (a benchmark's genome serves many tasks)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
+
+
+def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path, data_root: Path,
+             scale: Scale) -> Task:
     key = f"tasks[{index}]"
     if not spec.name:
         raise ConfigError(f"{where}: '{key}.name' is missing")
@@ -136,7 +180,7 @@ def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> T
     kind = KINDS[spec.kind]
     recipe = build_section(Recipe, {**default_recipe, **spec.recipe}, f"{key}.recipe", str(where))
     needed = kind.check(spec, recipe, key, where)
-    metrics = spec.metrics or list(kind.default_metrics)
+    metrics = spec.metrics or kind.task_metrics(spec)
     for metric in metrics:
         if metric not in METRICS:
             raise ConfigError(f"{where}: '{key}.metrics' has unknown metric {metric!r} (known: {sorted(METRICS)})")
@@ -154,13 +198,23 @@ def _resolve(spec: TaskSpec, index: int, default_recipe: dict, where: Path) -> T
         if not path.exists():
             raise ConfigError(f"{where}: '{key}.{role}': {path} does not exist")
         files[role] = path
-    task = Task(spec, recipe, list(metrics), files, "")
-    digests = {role: file_digest(path) for role, path in files.items()}
+    data_dir = None
+    if kind.reads_data_root:
+        data_dir = data_root / (spec.root or kind.default_root(spec))
+        try:
+            files.update(kind.data_files(spec, data_dir))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: '{key}' (data_root {data_root}): {exc}") from None
+    task = Task(spec, recipe, list(metrics), files, "", scale, data_dir)
+    digests = {role: _digest(path) for role, path in files.items()}
     task.version = task_version(task.definition(), digests)
     return task
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, only: list[str] | None = None, data_root: str | Path | None = None,
+               scale: Scale | None = None) -> Suite:
+    """The suite at `path`: every entry checked, the tasks named in `only` (default all) resolved
+    (files found and digested, versions computed); `data_root` replaces the file's data_root."""
     path = Path(path)
     raw = read_yaml_mapping(path, "suite", "with keys name, recipe, tasks")
     suite = build_section(SuiteFile, raw, "", str(path))
@@ -171,5 +225,16 @@ def load_suite(path: str | Path) -> Suite:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"{path}: task names must be unique; repeated: {duplicated}")
-    tasks = [_resolve(spec, i, suite.recipe, path.resolve()) for i, spec in enumerate(suite.tasks)]
-    return Suite(suite.name or path.stem, suite.description, path.resolve(), tasks)
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"{path}: no task {unknown[0]!r} (tasks: {names})")
+    root = Path(data_root if data_root is not None else suite.data_root or ".").expanduser()
+    root = root if root.is_absolute() or data_root is not None else path.resolve().parent / root
+    tasks = [_resolve(spec, i, suite.recipe, path.resolve(), root.resolve(), scale or Scale())
+             for i, spec in enumerate(suite.tasks) if only is None or spec.name in only]
+    published = None
+    if suite.published:
+        from janus_pretrain.evaluation.benchmarks.published import load_published
+
+        published = load_published(path.resolve().parent / suite.published)
+    return Suite(suite.name or path.stem, suite.description, path.resolve(), tasks, published)

@@ -3,13 +3,16 @@
 results.json, schema RESULTS_SCHEMA:
   {"schema", "created", "command", "package_version",
    "model": {"path", "parameters", "run": export run summary},
-   "suite": {"name", "path", "sha256"}, "seeds": [...], "models": [...],
+   "suite": {"name", "path", "sha256"}, "seeds": [...], "models": [...], "published": figures file or null,
    "tasks": {name: {"version", "kind", "description", "metrics", "recipe", "files": {role: {"path", "sha256"}},
                     "data": {"train", "valid", "test", "folds"}, "classes",
                     "runs": [{"model", "seed" (null = deterministic), "fold", "seconds", "valid", "test", "chosen"}],
                     "summary": {model: {metric: {"mean", "std", "n"}}},
                     "difference": {"pretrained-random": {metric: {"mean", "std", "n"}}},
-                    "not_applicable": {model: reason}}}}
+                    "not_applicable": {model: reason},
+                    "seeds", "protocol" (how a benchmark kind ran it), "published": [{"model", "label", "metric",
+                    "mean", "std", "source"}], and what the kind adds: "grid" and "grid_runs" (NT/GB cells),
+                    "heads" and "head_runs" (eQTL heads)}}}
 Test metrics are averaged over folds within a seed, then mean and sample standard deviation
 (ddof 1; 0 for a single value) are taken over seeds. The difference pairs seeds: pretrained
 seed s minus random seed s (a deterministic pretrained probe is paired with every random seed).
@@ -74,13 +77,17 @@ def build_results(suite: Suite, tasks: list[Task], outcome: dict[str, dict], mod
     out = {"schema": RESULTS_SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": command, "package_version": getattr(janus_pretrain, "__version__", "unknown"),
            "model": model_info, "suite": {"name": suite.name, "path": str(suite.path), "sha256": file_digest(suite.path)},
-           "seeds": seeds, "models": models, "tasks": {}}
+           "seeds": seeds, "models": models, "tasks": {},
+           "published": str(suite.published.path) if suite.published else None}
     for task in tasks:
         entry = outcome[task.name]
         out["tasks"][task.name] = {
             "version": task.version, "kind": task.kind.name, "description": task.spec.description,
             "metrics": task.metrics, "recipe": dataclasses.asdict(task.recipe),
             "files": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in task.files.items()},
+            "protocol": task.kind.protocol_line(task),
+            "published": [{"model": f.model, "label": f.label, "metric": f.metric, "mean": f.mean, "std": f.std,
+                           "source": f.source} for f in (suite.published.figures(task.name) if suite.published else [])],
             **entry, **summarise(task, entry, models)}
     return out
 
@@ -99,13 +106,16 @@ def render_markdown(results: dict) -> str:
              f"- command: `{results['command']}`", "",
              "Test metrics, mean ± sample std over seeds (n = seeds; a deterministic model, such as a probe on "
              "fixed embeddings or the k-mer regression, has n=1). `pretrained - random` pairs seeds.", ""]
+    lines += published_table(results)
     for name, task in results["tasks"].items():
         recipe = task["recipe"]
         lines += [f"## {name} ({task['kind']}, {task['version']})", ""]
         if task["description"]:
             lines += [task["description"], ""]
         data = task["data"]
-        if data:
+        if task.get("protocol"):
+            lines += [task["protocol"], ""]
+        if data and not task.get("protocol"):
             lines.append(f"train {data['train']}, valid {data['valid']}, test {data['test']}"
                          + (f", {data['folds']} folds" if data.get("folds", 1) > 1 else "")
                          + f"; head {recipe['head']}" + (f", lr {recipe['lr']}, epochs {recipe['epochs']}"
@@ -121,7 +131,54 @@ def render_markdown(results: dict) -> str:
         for model, reason in task["not_applicable"].items():
             lines.append(f"| {model} | not applicable: {reason} |" + " |" * (len(metrics) - 1))
         lines.append("")
+        lines += _extra_tables(task)
     return "\n".join(lines)
+
+
+def _extra_tables(task: dict) -> list[str]:
+    """The chosen grid cell (NT/GB) and the two eQTL heads side by side, when the kind wrote them."""
+    lines = []
+    for model, grid in task.get("grid", {}).items():
+        cells = "; ".join(f"lr {c['lr']:g} batch {c['batch_size']}: {c['valid_mean']:.3f}" for c in grid["cells"])
+        lines.append(f"- {model}: cell lr {grid['cell']['lr']:g}, batch {grid['cell']['batch_size']} chosen on "
+                     f"{grid['selected_by']} (mean over seeds per cell: {cells})")
+    if task.get("heads"):
+        lines += ["| model | alt head (official) | alt-ref difference head | difference - alt (paired by seed) |",
+                  "| --- | --- | --- | --- |"]
+        for model, heads in task["heads"].items():
+            lines.append(f"| {model} | " + " | ".join(_mean_std(heads[h]) for h in
+                                                     ("alt", "alt_ref_difference", "difference_minus_alt")) + " |")
+    return lines + [""] if lines else []
+
+
+def _mean_std(stat: dict) -> str:
+    if stat["mean"] is None or not math.isfinite(stat["mean"]):
+        return "n/a"
+    return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "") + f" (n={stat['n']})"
+
+
+def published_table(results: dict) -> list[str]:
+    """Each task's result beside its published figures and the same run's baselines (test metric of the
+    published table; our mean ± std over seeds)."""
+    if not results.get("published"):
+        return []
+    tasks = results["tasks"]
+    labels = list(dict.fromkeys(f["label"] for task in tasks.values() for f in task["published"]))
+    baselines = [m for m in results["models"] if m != "pretrained"]
+    head = ["task", "metric", "pretrained", *baselines, *(f"published: {label}" for label in labels)]
+    lines = ["## Beside the published figures", "",
+             "Ours: test metric over the whole test split, mean ± std over seeds (the official logs average "
+             "per-batch values: `test_batch_mean` in results.json). Published: the source named in each row's file.",
+             "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, task in tasks.items():
+        metric = task["published"][0]["metric"] if task["published"] else task["metrics"][0]
+        ours = [_cell(task["summary"].get(m, {}).get(metric)) for m in ["pretrained", *baselines]]
+        figures = {f["label"]: f for f in task["published"]}
+        theirs = [(f"{figures[label]['mean']:.3f}" + (f" ± {figures[label]['std']:.3f}" if figures[label]["std"]
+                                                        is not None else "")) if label in figures else "-"
+                  for label in labels]
+        lines.append(f"| {name} | {metric} | " + " | ".join(ours + theirs) + " |")
+    return lines + [""]
 
 
 def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -270,3 +270,13 @@ def load_eqtl_subset(config: EqtlConfig, subset: str, length: int | None = None,
     plans = plan_windows(read_eqtl_records(config.eqtl_file), genome, TabixMasks(config.tabix_file), spec, subset,
                          on_ref_mismatch)
     return EqtlSubset(config, plans, genome)
+
+
+def variant_region(plan: WindowPlan, genome: Genome, spec: WindowSpec) -> str:
+    """The alt allele in its flanked region window ([region_start - up_r, region_end + down_r)),
+    oriented as the plan's window: the short sequence a k-mer baseline reads instead of 450 kbp."""
+    record = plan.record
+    up = spec.region_flank_upstream
+    ref = genome.fetch(record.region_chrom, record.region_start - up, record.region_end + spec.region_flank_downstream)
+    alt = ref[:up] + record.allele2 + ref[up + record.region_end - record.region_start:]
+    return reverse_complement(alt) if plan.reverse else alt

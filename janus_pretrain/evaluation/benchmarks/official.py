@@ -91,6 +91,9 @@ class FinetuneProtocol:
     conjoin_test: bool = True  # evaluation: mean of the logits of the sequence and of its reverse complement
     train_random_strand: bool = True  # training (conjoin_test on): each example reverse-complemented with p = 0.5
     optimizer: str = "AdamW, weight decay 0.1, cosine schedule with 1% warm-up, lr_min 0.1 x lr, grad clip 1.0"
+    weight_decay: float = 0.1  # the optimizer line as numbers (FinetuneOptions fields)
+    warmup_fraction: float = 0.01
+    lr_floor: float = 0.1  # lr_min as a fraction of the peak lr
 
 
 NT_PROTOCOL = FinetuneProtocol(lrs=(1e-3, 2e-3), batch_sizes=(128, 256, 512), seeds=tuple(range(1, 11)),
@@ -115,6 +118,9 @@ class EqtlProtocol:
     score: str = "softmax(logits)[1]"  # written per test record; AUROC over the whole test subset
     pooling: str = "mean_all_positions"
     choose_epoch_on: str = "val/main_loss_epoch (min)"  # monitor; the evaluation loads checkpoints/last.ckpt
+    weight_decay: float = 0.1
+    lr_floor: float = 0.1  # lr_min 0.1 x lr
+    warmup_fraction: float = 0.1  # ours: the official warm-up is epoch-based (warmup_t 0.3 of an epoch, see FACTS)
 
 
 EQTL_PROTOCOL = EqtlProtocol()
@@ -198,6 +204,10 @@ FACTS: tuple[Fact, ...] = (
          "a kept record whose variant lies past the cut loses it (counted by us)"),
     Fact("eQTL finetune", "alt window only, lr 4e-4, global batch 8 (8 GPUs x 1), 3 epochs, seed 1, no conjoin",
          f"{EQTL_CODE}:1036-1061; {EQTL_TRAIN}:48-61,95,111"),
+    Fact("eQTL optimizer", "AdamW weight decay 0.1, grad clip 1.0, cosine to lr_min 0.1 x lr, stepped per epoch "
+         "(t_in_epochs) with warmup_t 0.3 from 1e-7", "configs/experiment/hg38/eqtl.yaml:4,37,60-71",
+         "ours: the same decay, clip and floor, stepped per optimizer step with a 10% warm-up (epoch-stepped, the "
+         "official first epoch runs at the warm-up start lr)"),
     Fact("eQTL evaluation", "conjoin on (alt and its reverse complement), softmax class-1 probability per record, AUROC",
          f"{EQTL_EVAL}:44,66-88; evaluation.py:395-406; evals/auroc.py:14"),
 )

@@ -71,6 +71,7 @@ class TaskKind:
     roles: ClassVar[tuple[str, ...]] = ()  # TaskSpec file fields its tasks read
     metrics: ClassVar[tuple[str, ...]] = ()  # metrics that apply (task_metrics.METRICS names)
     default_metrics: ClassVar[tuple[str, ...]] = ()  # when the suite names none
+    reads_data_root: ClassVar[bool] = False  # a benchmark kind: its files come from the suite's data_root (data_files)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -85,9 +86,35 @@ class TaskKind:
         """Raise ConfigError for a suite entry this kind cannot run; return the roles it must have."""
         raise NotImplementedError
 
+    def task_metrics(self, spec) -> list[str]:
+        """The metrics of a task whose suite entry names none."""
+        return list(self.default_metrics)
+
+    def default_root(self, spec) -> str:
+        """A benchmark kind's directory for `spec` under the data root when the task names none."""
+        return spec.name
+
+    def data_files(self, spec, root) -> dict[str, Any]:
+        """A benchmark kind's files under `root` by role (digested into the task version); raises
+        ValueError naming what is missing."""
+        return {}
+
     # ---- a suite run ----
     def load(self, task) -> TaskData:
         raise NotImplementedError
+
+    def run_seeds(self, task, count: int | None) -> list[int]:
+        """The run seeds for `count` (janus evaluate --seeds; None: the kind's default): 0..count-1, 3 by default."""
+        return list(range(count or 3))
+
+    def protocol_line(self, task) -> str:
+        """One line for results.md saying how the task was run; empty: the report's recipe line."""
+        return ""
+
+    def finalise(self, task, runs: list[dict]) -> tuple[list[dict], dict]:
+        """(the runs a result is made of, extra results.json entries) from every run of the task;
+        a kind with a hyper-parameter grid chooses its cell here, on validation."""
+        return runs, {}
 
     def not_applicable(self, model: str) -> str | None:
         """Why `model` (pretrained, random, kmer) does not apply to this kind, or None."""

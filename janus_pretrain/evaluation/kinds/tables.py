@@ -75,7 +75,7 @@ class TableKind(TaskKind):
         classes = self.classes(task, train)
         folds = []
         for tr, va, te in parts:
-            rows = seeded_rows(len(tr.sequences), task.recipe.max_train, split.seed)
+            rows = seeded_rows(len(tr.sequences), task.scale.max_train or task.recipe.max_train, split.seed)
             if rows is not None:
                 tr = LabelledTable(tr.path, [tr.sequences[i] for i in rows], [tr.labels[i] for i in rows],
                                    [tr.lines[i] for i in rows])

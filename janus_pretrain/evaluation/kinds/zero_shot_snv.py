@@ -38,11 +38,14 @@ class ZeroShotSNV(TaskKind):
     def run(self, runner, task, data: TaskData, model: str, seed, bar=None) -> list[dict]:
         variants, labels = data.folds[0].test
         return [{"test": self.score(task, runner.model_for(model, seed), variants, labels), "valid": {},
-                 "chosen": {"window": task.recipe.window}}]
+                 "chosen": {"window": self.window(task)}}]
+
+    def window(self, task) -> int:
+        return task.scale.window_bp or task.recipe.window
 
     def score(self, task, model, variants, labels, device="cpu") -> dict[str, float]:
         """The task's metrics of `model` (JanusForPretraining, janus objective) on `variants`."""
-        rows = score_variants(model, task.files["fasta"], variants, task.recipe.window, task.recipe.batch_size,
+        rows = score_variants(model, task.files["fasta"], variants, self.window(task), task.recipe.batch_size,
                               device, on_ref_mismatch="error")
         bad = [(v, r["status"]) for v, r in zip(variants, rows) if r["status"] != "ok"]
         if bad:
