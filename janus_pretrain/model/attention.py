@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from janus_pretrain.model.context_parallel import (ContextParallel, StreamSlices, causal_attention_across_slices,
+                                                   fusion_attention_across_slices)
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.layers import init_linear
 
@@ -33,13 +35,19 @@ class _MultiHeadProjections(nn.Module):
 class CausalSelfAttention(_MultiHeadProjections):
     """Causal attention inside one stream (each stream is causal in its own order)."""
 
-    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot):
+    def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot,
+                 stream: StreamSlices | None = None):
         super().__init__(d_model, n_heads, std)
         self.kernels = kernels
+        self.stream = stream  # context parallel: this stream's slices
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         q, k, v = self.split_heads(hidden)
-        out = self.kernels.get(hidden.device).causal_attention(q, k, v)  # (B, L, H, Dh)
+        kernels = self.kernels.get(hidden.device)
+        if self.stream is None:
+            out = kernels.causal_attention(q, k, v)  # (B, L, H, Dh)
+        else:
+            out = causal_attention_across_slices(kernels, q, k, v, self.stream)
         return self.out_proj(out.flatten(2))
 
 
@@ -48,8 +56,9 @@ class FusionAttention(_MultiHeadProjections):
     (janus_mask=False, the mlm objective: every row reads every row)."""
 
     def __init__(self, d_model: int, n_heads: int, std: float, kernels: KernelSlot, query_block: int,
-                 janus_mask: bool = True, scale: float | None = None):
+                 janus_mask: bool = True, scale: float | None = None, context: ContextParallel | None = None):
         super().__init__(d_model, n_heads, std)
+        self.context = context  # context parallel: rows are this rank's [forward slice ; backward slice]
         self.kernels = kernels
         self.query_block = query_block
         self.janus_mask = janus_mask
@@ -66,6 +75,9 @@ class FusionAttention(_MultiHeadProjections):
         if not self.janus_mask:
             # no mask: torch's SDPA runs its own flash kernel (CPU and CUDA), O(L) memory
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, 2L, Dh)
+            return self.out_proj(out.transpose(1, 2).flatten(2))
+        if self.context is not None:
+            out = fusion_attention_across_slices(self.kernels.get(rows.device), q, k, v, self.context, self.scale)
             return self.out_proj(out.transpose(1, 2).flatten(2))
         out = self.kernels.get(rows.device).fusion_attention(q, k, v, rows.shape[1] // 2,
                                                              query_block=self.block_rows(*q.shape[:3]), scale=self.scale)

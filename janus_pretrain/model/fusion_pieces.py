@@ -16,7 +16,7 @@ self piece alone). Backward: each piece's kernel backward with the MERGED output
 (model/piece_kernels.py explains why that is exact); the cross gradients are mapped back to the
 rows they came from and added. Nothing of size L x L exists at any point, and no mask tensor.
 
-Context parallelism (not built yet): with each rank holding a slice of both streams (in causal
+Context parallelism (built in model/context_parallel.py with all-gathered k/v instead of a ring): with each rank holding a slice of both streams (in causal
 order), the self piece is ordinary causal ring attention over the ranks, and the cross piece is
 causal ring attention between the query slice reversed and the other stream's key slices, offset
 by two rows. Each (query slice, key slice) pair is one piece kernel call (causal on the diagonal

@@ -20,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from janus_pretrain.model_config import ModelConfig
 from janus_pretrain.model.attention import CausalSelfAttention, FusionAttention
+from janus_pretrain.model.context_parallel import ContextParallel, janus_readout_across_slices
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.init import janusdna_init_
 from janus_pretrain.model.layers import RMSNorm, SwiGLU, final_mlp, init_linear
@@ -45,21 +47,23 @@ class StreamBlock(nn.Module):
     """One layer of one stream: pre-norm mixer and pre-norm FFN (dense or MoE), with residuals."""
 
     def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group, ep_group_name,
-                 shared_projections=None, name: str = ""):
+                 shared_projections=None, name: str = "", context: ContextParallel | None = None,
+                 backward_stream: bool = False):
         super().__init__()
+        stream = None if context is None else context.stream(backward_stream)
         std = config.initializer_range
         recompute = config.activation_checkpointing != "none"  # FFN hiddens recomputed in backward
         self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         if config.is_attention_layer(index):
-            self.mixer = CausalSelfAttention(config.d_model, config.n_heads, std, kernels)
+            self.mixer = CausalSelfAttention(config.d_model, config.n_heads, std, kernels, stream)
         else:
-            self.mixer = MambaMixer(config, kernels, shared_projections)
+            self.mixer = MambaMixer(config, kernels, shared_projections, stream)
         self.pooled_aux = config.aux_loss_pooling == "stream_pooled"
         if config.is_expert_layer(index):
             self.ffn = MoEFeedForward(config.d_model, config.ffn_dim, config.num_experts, config.top_k, std,
                                       ep_group, ep_group_name, layer_name=name, recompute=recompute,
-                                      chunk=config.ffn_chunk, pooled_aux=self.pooled_aux)
+                                      chunk=config.ffn_chunk, pooled_aux=self.pooled_aux, context=context)
         else:
             self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, recompute, config.ffn_chunk)
         self.checkpoint_blocks = config.activation_checkpointing == "block"
@@ -81,7 +85,8 @@ class StreamBlock(nn.Module):
 class JanusLayer(nn.Module):
     """Layer i of both streams; owns the Mamba projections when they are tied across streams."""
 
-    def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group=None, ep_group_name=None):
+    def __init__(self, config: ModelConfig, index: int, kernels: KernelSlot, ep_group=None, ep_group_name=None,
+                 context: ContextParallel | None = None):
         super().__init__()
         both_streams = config.objective != "clm"
         # "layer" checkpoints each stream's block on its own: the same inputs are kept, but
@@ -90,9 +95,10 @@ class JanusLayer(nn.Module):
         shared = None
         if config.tie_mamba_projections and not config.is_attention_layer(index):
             self.mamba_in_proj, self.mamba_out_proj = shared = mamba_projections(config)
-        self.fwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.fwd")
+        self.fwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared, f"layers.{index}.fwd",
+                               context)
         self.bwd = StreamBlock(config, index, kernels, ep_group, ep_group_name, shared,
-                               f"layers.{index}.bwd") if both_streams else None
+                               f"layers.{index}.bwd", context, backward_stream=True) if both_streams else None
 
     def forward(self, h_f: torch.Tensor, h_b: torch.Tensor | None):
         """-> (h_f, h_b, aux_f, aux_b): each stream's aux term (None without one; clm: no h_b, aux_b)."""
@@ -110,14 +116,14 @@ class FusionBlock(nn.Module):
     backbone the block keeps only its two (B, 2L, D) residual inputs.
     """
 
-    def __init__(self, config: ModelConfig, kernels: KernelSlot):
+    def __init__(self, config: ModelConfig, kernels: KernelSlot, context: ContextParallel | None = None):
         super().__init__()
         std = config.initializer_range
         self.checkpoint = config.activation_checkpointing != "none"
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         scale = config.fusion_softmax_scale if config.fusion_scale_dim else None  # None: the kernels' 1/sqrt(Dh)
         self.attn = FusionAttention(config.d_model, config.n_heads, std, kernels, config.fusion_query_block,
-                                    janus_mask=config.objective == "janus", scale=scale)
+                                    janus_mask=config.objective == "janus", scale=scale, context=context)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = SwiGLU(config.d_model, config.ffn_dim, std, self.checkpoint, config.ffn_chunk)
 
@@ -160,17 +166,22 @@ class JanusModel(nn.Module):
     """Backbone: token ids (B, L) -> per-position states (B, L, D). janus: a state never saw its
     own base; mlm: it saw the (corrupted) input at its position; clm: it saw x[0..p] only."""
 
-    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None):
+    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None,
+                 context: ContextParallel | None = None):
         super().__init__()
         config.validate()
+        if context is not None and config.objective != "janus":
+            raise ValueError(f"context parallel: model.objective={config.objective!r} is not supported with "
+                             "parallel.cp_size > 1 (only janus is); use cp_size 1")
         self.config = config
+        self.context = context  # None: the whole sequence on this rank
         self.kernels = KernelSlot(config.kernels, config.scan_chunk, config.fusion_query_block, config.fusion_kernel)
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         nn.init.normal_(self.embedding.weight, std=config.initializer_range)
         self.embedding.weight._no_weight_decay = True
-        self.layers = nn.ModuleList(JanusLayer(config, i, self.kernels, ep_group, ep_group_name)
+        self.layers = nn.ModuleList(JanusLayer(config, i, self.kernels, ep_group, ep_group_name, context)
                                     for i in range(config.n_layers))
-        self.fusion = FusionBlock(config, self.kernels) if config.objective != "clm" else None
+        self.fusion = FusionBlock(config, self.kernels, context) if config.objective != "clm" else None
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
         streams = 1 if config.objective == "clm" else 2
         self.num_moe_blocks = streams * sum(config.is_expert_layer(i) for i in range(config.n_layers))
@@ -194,12 +205,16 @@ class JanusModel(nn.Module):
             hidden = self.norm_f(h_f)  # (B, L, D), state p saw x[0..p]
         else:
             fused = self.fusion(torch.cat([h_f, h_b.flip(1)], dim=1))  # (B, 2L, D)
-            readout = janus_readout if objective == "janus" else mlm_readout
-            hidden = self.norm_f(readout(fused))  # (B, L, D)
+            if self.context is not None:
+                hidden = self.norm_f(janus_readout_across_slices(fused, self.context))
+            else:
+                readout = janus_readout if objective == "janus" else mlm_readout
+                hidden = self.norm_f(readout(fused))  # (B, L, D)
         if self.config.aux_loss_pooling == "stream_pooled":  # official: LB(forward) + LB(backward)
             c = self.config
             for stats in pooled:
                 if stats is not None:
+                    stats = stats if self.context is None else self.context.sum(stats)  # the whole sequence's
                     aux = aux + pooled_load_balancing_loss(stats, c.top_k, c.num_experts)
             return BackboneOutput(hidden, aux)
         return BackboneOutput(hidden, aux / max(self.num_moe_blocks, 1))
@@ -219,11 +234,15 @@ class JanusForPretraining(nn.Module):
     mask_seed (the run's train.seed) keys the mlm corruption; it is not a weight.
     """
 
-    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None, mask_seed: int = 0):
+    def __init__(self, config: ModelConfig, ep_group=None, ep_group_name: str | None = None, mask_seed: int = 0,
+                 cp_group=None):
         super().__init__()
         self.config = config
         self.mask_seed = mask_seed
-        self.backbone = JanusModel(config, ep_group, ep_group_name)
+        # cp_group: the context-parallel group; every rank of it then gets its slice of each sample
+        # (ContextParallel.split) and the loss and logits are those of the whole sequence's slice
+        self.context = None if cp_group is None or dist.get_world_size(cp_group) == 1 else ContextParallel(cp_group)
+        self.backbone = JanusModel(config, ep_group, ep_group_name, self.context)
         std = config.initializer_range
         self.mlp = final_mlp(config) if config.final_mlp else None
         self.lm_head = init_linear(config.d_model, config.vocab_size, std)
@@ -263,6 +282,6 @@ class JanusForPretraining(nn.Module):
         if labels is None:
             return JanusOutput(logits=self.head(backbone.hidden_states), aux_loss=backbone.aux_loss)
         logits, ce = janus_loss(self.head, backbone.hidden_states, labels, loss_weight, self.config.loss_chunk,
-                                self.config.loss_targets)
+                                self.config.loss_targets, self.context)
         loss = ce + self.config.router_aux_loss_coef * backbone.aux_loss
         return JanusOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=backbone.aux_loss)

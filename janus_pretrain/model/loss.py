@@ -35,17 +35,26 @@ def _weighted_ce_sum(head, hidden: torch.Tensor, labels: torch.Tensor, weights: 
 
 
 def janus_loss(head, hidden: torch.Tensor, labels: torch.Tensor, loss_weight: torch.Tensor | None,
-               chunk: int = 0, targets: str = "bases") -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Returns (logits or None when chunked, weighted mean CE over the counted targets)."""
+               chunk: int = 0, targets: str = "bases", context=None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Returns (logits or None when chunked, weighted mean CE over the counted targets).
+
+    context (model/context_parallel.py): hidden and labels are this rank's slice; sum and count
+    are the whole sequence's (summed over the CP group), so every rank returns the same mean.
+    """
     weights = target_weights(labels, loss_weight, targets)
-    denominator = weights.sum().clamp(min=1.0)
+    counted = weights.sum() if context is None else context.total(weights.sum())
+    denominator = counted.clamp(min=1.0)
+    logits = None
     if chunk <= 0 or chunk >= labels.shape[1]:
         logits = head(hidden)
         ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-        return logits, (ce * weights.flatten()).sum() / denominator
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, labels.shape[1], chunk):
-        part = slice(start, start + chunk)
-        total = total + checkpoint(_weighted_ce_sum, head, hidden[:, part], labels[:, part], weights[:, part],
-                                   use_reentrant=False)
-    return None, total / denominator
+        total = (ce * weights.flatten()).sum()
+    else:
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, labels.shape[1], chunk):
+            part = slice(start, start + chunk)
+            total = total + checkpoint(_weighted_ce_sum, head, hidden[:, part], labels[:, part], weights[:, part],
+                                       use_reentrant=False)
+    if context is not None:
+        total = context.sum(total)
+    return logits, total / denominator

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from janus_pretrain.model_config import ModelConfig
+from janus_pretrain.model.context_parallel import StreamSlices, conv_across_slices, scan_carry_correction
 from janus_pretrain.model.kernels import KernelSlot
 from janus_pretrain.model.layers import RMSNorm, init_linear
 
@@ -25,8 +26,9 @@ def mamba_projections(config: ModelConfig) -> tuple[nn.Linear, nn.Linear]:
 
 class MambaMixer(nn.Module):
     def __init__(self, config: ModelConfig, kernels: KernelSlot,
-                 shared_projections: tuple[nn.Linear, nn.Linear] | None = None):
+                 shared_projections: tuple[nn.Linear, nn.Linear] | None = None, stream: StreamSlices | None = None):
         super().__init__()
+        self.stream = stream  # context parallel: this stream's slices (model/context_parallel.py)
         d_inner, d_state, dt_rank = config.d_inner, config.d_state, config.dt_rank_value
         self.kernels = kernels
         self.scan_chunk = config.scan_chunk
@@ -68,7 +70,11 @@ class MambaMixer(nn.Module):
         if in_proj.bias is not None:
             xz = xz + in_proj.bias[:, None]
         x, z = xz.chunk(2, dim=1)  # (B, Di, L) each
-        x = kernels.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        if self.stream is None:
+            x = kernels.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        else:
+            x = conv_across_slices(kernels.causal_conv1d, x, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                                   "silu", self.stream)
         dt_rank, d_state = self.dt_norm.weight.shape[0], self.b_norm.weight.shape[0]
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([dt_rank, d_state, d_state], dim=-1)  # (B, L, .)
         dt = self.dt_proj.weight @ self.dt_norm(dt).transpose(1, 2)  # (B, Di, L); bias goes to the scan
@@ -77,4 +83,6 @@ class MambaMixer(nn.Module):
         A = -torch.exp(self.A_log.float())  # (Di, N)
         y = kernels.selective_scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
                                    delta_softplus=True, chunk=self.scan_chunk)  # (B, Di, L)
+        if self.stream is not None:  # the states carried in from the previous slices
+            y = y + scan_carry_correction(x, dt, A, B, C, z, self.dt_proj.bias, self.stream)
         return out_proj(y.transpose(1, 2))  # (B, L, D)

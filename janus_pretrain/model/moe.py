@@ -54,8 +54,9 @@ def pooled_load_balancing_loss(stats: torch.Tensor, top_k: int, num_experts: int
 class MoEFeedForward(nn.Module):
     def __init__(self, d_model: int, hidden: int, num_experts: int, top_k: int, std: float,
                  ep_group=None, ep_group_name: str | None = None, layer_name: str = "moe",
-                 recompute: bool = False, chunk: int = 0, pooled_aux: bool = False):
+                 recompute: bool = False, chunk: int = 0, pooled_aux: bool = False, context=None):
         super().__init__()
+        self.context = context  # context parallel: the loss balances the whole sequence's routing
         ep_size = dist.get_world_size(ep_group) if ep_group is not None else 1
         ep_rank = dist.get_rank(ep_group) if ep_group is not None else 0
         if num_experts % ep_size:
@@ -99,4 +100,7 @@ class MoEFeedForward(nn.Module):
         out = torch.zeros_like(tokens).index_add_(0, order // self.top_k, weighted.to(tokens.dtype))
         if self.pooled_aux:
             return out.view(shape), router_statistics(probs, expert_index, self.num_experts)
+        if self.context is not None:  # the statistics are sums: summed over the slices, then the loss
+            stats = self.context.sum(router_statistics(probs, expert_index, self.num_experts))
+            return out.view(shape), pooled_load_balancing_loss(stats, self.top_k, self.num_experts)
         return out.view(shape), load_balancing_loss(probs, expert_index, self.num_experts)

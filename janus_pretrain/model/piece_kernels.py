@@ -1,10 +1,12 @@
 """Causal attention kernels that expose their log-sum-exp: the pieces of the fusion attention.
 
-Every backend computes causal softmax attention (query i reads keys 0..i):
+Every backend computes causal softmax attention (query i reads keys 0..i), or with causal=False
+full attention (every query reads every key: the off-diagonal slice pairs of context
+parallelism, model/context_parallel.py):
 
-    forward(q, k, v, scale) -> (out, lse, state)   q, k, v, out (N, H, M, Dh); lse (N, H, M), fp32
+    forward(q, k, v, scale, causal=True) -> (out, lse, state)   q, k, v, out (N, H, M, Dh); lse (N, H, M), fp32
                                                      (fp64 for fp64 inputs); state: what backward needs
-    backward(dout, q, k, v, out, lse, state, scale) -> (dq, dk, dv)
+    backward(dout, q, k, v, out, lse, state, scale, causal=True) -> (dq, dk, dv)
 
 `scale` is 1/sqrt(model head dim): the caller pads the head dim to the backend's
 head_dim_multiple with zero columns (the CUDA flash kernels take multiples of 8; ours are 18 at
@@ -67,39 +69,42 @@ class MathPieces:
         return [(a, min(a + rows, m)) for a in range(0, m, rows)]
 
     @staticmethod
-    def _probs(q_blk, k_pre, start, scale, lse_blk=None):
-        """exp(scores - lse) of rows start.. over keys 0..end-1 under the causal mask, and lse."""
+    def _probs(q_blk, k_pre, start, scale, lse_blk=None, causal=True):
+        """exp(scores - lse) of rows start.. over keys 0..end-1 (causal: masked beyond the row), and lse."""
         scores = (q_blk @ k_pre.transpose(-1, -2)) * scale  # (N, H, Q, K)
-        rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)
-        future = torch.arange(k_pre.shape[2], device=q_blk.device)[None, :] > rows[:, None]
-        scores = scores.masked_fill(future, float("-inf"))
+        if causal:
+            rows = torch.arange(start, start + q_blk.shape[2], device=q_blk.device)
+            future = torch.arange(k_pre.shape[2], device=q_blk.device)[None, :] > rows[:, None]
+            scores = scores.masked_fill(future, float("-inf"))
         if lse_blk is None:
             lse_blk = scores.logsumexp(-1)
         return torch.exp(scores - lse_blk[..., None]), lse_blk
 
-    def forward(self, q, k, v, scale):
+    def forward(self, q, k, v, scale, causal=True):
         work = torch.promote_types(q.dtype, torch.float32)
         out = torch.empty_like(q)
         lse = q.new_empty(q.shape[:3], dtype=work)  # (N, H, M)
         for a, b in self._blocks(q):
-            p, lse[:, :, a:b] = self._probs(q[:, :, a:b].to(work), k[:, :, :b].to(work), a, scale)
-            out[:, :, a:b] = (p @ v[:, :, :b].to(work)).to(q.dtype)
+            keys = b if causal else k.shape[2]
+            p, lse[:, :, a:b] = self._probs(q[:, :, a:b].to(work), k[:, :, :keys].to(work), a, scale, causal=causal)
+            out[:, :, a:b] = (p @ v[:, :, :keys].to(work)).to(q.dtype)
         return out, lse, None
 
-    def backward(self, dout, q, k, v, out, lse, state, scale):
+    def backward(self, dout, q, k, v, out, lse, state, scale, causal=True):
         work = torch.promote_types(q.dtype, torch.float32)
         dq = torch.empty_like(q, dtype=work)
         dk, dv = torch.zeros_like(k, dtype=work), torch.zeros_like(v, dtype=work)
         # the row term of the softmax gradient, from the merged output
         delta = (dout.to(work) * out.to(work)).sum(-1)  # (N, H, M)
         for a, b in self._blocks(q):
-            q_blk, k_pre, v_pre = q[:, :, a:b].to(work), k[:, :, :b].to(work), v[:, :, :b].to(work)
+            keys = b if causal else k.shape[2]
+            q_blk, k_pre, v_pre = q[:, :, a:b].to(work), k[:, :, :keys].to(work), v[:, :, :keys].to(work)
             g = dout[:, :, a:b].to(work)
-            p, _ = self._probs(q_blk, k_pre, a, scale, lse[:, :, a:b].to(work))  # (N, H, Q, b)
-            dv[:, :, :b] += p.transpose(-1, -2) @ g
+            p, _ = self._probs(q_blk, k_pre, a, scale, lse[:, :, a:b].to(work), causal)  # (N, H, Q, keys)
+            dv[:, :, :keys] += p.transpose(-1, -2) @ g
             ds = p * (g @ v_pre.transpose(-1, -2) - delta[:, :, a:b, None])
             dq[:, :, a:b] = (ds @ k_pre) * scale
-            dk[:, :, :b] += (ds.transpose(-1, -2) @ q_blk) * scale
+            dk[:, :, :keys] += (ds.transpose(-1, -2) @ q_blk) * scale
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
@@ -112,13 +117,13 @@ class CpuFlashPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in (torch.float32, torch.float64, *HALF)
 
-    def forward(self, q, k, v, scale):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+    def forward(self, q, k, v, scale, causal=True):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
         return out, lse, None
 
-    def backward(self, dout, q, k, v, out, lse, state, scale):
+    def backward(self, dout, q, k, v, out, lse, state, scale, causal=True):
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            dout, q, k, v, out, lse, 0.0, True, scale=scale)
+            dout, q, k, v, out, lse, 0.0, causal, scale=scale)
 
 
 class TorchCudaFlashPieces:
@@ -138,16 +143,16 @@ class TorchCudaFlashPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in HALF
 
-    def forward(self, q, k, v, scale):
+    def forward(self, q, k, v, scale, causal=True):
         _check_half(self.name, q)
         _check_head_dim(self.name, q, self.head_dim_multiple)
-        res = self.forward_op(q, k, v, 0.0, True, False, scale=scale)
+        res = self.forward_op(q, k, v, 0.0, causal, False, scale=scale)
         # state: (cum_seq_q, cum_seq_k, max_q, max_k, philox_seed, philox_offset)
         return res[0], res[1], tuple(res[2:8])
 
-    def backward(self, dout, q, k, v, out, lse, state, scale):
+    def backward(self, dout, q, k, v, out, lse, state, scale, causal=True):
         cum_q, cum_k, max_q, max_k, seed, offset = state
-        return self.backward_op(dout, q, k, v, out, lse.contiguous(), cum_q, cum_k, max_q, max_k, 0.0, True,
+        return self.backward_op(dout, q, k, v, out, lse.contiguous(), cum_q, cum_k, max_q, max_k, 0.0, causal,
                                 seed, offset, scale=scale)
 
 
@@ -171,18 +176,18 @@ class FlashAttnPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in HALF
 
-    def forward(self, q, k, v, scale):
+    def forward(self, q, k, v, scale, causal=True):
         _check_half(self.name, q)
         _check_head_dim(self.name, q, self.head_dim_multiple)
         out, lse, _, rng_state = self.forward_fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0,
-                                                 scale, True, -1, -1, 0.0, None, False)
+                                                 scale, causal, -1, -1, 0.0, None, False)
         return out.transpose(1, 2), lse, rng_state
 
-    def backward(self, dout, q, k, v, out, lse, state, scale):
+    def backward(self, dout, q, k, v, out, lse, state, scale, causal=True):
         q_t, k_t, v_t = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (N, M, H, Dh)
         dq, dk, dv = torch.empty_like(q_t), torch.empty_like(k_t), torch.empty_like(v_t)
         self.backward_fn(dout.transpose(1, 2), q_t, k_t, v_t, out.transpose(1, 2), lse.contiguous(), dq, dk, dv,
-                         0.0, scale, True, -1, -1, 0.0, None, False, state)
+                         0.0, scale, causal, -1, -1, 0.0, None, False, state)
         return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
 
 

@@ -1,0 +1,386 @@
+"""Context parallelism: one sequence split over the ranks of a CP group, exact (docs/training.md).
+
+Who holds what. With P ranks and L = P * l positions, CP rank r holds positions [r l, (r+1) l) of
+every sample, for both streams. Its forward-stream rows are forward slice r (the stream's order is
+the positions' order); its backward-stream rows, read in that stream's own causal order (positions
+descending, as the model flips them), are backward slice P-1-r. Each stream therefore depends on
+the slices before it in its own order: the forward stream on ranks < r, the backward stream on
+ranks > r. L not divisible by P is an error (no padding: a pad would be a position the model reads).
+
+What crosses a slice boundary:
+- Mamba conv: the last d_conv - 1 inputs of the previous slice in stream order (halo).
+- Mamba scan, two passes: each rank scans its slice from a zero state (the ordinary kernel) and
+  computes its slice's final state h_end and total decay exp(A sum(delta)); these (B, Di, N) pairs
+  are all-gathered, each rank folds those before it into the state entering its slice, h_in, and
+  adds the correction C_t . (exp(A cumsum(delta)_t) h_in) to its outputs. No rank waits for
+  another's scan; the exchange is 2 B Di N values per rank, layer and stream.
+- Attention (per-stream causal, and the fusion's self and cross pieces): keys and values are
+  all-gathered (all-gather context parallelism, not a ring: one collective per layer instead of
+  P - 1 dependent steps); every query piece is one full kernel call on the key rows before its
+  diagonal block and one causal call on the diagonal block, merged by log-sum-exp. Backward
+  re-gathers k and v (only the local slice is kept from forward to backward), runs every piece's
+  kernel backward with the row's merged (out, lse) (model/piece_kernels.py) and reduce-scatters
+  the key/value gradients back to the ranks that own them.
+- Read-out out[p] = F[p-1] + B[p+1]: one row from each neighbour.
+- Loss and MoE load balancing: sums (weighted CE, target counts, router statistics) summed over
+  the group, so every rank sees the whole sequence's value.
+
+Every exchange is a collective that all ranks of the group join, in the same order in forward and
+in backward (a rank without a predecessor still joins and multiplies what it got by zero), so the
+exchanges cannot deadlock on gloo. The gradient of the whole sequence's loss is the SUM over the CP
+ranks of each rank's parameter gradients: every rank's loss value is the whole sequence's, but its
+backward reaches only its own slice's contributions (sums forward, identity backward).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
+
+from janus_pretrain.model.fusion_pieces import CROSS_SHIFT, merge_attention
+from janus_pretrain.model.piece_kernels import MathPieces, pick_pieces
+
+# torch 2.13 renamed the flat collectives (the old names warn); older torch has only the old ones
+_ALL_GATHER = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+# elements of one (B, Di, t, N) work tensor of the scan's carry terms (fp32: 16 MiB)
+_CARRY_ELEMENTS = 1 << 22
+
+
+def _all_gather(x: torch.Tensor, group) -> torch.Tensor:
+    size = dist.get_world_size(group)
+    out = x.new_empty(size * x.numel())  # flat: gloo rejects a stacked output
+    _ALL_GATHER(out, x.contiguous().view(-1), group=group)
+    return out.view(size, *x.shape)
+
+
+def _reduce_scatter(stacked: torch.Tensor, group) -> torch.Tensor:
+    """(P, ...) on every rank -> this rank's entry summed over the group."""
+    out = stacked.new_empty(stacked.shape[1:])
+    _REDUCE_SCATTER(out.view(-1), stacked.contiguous().view(-1), group=group)
+    return out
+
+
+class _GatherSlices(torch.autograd.Function):
+    """x on every rank -> (P, ...) every rank's x in rank order; backward: the gradients of the
+    gathered entries summed over the group, each rank keeping its own."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _all_gather(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _reduce_scatter(grad, ctx.group), None
+
+
+class _SumOverGroup(torch.autograd.Function):
+    """Sum over the group forward; identity backward: each rank's backward reaches its own term."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        total = x.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class StreamSlices:
+    """One stream's view of the CP group: which slice this rank holds in the stream's causal
+    order (index), and exchanges with the slices before it."""
+
+    def __init__(self, group, size: int, rank: int, reverse: bool):
+        self.group, self.size, self.rank, self.reverse = group, size, rank, reverse
+        self.index = size - 1 - rank if reverse else rank  # this rank's slice in stream order
+
+    def rank_of(self, index: int) -> int:
+        return self.size - 1 - index if self.reverse else index
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, ...) every slice's x, in stream order; differentiable."""
+        gathered = _GatherSlices.apply(x, self.group)
+        return gathered.flip(0) if self.reverse else gathered
+
+    def from_previous(self, x: torch.Tensor) -> torch.Tensor:
+        """The previous slice's x (in stream order); zeros on the first slice. Differentiable."""
+        gathered = self.gather(x)
+        if self.index == 0:
+            return gathered[0] * 0  # keeps the exchange in this rank's graph: its backward is collective
+        return gathered[self.index - 1]
+
+
+class ContextParallel:
+    """A CP group as the model sees it: size, this rank's slice, both streams' views."""
+
+    def __init__(self, group=None):
+        self.group = group
+        self.size = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        self.forward = StreamSlices(group, self.size, self.rank, reverse=False)
+        self.backward = StreamSlices(group, self.size, self.rank, reverse=True)
+
+    def stream(self, backward: bool) -> StreamSlices:
+        return self.backward if backward else self.forward
+
+    def local_slice(self, seq_len: int, where: str = "data.seq_len") -> slice:
+        """Positions this rank holds; L must split evenly over the group."""
+        if seq_len % self.size:
+            raise ValueError(f"context parallel: {where}={seq_len} is not divisible by parallel.cp_size="
+                             f"{self.size}; choose a length that is a multiple of cp_size")
+        part = seq_len // self.size
+        return slice(self.rank * part, (self.rank + 1) * part)
+
+    def split(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, L, ...) -> this rank's (B, L / P, ...) slice."""
+        return None if t is None else t[:, self.local_slice(t.shape[1])]
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """The group's sum; backward reaches this rank's own term only (the engine sums gradients)."""
+        return _SumOverGroup.apply(x, self.group)
+
+    def total(self, x: torch.Tensor) -> torch.Tensor:
+        """The group's sum of a value that needs no gradient (e.g. a count)."""
+        x = x.detach().clone()
+        dist.all_reduce(x, group=self.group)
+        return x
+
+
+# ---------------------------------------------------------------- Mamba
+
+
+def conv_across_slices(conv, x, weight, bias, activation, stream: StreamSlices):
+    """Causal depthwise conv of a slice x (B, Di, l) with the previous slice's last W - 1 inputs."""
+    halo = weight.shape[-1] - 1
+    if halo == 0:
+        return conv(x, weight, bias, activation=activation)
+    if x.shape[-1] < halo:
+        raise ValueError(f"context parallel: a slice of {x.shape[-1]} positions is shorter than the conv's "
+                         f"halo of d_conv - 1 = {halo}; use a longer data.seq_len or a smaller cp_size")
+    previous = stream.from_previous(x[..., -halo:])  # (B, Di, W-1)
+    return conv(torch.cat([previous, x], dim=-1), weight, bias, activation=activation)[..., halo:]
+
+
+def _end_state(cum, total, A, x, B):
+    """sum_t exp(A (S - cum_t)) x_t B_t over a time chunk: (B, Di, N); S - cum_t >= 0, so <= 1."""
+    weight = torch.exp((total[..., None] - cum)[..., None] * A[:, None, :])  # (B, Di, t, N)
+    return (weight * (x[..., None] * B.transpose(1, 2)[:, None])).sum(2)
+
+
+def _carried_outputs(cum, A, C, h_in):
+    """C_t . (exp(A cum_t) h_in) over a time chunk: (B, Di, t)."""
+    weight = torch.exp(cum[..., None] * A[:, None, :])  # (B, Di, t, N)
+    return (weight * h_in[:, :, None, :] * C.transpose(1, 2)[:, None]).sum(-1)
+
+
+def _time_chunks(cum: torch.Tensor, n_state: int) -> list[slice]:
+    batch, dim, length = cum.shape
+    step = max(1, _CARRY_ELEMENTS // max(batch * dim * n_state, 1))
+    return [slice(i, min(i + step, length)) for i in range(0, length, step)]
+
+
+def _chunked(fn, *args):
+    # recomputed in backward: only the (B, Di, l) inputs are kept, never a (B, Di, l, N) tensor
+    return checkpoint(fn, *args, use_reentrant=False) if torch.is_grad_enabled() else fn(*args)
+
+
+def scan_carry_correction(u, dt, A, B, C, z, delta_bias, stream: StreamSlices) -> torch.Tensor:
+    """What the states carried in from the previous slices add to a zero-state scan's output y.
+
+    Same layouts as the scan (model/scan.py): u, dt, z (B, Di, l); A (Di, N); B, C (B, N, l);
+    delta = softplus(dt + delta_bias). Returns (B, Di, l) in u's dtype, to add to the scan's y
+    (which already holds D u and the silu(z) gate).
+    """
+    work = torch.promote_types(u.dtype, torch.float32)
+    delta = F.softplus(dt.to(work) + delta_bias.to(work)[None, :, None])  # (B, Di, l)
+    cum = delta.cumsum(-1)
+    A, B, C = A.to(work), B.to(work), C.to(work)
+    x = delta * u.to(work)
+    total = cum[..., -1]  # (B, Di)
+    h_end = sum(_chunked(_end_state, cum[..., part], total, A, x[..., part], B[..., part])
+                for part in _time_chunks(cum, A.shape[1]))  # (B, Di, N) from a zero entering state
+    decay = torch.exp(total[..., None] * A)  # (B, Di, N): the slice's decay of an entering state
+    slices = stream.gather(torch.stack([h_end, decay]))  # (P, 2, B, Di, N), stream order
+    if stream.index == 0:
+        return (slices.sum() * 0).to(u.dtype)  # nothing carried in; still joins the collectives
+    h_in = slices[0, 0]
+    for j in range(1, stream.index):  # state after slice j = decay_j * (state entering j) + h_end_j
+        h_in = slices[j, 1] * h_in + slices[j, 0]
+    carried = torch.cat([_chunked(_carried_outputs, cum[..., part], A, C[..., part], h_in)
+                         for part in _time_chunks(cum, A.shape[1])], dim=-1)
+    if z is not None:
+        carried = carried * F.silu(z.to(work))
+    return carried.to(u.dtype)
+
+
+# ---------------------------------------------------------------- attention
+#
+# A query piece is a set of this rank's query rows, in the piece's causal order, reading one key
+# stream causally: entry e is piece row t = q0 + e and reads key-stream rows 0..t (rows with t < 0
+# read nothing). The key streams are index maps into the gathered (P * rows) key rows.
+
+
+class _Piece:
+    def __init__(self, rows: torch.Tensor, stream: int, q0: int):
+        first = max(0, -q0)  # entries before it have t < 0: no key at all
+        self.rows, self.stream, self.q0 = rows[first:], stream, q0 + first  # first valid t
+        self.count = len(self.rows)
+
+
+def _pieces(*pieces: _Piece) -> list[_Piece]:
+    return [p for p in pieces if p.count > 0]  # a cross piece of a 1- or 2-row slice may have no row
+
+
+def _piece_forward(kernel, piece, q, k_stream, v_stream, scale):
+    """(out, lse, states) of a piece's valid rows: full call on keys [0, q0), causal on the diagonal."""
+    qp = q[:, :, piece.rows]
+    end = piece.q0 + piece.count
+    out, lse, diagonal = kernel.forward(qp, k_stream[:, :, piece.q0:end], v_stream[:, :, piece.q0:end], scale,
+                                        causal=True)
+    prefix = None
+    if piece.q0 > 0:
+        out_p, lse_p, prefix = kernel.forward(qp, k_stream[:, :, :piece.q0], v_stream[:, :, :piece.q0], scale,
+                                              causal=False)
+        out, lse = merge_attention(out, lse, out_p, lse_p)
+    return out, lse, (diagonal, prefix)
+
+
+def _piece_backward(kernel, piece, dout, q, k_stream, v_stream, out, lse, states, scale, dk, dv):
+    """dq of the piece's rows; adds the key/value gradients into dk, dv (key-stream layout)."""
+    idx = piece.rows
+    d_rows, q_rows, o_rows, l_rows = dout[:, :, idx], q[:, :, idx], out[:, :, idx], lse[:, :, idx]
+    end = piece.q0 + piece.count
+    diagonal, prefix = states
+    dq, dk_d, dv_d = kernel.backward(d_rows, q_rows, k_stream[:, :, piece.q0:end], v_stream[:, :, piece.q0:end],
+                                     o_rows, l_rows, diagonal, scale, causal=True)
+    dk[:, :, piece.q0:end] += dk_d
+    dv[:, :, piece.q0:end] += dv_d
+    if piece.q0 > 0:
+        dq_p, dk_p, dv_p = kernel.backward(d_rows, q_rows, k_stream[:, :, :piece.q0], v_stream[:, :, :piece.q0],
+                                           o_rows, l_rows, prefix, scale, causal=False)
+        dq = dq + dq_p
+        dk[:, :, :piece.q0] += dk_p
+        dv[:, :, :piece.q0] += dv_p
+    return dq
+
+
+class _GatheredAttention(torch.autograd.Function):
+    """Local query rows attending gathered key streams; q, k, v (N, H, m, W), padded head dim."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pieces, key_streams, group, kernel, scale):
+        work = torch.promote_types(q.dtype, torch.float32)
+        kv = _all_gather(torch.stack([k, v]), group)  # (P, 2, N, H, m, W)
+        kv = kv.permute(1, 2, 3, 0, 4, 5).flatten(3, 4)  # (2, N, H, P*m, W)
+        out = q.new_zeros(q.shape, dtype=work)
+        lse = q.new_full(q.shape[:3], float("-inf"), dtype=work)
+        states = []
+        for piece in pieces:
+            keys = key_streams[piece.stream]
+            out_p, lse_p, state = _piece_forward(kernel, piece, q, kv[0][:, :, keys], kv[1][:, :, keys], scale)
+            states.append(state)
+            out[:, :, piece.rows], lse[:, :, piece.rows] = merge_attention(
+                out[:, :, piece.rows], lse[:, :, piece.rows], out_p, lse_p)
+        del kv
+        out = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.pieces, ctx.key_streams, ctx.group, ctx.kernel, ctx.scale, ctx.states = (
+            pieces, key_streams, group, kernel, scale, states)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        work = torch.promote_types(q.dtype, torch.float32)
+        dout = dout.contiguous()
+        kv = _all_gather(torch.stack([k, v]), ctx.group).permute(1, 2, 3, 0, 4, 5).flatten(3, 4)
+        dq = torch.zeros_like(q, dtype=work)
+        dkv = torch.zeros_like(kv, dtype=work)  # (2, N, H, P*m, W), gathered row layout
+        for piece, state in zip(ctx.pieces, ctx.states):
+            keys = ctx.key_streams[piece.stream]
+            dk_s = kv.new_zeros((*k.shape[:2], len(keys), k.shape[3]), dtype=work)
+            dv_s = torch.zeros_like(dk_s)
+            dq[:, :, piece.rows] += _piece_backward(ctx.kernel, piece, dout, q, kv[0][:, :, keys], kv[1][:, :, keys],
+                                                    out, lse, state, ctx.scale, dk_s, dv_s).to(work)
+            dkv[0].index_add_(2, keys, dk_s)
+            dkv[1].index_add_(2, keys, dv_s)
+        del kv
+        size, rows = dist.get_world_size(ctx.group), k.shape[2]
+        dkv = dkv.unflatten(3, (size, rows)).permute(3, 0, 1, 2, 4, 5)  # (P, 2, N, H, m, W)
+        dk, dv = _reduce_scatter(dkv, ctx.group).unbind(0)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
+
+
+def _piece_backend(kernels, dtype):
+    """The causal-piece kernel of the model's kernel set (the math pieces where it has none)."""
+    return pick_pieces(kernels.pieces or (MathPieces(),), dtype)
+
+
+def _attend(q, k, v, pieces, key_streams, group, kernel, scale):
+    head_dim = q.shape[-1]
+    multiple = kernel.head_dim_multiple
+    pad = -head_dim % multiple
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    out = _GatheredAttention.apply(q, k, v, pieces, key_streams, group, kernel, scale)
+    return out[..., :head_dim] if pad else out
+
+
+def causal_attention_across_slices(kernels, q, k, v, stream: StreamSlices):
+    """Per-stream causal attention of a slice: q, k, v (B, l, H, Dh) in stream order -> (B, l, H, Dh)."""
+    rows = q.shape[1]
+    device = q.device
+    # stream row j lies in slice j // l, held by rank_of(j // l), at its local row j % l
+    stream_rows = torch.arange(stream.size * rows, device=device)
+    keys = torch.tensor([stream.rank_of(s) for s in range(stream.size)], device=device)[stream_rows // rows] * rows \
+        + stream_rows % rows
+    piece = _Piece(torch.arange(rows, device=device), 0, stream.index * rows)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, l, Dh)
+    out = _attend(q, k, v, [piece], [keys], stream.group, _piece_backend(kernels, q.dtype), q.shape[-1] ** -0.5)
+    return out.transpose(1, 2)
+
+
+def fusion_attention_across_slices(kernels, q, k, v, context: ContextParallel, scale: float | None = None):
+    """Janus-masked fusion attention of this rank's 2l rows [forward a..b-1 ; backward a..b-1]
+    (positions a = r l, b = a + l): q, k, v (B, H, 2l, Dh) -> (B, H, 2l, Dh).
+
+    The four pieces (docs/fusion.md), in piece rows t (query entry e = t - q0):
+      forward self   forward rows a..b-1            reads forward stream rows 0..t,    q0 = a
+      forward cross  forward rows b-1..a (reversed) reads backward stream rows 0..t,   q0 = L-2-b
+      backward self  backward rows b-1..a           reads backward stream rows 0..t,   q0 = L-b
+      backward cross backward rows a..b-1           reads forward stream rows 0..t,    q0 = a-2
+    (the backward stream's row j is position L-1-j; the cross pieces' two-row shift makes the
+    forward row q read backward positions >= q+2 and the backward row q forward positions <= q-2).
+    """
+    rows, device = q.shape[2] // 2, q.device
+    length, a = context.size * rows, context.rank * rows
+    b = a + rows
+    positions = torch.arange(length, device=device)
+    forward_keys = (positions // rows) * 2 * rows + positions % rows  # forward stream row j = position j
+    backward_pos = positions.flip(0)  # backward stream row j = position L-1-j
+    backward_keys = (backward_pos // rows) * 2 * rows + rows + backward_pos % rows
+    local = torch.arange(rows, device=device)
+    pieces = _pieces(_Piece(local, 0, a), _Piece(local.flip(0), 1, length - CROSS_SHIFT - b),
+                     _Piece(rows + local.flip(0), 1, length - b), _Piece(rows + local, 0, a - CROSS_SHIFT))
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return _attend(q, k, v, pieces, [forward_keys, backward_keys], context.group,
+                   _piece_backend(kernels, q.dtype), scale)
+
+
+# ---------------------------------------------------------------- read-out
+
+
+def janus_readout_across_slices(fused: torch.Tensor, context: ContextParallel) -> torch.Tensor:
+    """(B, 2l, D) this rank's fused rows -> (B, l, D), out[p] = F[p-1] + B[p+1] (model/janus.py);
+    F[a-1] comes from the previous rank, B[b] from the next (zero at the sequence's ends)."""
+    rows = fused.shape[1] // 2
+    forward_rows, backward_rows = fused[:, :rows], fused[:, rows:]
+    before = context.forward.from_previous(forward_rows[:, -1:])  # F[a-1]
+    after = context.backward.from_previous(backward_rows[:, :1])  # B[b]: the backward stream's previous slice
+    return torch.cat([before, forward_rows[:, :-1]], dim=1) + torch.cat([backward_rows[:, 1:], after], dim=1)
