@@ -28,13 +28,13 @@ from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
 from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
 from janus_pretrain.model.block_mask import block_mask_bytes
 from janus_pretrain.model.kernels import KERNEL_SETS
+from janus_pretrain.model.scan import SCAN_BLOCK_STEPS
 
 GIB = 1 << 30
 FP32, BF16, INT64 = 4, 2, 8
 BACKENDS = tuple(KERNEL_SETS)  # the kernel sets the model predicts for
 PIECE_HEAD_MULTIPLE = 8  # the CUDA flash kernels' head-dim multiple (model/piece_kernels.py)
-SCAN_SLAB_ELEMENTS = 1 << 24  # janus_pretrain.model.scan._SLAB_ELEMENTS: one fp32 work slab
-SCAN_LIVE_SLABS = 4  # slabs alive at once in the reference scan's backward (measured: ~250 MiB at 64 MiB slabs)
+SCAN_LIVE_SLABS = 4  # (B, Di, block, N) fp32 work tensors alive at once in the torch scan's backward
 FUSION_SCORE_BYTES = 8  # reference fusion attention: bytes per (query row, key) of a block (mask, buffers; measured)
 MAMBA_KERNEL_CHUNK = 2048  # mamba_ssm keeps fp32 states (B, Di, L / 2048, 2N) for its backward
 CUDA_RESERVED = int(1.5 * GIB)  # CUDA context, cuBLAS/NCCL workspaces: outside the caching allocator
@@ -222,12 +222,12 @@ def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: b
     return mixer, Widths(ffn.kept + residual, ffn.transient)
 
 
-def _workspace(m: ModelConfig, i: int, tokens: int, s: int, backend: str) -> float:
+def _workspace(m: ModelConfig, i: int, tokens: int, batch: int, s: int, backend: str) -> float:
     """Work memory of layer i's kernels in backward that autograd does not keep."""
     if _package_kernels(backend) or m.is_attention_layer(i):
         return 0.0  # mamba_ssm / flash recompute in registers and shared memory
-    slab = min(SCAN_SLAB_ELEMENTS, tokens * m.d_state * m.d_inner)
-    return SCAN_LIVE_SLABS * slab * FP32
+    block = min(tokens, batch * SCAN_BLOCK_STEPS) * m.d_state * m.d_inner  # one time block, all channels
+    return SCAN_LIVE_SLABS * block * FP32
 
 
 def _fusion_scores(m: ModelConfig, seq_len: int, batch: int, backend: str) -> float:
@@ -283,7 +283,7 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
                            max(ffn.transient * tokens, layer_chunk) + out_grads))
             phases.append((f"layer {i} ({kinds}) stream {stream} mixer", tokens * row + saved(mixer, tokens),
                            redo(mixer, tokens),
-                           mixer.transient * tokens + _workspace(m, i, tokens, s, backend) + out_grads))
+                           mixer.transient * tokens + _workspace(m, i, tokens, batch, s, backend) + out_grads))
     alive = sum(owned for _, owned, _, _ in phases)  # everything kept when backward starts
     peak = (-1.0, "", 0.0, 0.0, 0.0)
     for name, owned, recomputed, transient in phases:

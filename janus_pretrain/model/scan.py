@@ -7,16 +7,17 @@ Semantics and layouts are those of mamba_ssm's selective_scan_fn (one group of B
 Everything is computed in fp32 and returned in u's dtype.
 
 The chunked scan is a custom autograd Function: it saves only its (B, Di, L) / (B, N, L) inputs
-and recomputes the (B, Di, L, N) states in backward, one slab of channels at a time, so memory
-is linear in L with a small constant (no per-step autograd graph).
+and recomputes the (B, Di, L, N) states in backward, one time block of all channels at a time, so
+memory is linear in L with a small constant (no per-step autograd graph).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-# Elements of one (B, Di_slab, L, N) fp32 work tensor; the scan holds about four of them.
-_SLAB_ELEMENTS = 1 << 24
+# Time steps of one block; the scan's work tensors are (B, Di, SCAN_BLOCK_STEPS, N) fp32 (about four
+# alive at once in backward: 1.2 GB at Di 288, N 16). Launches per scan grow with L / SCAN_BLOCK_STEPS.
+SCAN_BLOCK_STEPS = 1 << 14
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -129,7 +130,7 @@ def _scan_states(delta: torch.Tensor, A: torch.Tensor, x: torch.Tensor, chunk: i
 
 
 def _forward_states(u, delta, A, B, t_len, chunk):
-    """States h (T, B, s, nc, N) of one channel slab, in the chunked time-major layout."""
+    """States h (T, B, Di, nc, N) of a block from a zero state, in the chunked time-major layout."""
     d_tm = _to_tm(delta, t_len)
     x_tm = _to_tm(delta * u, t_len)[..., None]  # (T, B, s, nc, 1)
     b_tm = _bc_tm(B, t_len)  # (T, B, 1, nc, N)
@@ -138,69 +139,107 @@ def _forward_states(u, delta, A, B, t_len, chunk):
     return _scan_tm(d_tm, A, h, chunk), d_tm, b_tm
 
 
+def _block_states(u, delta, A, B, t_len, chunk, h0):
+    """States h (T, B, Di, nc, N) of one time block, all channels, given the state h0 (B, Di, N)
+    entering it (None: zero). The carry adds exp(A * cumsum(delta)) h0, cumsum taken from the
+    block start: a non-positive exponent, so nothing overflows however long the block."""
+    h, d_tm, b_tm = _forward_states(u, delta, A, B, t_len, chunk)
+    if h0 is not None:
+        decay = torch.mul(_to_tm(delta.cumsum(-1), t_len)[..., None], A[:, None, :]).exp_()
+        h.addcmul_(decay, h0[None, :, :, None, :])
+    return h, d_tm, b_tm
+
+
+def _last_state(h: torch.Tensor, length: int) -> torch.Tensor:
+    """State (B, Di, N) at the block's last real step (the padding after it is not a state)."""
+    t_len = h.shape[0]
+    return h[(length - 1) % t_len, :, :, (length - 1) // t_len].clone()
+
+
 class _ScanCore(torch.autograd.Function):
-    """y_t = C_t . h_t with h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t; fp32 in and out."""
+    """y_t = C_t . h_t with h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t; fp32 in and out.
+
+    The sequence is cut into time blocks of SCAN_BLOCK_STEPS steps; each block runs all channels at
+    once (the chunked scan inside it), one (B, Di, N) state carried from block to block, so the
+    number of kernel launches grows with L / SCAN_BLOCK_STEPS and not with d_inner. Forward keeps
+    the state entering each block; backward runs the blocks in reverse, recomputing each block's
+    states from it and carrying dL/dh of the next block's first step back.
+    """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
-        ctx.save_for_backward(u, delta, A, B, C)
-        ctx.chunk = chunk
         length = u.shape[2]
         t_len = _chunk_len(length, chunk)
-        c_tm = _bc_tm(C, t_len)
         y = u.new_empty(u.shape)  # (B, Di, L)
-        for sl in _slabs(u, A):
-            h, _, _ = _forward_states(u[:, sl], delta[:, sl], A[sl], B, t_len, chunk)
-            y[:, sl] = _from_tm(h.mul_(c_tm).sum(-1), length)
+        starts, h0 = [], None
+        for sl in _blocks(length, t_len):
+            starts.append(h0)
+            n = sl.stop - sl.start
+            h, _, _ = _block_states(u[..., sl], delta[..., sl], A, B[..., sl], t_len, chunk, h0)
+            h0 = _last_state(h, n)
+            y[..., sl] = _from_tm(h.mul_(_bc_tm(C[..., sl], t_len)).sum(-1), n)
+        entering = torch.stack(starts[1:]) if len(starts) > 1 else u.new_zeros(0)
+        ctx.save_for_backward(u, delta, A, B, C, entering)
+        ctx.chunk = chunk
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        u, delta, A, B, C = ctx.saved_tensors
+        u, delta, A, B, C, entering = ctx.saved_tensors
         chunk, length = ctx.chunk, u.shape[2]
         t_len = _chunk_len(length, chunk)
         gy = gy.contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dA, dB, dC = torch.empty_like(A), torch.zeros_like(B), torch.zeros_like(C)
-        # dL/dh_t = C_t gy_t + exp(delta_{t+1} A) dL/dh_{t+1}: a scan run on the reversed
-        # sequence, padded at the front so that flipping its layout gives the forward layout
-        c_rev = _bc_tm(C.flip(-1), t_len, front=True)
-        for sl in _slabs(u, A):
-            u_s, delta_s, A_s, gy_s = u[:, sl], delta[:, sl], A[sl], gy[:, sl]
-            h, d_tm, b_tm = _forward_states(u_s, delta_s, A_s, B, t_len, chunk)
-            gy_tm = _to_tm(gy_s, t_len)[..., None]  # (T, B, s, nc, 1)
-            dC += _from_tm((h * gy_tm).sum(2).transpose(-1, -2), length)
-            next_delta = F.pad(delta_s[..., 1:], (0, 1)).flip(-1)
-            work = torch.mul(_to_tm(gy_s.flip(-1), t_len, front=True)[..., None], c_rev)
-            _scan_tm(_to_tm(next_delta, t_len, front=True), A_s, work, chunk)
-            dh = work.flip(0, 3)  # (T, B, s, nc, N) in forward layout
+        dA, dB, dC = torch.zeros_like(A), torch.empty_like(B), torch.empty_like(C)
+        # delta_{t+1}, the decay from t to t+1 that dL/dh_t picks up from dL/dh_{t+1}
+        next_delta = F.pad(delta[..., 1:], (0, 1))
+        blocks = _blocks(length, t_len)
+        dh_next = None  # dL/dh at the first step of the block after this one
+        for k in range(len(blocks) - 1, -1, -1):
+            sl = blocks[k]
+            n = sl.stop - sl.start
+            h0 = entering[k - 1] if k else None
+            u_s, delta_s, gy_s = u[..., sl], delta[..., sl], gy[..., sl]
+            h, d_tm, b_tm = _block_states(u_s, delta_s, A, B[..., sl], t_len, chunk, h0)
+            gy_tm = _to_tm(gy_s, t_len)[..., None]  # (T, B, Di, nc, 1)
+            dC[..., sl] = _from_tm((h * gy_tm).sum(2).transpose(-1, -2), n)
+            # dL/dh_t = C_t gy_t + exp(delta_{t+1} A) dL/dh_{t+1}: a scan run on the reversed
+            # block, padded at the front so that flipping its layout gives the forward layout
+            nd_rev = next_delta[..., sl].flip(-1)
+            work = torch.mul(_to_tm(gy_s.flip(-1), t_len, front=True)[..., None],
+                             _bc_tm(C[..., sl].flip(-1), t_len, front=True))
+            _scan_tm(_to_tm(nd_rev, t_len, front=True), A, work, chunk)
+            if dh_next is not None:
+                carry = torch.mul(_to_tm(nd_rev.cumsum(-1), t_len, front=True)[..., None], A[:, None, :])
+                work.addcmul_(carry.exp_(), dh_next[None, :, :, None, :])
+                del carry
+            dh = work.flip(0, 3)  # (T, B, Di, nc, N) in forward layout
+            dh_next = dh[0, :, :, 0].clone()
             # d(delta_t A) = dh_t * exp(delta_t A) * h_{t-1}; not dh * (h - x), which cancels
             # catastrophically when the decay is tiny
             h_prev = torch.empty_like(h)
             h_prev[1:] = h[:-1]
             h_prev[0, :, :, 1:] = h[-1, :, :, :-1]
-            h_prev[0, :, :, 0] = 0
+            h_prev[0, :, :, 0] = 0 if h0 is None else h0
             del h
-            torch.mul(d_tm[..., None], A_s[:, None, :], out=work)
+            torch.mul(d_tm[..., None], A[:, None, :], out=work)
             dlog_a = h_prev.mul_(work.exp_()).mul_(dh)
             del work, h_prev
             x_tm = _to_tm(delta_s * u_s, t_len)[..., None]
-            dx_b = (dh * b_tm).sum(-1)  # (T, B, s, nc): sum_n dh * B
-            dB += _from_tm((dh * x_tm).sum(2).transpose(-1, -2), length)
+            dx_b = _from_tm((dh * b_tm).sum(-1), n)  # (B, Di, n): sum_n dh * B
+            dB[..., sl] = _from_tm((dh * x_tm).sum(2).transpose(-1, -2), n)
             del dh
-            ddelta[:, sl] = _from_tm(dx_b, length) * u_s + _from_tm(
-                (dlog_a * A_s[:, None, :]).sum(-1), length)
-            du[:, sl] = _from_tm(dx_b, length) * delta_s
-            dA[sl] = (dlog_a * d_tm[..., None]).sum((0, 1, 3))
+            ddelta[..., sl] = dx_b * u_s + _from_tm((dlog_a * A[:, None, :]).sum(-1), n)
+            du[..., sl] = dx_b * delta_s
+            dA += (dlog_a * d_tm[..., None]).sum((0, 1, 3))
+            del dlog_a
         return du, ddelta, dA, dB, dC, None
 
 
-def _slabs(u, A):
-    """Channel slices whose (B, s, L, N) work tensors stay under _SLAB_ELEMENTS each."""
-    batch, dim, length = u.shape
-    per_channel = max(1, batch * length * A.shape[1])
-    step = max(1, min(dim, _SLAB_ELEMENTS // per_channel))
-    return [slice(i, min(i + step, dim)) for i in range(0, dim, step)]
+def _blocks(length: int, t_len: int) -> list[slice]:
+    """Time slices of SCAN_BLOCK_STEPS steps (rounded to whole chunks of t_len); the last may be short."""
+    step = max(t_len, SCAN_BLOCK_STEPS // t_len * t_len)
+    return [slice(i, min(i + step, length)) for i in range(0, length, step)]
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
