@@ -394,7 +394,7 @@ KINDS = [
              text=False, outcomes=UNCHECKED_BYTES),
     FileKind("VCF", "variants.vcf", _with_export(_text("variants.vcf", VCF)), _read_variants,
              _errors("janus_pretrain.downstream.variants:VariantError"), "janus score-variants --variants",
-             wrong_type=_text("variants.vcf", "##fileformat=VCFv4.2\nchr1\t10\n"), outcomes={**SHORTER_TEXT, "empty": ISSUE_27, "cut at 1 byte": ISSUE_27}),
+             wrong_type=_text("variants.vcf", "##fileformat=VCFv4.2\nchr1\t10\n"), outcomes={**SHORTER_TEXT, "empty": ERROR, "cut at 1 byte": ERROR}),
     FileKind("official Lightning checkpoint", "official.ckpt", _copy(OFFICIAL / "w_midattn_tiny.ckpt", "official.ckpt"),
              _read_official, _errors("janus_pretrain.official.lightning_file:OfficialCheckpointError"),
              "janus convert --from janusdna", text=False, wrong_type=_torch_list("official.ckpt")),
