@@ -35,7 +35,10 @@ def test_old_export_loads_with_the_recorded_logits():
     model = load_pretrained(FIXTURE / "export")
     with torch.no_grad():
         logits = model(probe_ids()).logits
-    assert torch.equal(logits, torch.load(FIXTURE / "logits.pt", weights_only=True)["logits"])
+    # bitwise on the machine that recorded them; another CPU (SIMD width) rounds matmuls differently:
+    # measured 3.0e-8 on this machine, so a float32-rounding tolerance, far below any real change
+    torch.testing.assert_close(logits, torch.load(FIXTURE / "logits.pt", weights_only=True)["logits"],
+                               rtol=0, atol=1e-6)
 
 
 def test_old_checkpoint_converts_to_the_weights_of_the_old_export():
