@@ -25,7 +25,7 @@ import yaml
 
 from janus_pretrain.atomic_io import read_text
 from janus_pretrain.config_schema import (FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, ConfigError, Range,  # noqa: F401
-                                          build_section, check_floats, check_int_limits, safe_load_yaml,
+                                          build_section, check_floats, check_int_limits, safe_load_yaml, yaml_problem,
                                           to_dict)  # some re-exported
 from janus_pretrain.model_config import ModelConfig, model_config_from_dict  # noqa: F401 (re-exported)
 
@@ -324,7 +324,7 @@ def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict:
     try:
         raw = safe_load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if raw is None:  # an empty (or comments-only) file would silently mean "every default"
         raise ConfigError(f"{path}: holds no YAML (empty, or only comments); expected a mapping {expected}")
     if not isinstance(raw, dict):

@@ -34,6 +34,15 @@ def safe_load_yaml(text: str):
     return yaml.load(text, Loader=_YamlLoader)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error as one line ("line 26, column 7: while scanning a simple key, could not find
+    expected ':'"); PyYAML's own str() spreads it over several lines with the offending text."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    words = [w for w in (getattr(exc, "context", None), getattr(exc, "problem", None)) if w]
+    what = ", ".join(words) if words else " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+
+
 class ConfigError(ValueError):
     """A configuration problem the user can fix: the message names the key and the file."""
 

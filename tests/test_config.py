@@ -159,3 +159,20 @@ def test_a_global_batch_that_needs_an_absurd_accumulation_is_refused():
                                                           "data.seq_len=64"])
     with pytest.raises(ConfigError, match=r"needs grad_accum=8,589,934,592 .* above its limit 65,536"):
         config.check_world_size(2)
+
+
+def test_a_yaml_file_cut_anywhere_is_refused_in_one_line(tmp_path):
+    """PyYAML's own message spans several lines and quotes the text; ours is one line with the position
+    (the fault matrix cuts files at fixed fractions, so only some cut points were seen there)."""
+    from janus_pretrain.evaluation.registry import load_suite
+    text = (Path(__file__).parent.parent / "configs" / "eval" / "nt.yaml").read_text()
+    seen = 0
+    for cut in range(1, len(text), 7):
+        path = tmp_path / "suite.yaml"
+        path.write_text(text[:cut])
+        try:
+            load_suite(path)
+        except ConfigError as exc:
+            assert "\n" not in str(exc), str(exc)
+            seen += "not valid YAML: line " in str(exc)
+    assert seen > 0

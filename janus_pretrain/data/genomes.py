@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from janus_pretrain.atomic_io import read_text
+from janus_pretrain.config_schema import yaml_problem
 
 
 class DataPrepError(ValueError):
@@ -88,7 +89,7 @@ def read_genomes(path: str | Path) -> list[SpeciesSpec]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DataPrepError(f"{path}: not valid YAML: {exc}") from None
+        raise DataPrepError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("species"), list) or not raw["species"]:
         raise DataPrepError(f"{path}: expected a top-level 'species:' list with at least one entry")
     unknown_top = set(raw) - {"species"}
