@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-torch211 demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# the kernel-glue tests under the GPU image's torch 2.11 (CPU run; docs/gpu.md)
+test-torch211: setup
+	PYTHON=$(PY) bash bench/gpu/torch211_venv.sh
 
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash launch/demo.sh

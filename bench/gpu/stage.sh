@@ -4,8 +4,6 @@
 #
 #   bash bench/gpu/stage.sh                  download/build into .gpu-wheels/ (git-ignored)
 #   bash bench/gpu/stage.sh --list           print the pinned list and the call; no network
-#   bash bench/gpu/stage.sh --kernel-sdists  also fetch the mamba-ssm and causal-conv1d sources
-#                                            into .gpu-wheels/sdist/ for bench/gpu/build_kernels.sh
 #
 # Versions are those of the venv the tests pass in (PYTHON, default .venv/bin/python), so the GPU
 # run imports what CI tested. The image (docs/gpu.md) has python 3.12, torch 2.11 cu130, triton,
@@ -18,9 +16,8 @@ cd "$(dirname "$0")/../.."
 MODE=stage
 case "${1:-}" in
   --list) MODE=list ;;
-  --kernel-sdists) MODE=sdists ;;
   "") ;;
-  *) echo "usage: bash bench/gpu/stage.sh [--list | --kernel-sdists]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu/stage.sh [--list]" >&2; exit 2 ;;
 esac
 PY=${PYTHON:-.venv/bin/python}
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('deepspeed') is None)" 2>/dev/null; then
@@ -33,7 +30,6 @@ MAX_MIB=48  # the device call carries at most 64 MiB with the working tree
 # (pytest is in the image's list, but a version we tested costs half a MiB)
 PACKAGES="deepspeed hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions
 webdataset braceexpand pyfaidx pytest pytest-timeout pluggy iniconfig"
-KERNEL_SDISTS="causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1"
 
 pins=$("$PY" - $PACKAGES <<'EOF'
 import importlib.metadata as m
@@ -45,10 +41,8 @@ EOF
 
 print_call() {
   cat <<EOF
-device call (the run tool; docs/gpu.md):
-  run(command="bash bench/gpu/check.sh", carry=["$WHEELS"], timeout_s=560)
-then, only if device time is left (stage 2, needs --kernel-sdists):
-  run(command="bash bench/gpu/build_kernels.sh", carry=["$WHEELS"], timeout_s=600)
+device call (the run tool; docs/gpu.md), after bash bench/gpu/build_wheels.sh put the kernel wheels here:
+  run(command="bash bench/gpu/check.sh", carry=["$WHEELS"], timeout_s=420)
 EOF
 }
 
@@ -70,19 +64,18 @@ for pin in $pins; do
       -d "$WHEELS.tmp" "$pin"
   fi
 done
-if [[ $MODE == sdists ]]; then
-  mkdir -p "$WHEELS.tmp/sdist"
-  # their setup.py would look for nvcc while pip reads the metadata: skip the CUDA build here
-  MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE "$PY" -m pip download -q --no-deps \
-    --no-binary=:all: --no-build-isolation -d "$WHEELS.tmp/sdist" $KERNEL_SDISTS
-fi
 total_kib=$(du -sk "$WHEELS.tmp" | cut -f1)
 if (( total_kib > MAX_MIB * 1024 )); then
   echo "error: staged files take $((total_kib / 1024)) MiB, over the ${MAX_MIB} MiB budget of a device call" >&2
   exit 1
 fi
+# the kernel wheels bench/gpu/build_wheels.sh built (two hours of CPU) survive a re-stage
+for kept in "$WHEELS"/causal_conv1d-*.whl "$WHEELS"/mamba_ssm-*.whl; do
+  [[ -f $kept ]] && cp "$kept" "$WHEELS.tmp/"
+done
 rm -rf "$WHEELS"
 mv "$WHEELS.tmp" "$WHEELS"  # complete or not at all
 ls -l "$WHEELS"
 echo "staged $(ls "$WHEELS"/*.whl | wc -l) wheels, $((total_kib / 1024)) MiB in $WHEELS/"
 print_call
+bash bench/gpu/carry_size.sh
