@@ -68,7 +68,6 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "pip install torch": Skip("installs packages from PyPI"),
     'pip install --no-build-isolation -e ".[gpu]"': Skip("installs the CUDA kernel packages (GPU machine)"),
     'pip install -e ".[eval]"': Skip("installs packages from PyPI"),
-    "pip wheel --no-deps --no-build-isolation": Skip("builds CUDA kernel wheels (GPU machine)"),
     'pip install -e ".[wandb]"': Skip("installs packages from PyPI"),
     "pip install 'janus-pretrain[wandb]'": Skip("installs packages from PyPI"),
     "janus shard --genomes GENOMES.yaml --out runs/shards --window-bp 1048576": Help(
@@ -164,6 +163,11 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     # docs/fusion.md, docs/gpu.md, docs/memory.md, docs/objectives.md
     "python bench/fusion_throughput.py --threads 1 --clock process": BENCH,
     "bash bench/gpu/check.sh --dry-run": Skip("the GPU kit; its CPU dry run is tests/test_gpu_kit.py"),
+    "bash bench/gpu/build_wheels.sh": Skip("downloads a CUDA torch and toolchain and compiles for two hours; "
+                                          "tests/test_gpu_kit.py checks its sm_90 setup.py edit"),
+    "bash bench/gpu/carry_size.sh": Run(),
+    "make test-torch211": Skip("downloads torch 2.11.0 into its own venv (docs/gpu.md)"),
+    "make setup": Skip("installs packages from PyPI (make test and make demo run it)"),
     "janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8] [--device-gb 80] "
     "[--backend cuda|cuda-flex|torch-cuda|reference] [--seq-len N]": Run(),
     "python bench/memory_scaling.py --config configs/1m.yaml [--lengths 4096 8192 ...] [--checkpointing none layer]":
