@@ -7,11 +7,15 @@ permission) into the caller's one-line error naming the file.
 """
 from __future__ import annotations
 
+import gzip
 import json
-
 import os
 import re
+import zlib
 from pathlib import Path
+from typing import Iterator
+
+from janus_pretrain.compression import is_gzip
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -74,6 +78,22 @@ def read_text(path: str | Path, error: type[Exception], missing: str | None = No
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(not_text(path, exc)) from None
+
+
+def text_lines(path: str | Path, error: type[Exception]) -> Iterator[tuple[int, str]]:
+    """(line number, text with its newline) of a plain or gzipped text file, decoded line by line, so
+    that a big file streams and a byte that is not UTF-8, or a damaged gzip stream, is `error`
+    naming the line. The caller checks that the path is a file."""
+    path = Path(path)
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if is_gzip(path) else path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                yield line_no, raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(not_text(path, exc, first_line=line_no)) from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise error(f"{path} line {line_no + 1}: cannot be read ({exc}); re-download or re-compress it") from None
 
 
 def read_json(path: Path, error: type[Exception], missing: str) -> dict:

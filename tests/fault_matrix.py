@@ -24,6 +24,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 COMPAT = REPO / "tests" / "fixtures" / "main_b7316c0"
 OFFICIAL = REPO / "tests" / "fixtures" / "janusdna_official"
+BENCHMARKS = REPO / "tests" / "fixtures" / "benchmarks"
 
 ERROR, RECOVERS, READS = "one line", "recovers", "reads"
 ERROR_TAG = "one line naming the tag"  # the damage is only seen across files (rebuilt vs saved weights)
@@ -318,6 +319,51 @@ def _read_official(bundle: Path):
     return read_official_checkpoint(bundle / "official.ckpt")
 
 
+def _gtf(bundle: Path) -> None:
+    with gzip.open(REPO / "data" / "genomes" / "scer_chrI.gtf.gz", "rt") as handle:
+        lines = [line for _, line in zip(range(60), handle)]
+    (bundle / "annotation.gtf").write_text("".join(lines))
+
+
+def _read_gtf(bundle: Path):
+    from janus_pretrain.evaluation.annotation import read_gtf
+    return read_gtf(bundle / "annotation.gtf")
+
+
+EQTL = BENCHMARKS / "eqtl"
+
+
+def _eqtl(bundle: Path) -> None:
+    shutil.copytree(EQTL, bundle / "eqtl")
+
+
+def _read_eqtl_config(bundle: Path):
+    from janus_pretrain.evaluation.benchmarks.eqtl_files import read_eqtl_config
+    return read_eqtl_config(bundle / "eqtl" / "config" / "gtex_hg38.Toy_Tissue.config", root=bundle / "eqtl")
+
+
+def _read_eqtl_records(bundle: Path):
+    from janus_pretrain.evaluation.benchmarks.eqtl_files import read_eqtl_records
+    return read_eqtl_records(bundle / "eqtl" / "targets" / "Toy_Tissue.data.tsv")
+
+
+NT_FASTA = "".join(f">seq{i}|{i % 2}\n" + "".join(random.Random(i).choice("ACGT") for _ in range(80)) + "\n"
+                   for i in range(12))
+
+
+def _read_nt_fasta(bundle: Path):
+    from janus_pretrain.evaluation.benchmarks.nt import read_nt_fasta
+    return read_nt_fasta(bundle / "nt.fasta", classes=2)
+
+
+GB_PARQUET = BENCHMARKS / "gb" / "human_nontata_promoters" / "data" / "train-00000-of-00001.parquet"
+
+
+def _read_gb_parquet(bundle: Path):
+    from janus_pretrain.evaluation.benchmarks.genomic_benchmarks import read_gb_parquet
+    return read_gb_parquet(bundle / "gb.parquet", classes=2)
+
+
 CONVERT_ERRORS = _errors("janus_pretrain.checkpoint.convert:ConvertError", "janus_pretrain.config:ConfigError",
                          "janus_pretrain.export:ExportError")
 EXPORT_ERRORS = _errors("janus_pretrain.export:ExportError")
@@ -395,6 +441,23 @@ KINDS = [
     FileKind("VCF", "variants.vcf", _with_export(_text("variants.vcf", VCF)), _read_variants,
              _errors("janus_pretrain.downstream.variants:VariantError"), "janus score-variants --variants",
              wrong_type=_text("variants.vcf", "##fileformat=VCFv4.2\nchr1\t10\n"), outcomes={**SHORTER_TEXT, "empty": ERROR, "cut at 1 byte": ERROR}),
+    FileKind("GTF", "annotation.gtf", _gtf, _read_gtf, _errors("janus_pretrain.evaluation.annotation:AnnotationError"),
+             "janus evaluate (annotation tasks), data_prep/make_tasks.py --gtf",
+             wrong_type=_text("annotation.gtf", "chrI\tRefSeq\texon\n")),
+    FileKind("eQTL config", "eqtl/config/gtex_hg38.Toy_Tissue.config", _eqtl, _read_eqtl_config, TABLE_ERRORS,
+             "janus evaluate (dnalongbench_eqtl suite)",
+             wrong_type=_text("eqtl/config/gtex_hg38.Toy_Tissue.config", "genome_fa seqs/genome.fa\n"),
+             outcomes=NO_FINAL_NEWLINE),
+    FileKind("eQTL table", "eqtl/targets/Toy_Tissue.data.tsv", _eqtl, _read_eqtl_records, TABLE_ERRORS,
+             "janus evaluate (dnalongbench_eqtl suite)",
+             wrong_type=_text("eqtl/targets/Toy_Tissue.data.tsv", "sequence\tlabel\nACGT\t1\n"),
+             outcomes=NO_FINAL_NEWLINE),
+    FileKind("NT FASTA", "nt.fasta", _text("nt.fasta", NT_FASTA), _read_nt_fasta, TABLE_ERRORS,
+             "janus evaluate (nt suite)", wrong_type=_text("nt.fasta", "ACGTACGT\n"),
+             outcomes=NO_FINAL_NEWLINE),
+    FileKind("Genomic Benchmarks Parquet", "gb.parquet", _copy(GB_PARQUET, "gb.parquet"), _read_gb_parquet,
+             TABLE_ERRORS, "janus evaluate (gb suite)", text=False, wrong_type=_json_list("gb.parquet"),
+             outcomes=UNCHECKED_BYTES),
     FileKind("official Lightning checkpoint", "official.ckpt", _copy(OFFICIAL / "w_midattn_tiny.ckpt", "official.ckpt"),
              _read_official, _errors("janus_pretrain.official.lightning_file:OfficialCheckpointError"),
              "janus convert --from janusdna", text=False, wrong_type=_torch_list("official.ckpt")),

@@ -11,17 +11,14 @@ are not single-base A/C/G/T substitutions are written with status not_snv.
 from __future__ import annotations
 
 import csv
-import gzip
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from janus_pretrain.atomic_io import not_text, temporary_path
-from janus_pretrain.compression import is_gzip
+from janus_pretrain.atomic_io import temporary_path, text_lines
 from janus_pretrain.downstream.indexed_fasta import FastaError, contig_length, fetch, open_fasta
 from janus_pretrain.tokenizer import BASE_IDS, TokenizerError, encode
 
@@ -43,21 +40,6 @@ class Variant:
     extra: dict[str, str] = field(default_factory=dict)  # VCF INFO key=value pairs; TSV columns after alt (by header name)
 
 
-def _lines(path: Path):
-    """(line number, text) of a plain or gzipped file, decoded line by line so that a byte that is
-    not UTF-8, or a damaged gzip stream, is a VariantError naming the line."""
-    line_no = 0
-    try:
-        with gzip.open(path, "rb") if is_gzip(path) else path.open("rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
-                yield line_no, raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise VariantError(not_text(path, exc, first_line=line_no)) from None
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise VariantError(f"{path} line {line_no + 1}: cannot be read ({exc}); re-download or re-compress it") \
-            from None
-
-
 def _info(text: str) -> dict[str, str]:
     pairs = (item.split("=", 1) for item in text.split(";") if item and item != ".")
     return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
@@ -73,7 +55,7 @@ def read_variants(path: str | Path) -> list[Variant]:
     variants: list[Variant] = []
     is_vcf = None
     header: list[str] = []
-    for line_no, line in _lines(path):
+    for line_no, line in text_lines(path, VariantError):
         line = line.rstrip("\n\r")
         if is_vcf is None and line.strip():
             is_vcf = line.startswith("##fileformat=VCF") or line.startswith("#CHROM") or \

@@ -6,14 +6,14 @@ inclusive columns when read. Errors name the file and the line.
 """
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from janus_pretrain.atomic_io import text_lines
 
 _ATTR = re.compile(r'(\S+)\s+"([^"]*)"')
 EXON, INTRON, INTERGENIC = 0, 1, 2
@@ -59,23 +59,14 @@ class Annotation:
         return {t.contig for t in self.transcripts} | set(self.genes)
 
 
-def _open(path: Path):
-    with path.open("rb") as handle:
-        gzipped = handle.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gzipped else path.open()
-
-
-def _whole_lines(handle, path: Path):
-    """The file's lines; a last line without its newline means the file was cut mid-line (a cut
-    inside column 9 still has nine columns and would be read as a shorter attribute list)."""
-    try:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.endswith("\n"):
-                raise AnnotationError(f"{path} line {line_no}: the last line has no newline: the file was cut "
-                                      f"mid-line (re-download it; if it is complete, end it with a newline)")
-            yield line
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise AnnotationError(f"{path}: truncated or corrupt gzip file ({exc}); re-download it") from None
+def _whole_lines(path: Path):
+    """(line number, line) of the file; a last line without its newline means the file was cut
+    mid-line (a cut inside column 9 still has nine columns and would be read as a shorter attribute list)."""
+    for line_no, line in text_lines(path, AnnotationError):
+        if not line.endswith("\n"):
+            raise AnnotationError(f"{path} line {line_no}: the last line has no newline: the file was cut "
+                                  f"mid-line (re-download it; if it is complete, end it with a newline)")
+        yield line_no, line
 
 
 def read_gtf(path: str | Path) -> Annotation:
@@ -86,39 +77,38 @@ def read_gtf(path: str | Path) -> Annotation:
     exons: dict[str, Transcript] = {}
     genes: dict[str, list[tuple[int, int]]] = defaultdict(list)
     cds: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # transcript_id -> CDS pieces
-    with _open(path) as handle:
-        for line_no, line in enumerate(_whole_lines(handle, path), start=1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 9:
-                raise AnnotationError(f"{path} line {line_no}: expected 9 tab-separated GTF columns, got {len(fields)}")
-            contig, _, feature, start, end, _, strand = fields[:7]
-            try:
-                start0, end0 = int(start) - 1, int(end)
-            except ValueError:
-                raise AnnotationError(f"{path} line {line_no}, columns 4-5: start/end {start!r}/{end!r} "
-                                      f"are not integers") from None
-            if start0 < 0 or end0 <= start0:
-                raise AnnotationError(f"{path} line {line_no}, columns 4-5: bad interval {start}-{end} (1-based, inclusive)")
-            if feature == "gene":
-                genes[contig].append((start0, end0))
-            elif feature == "CDS":
-                tid = dict(_ATTR.findall(fields[8])).get("transcript_id")
-                frame = fields[7]
-                if tid and frame in ("0", "1", "2"):
-                    cds[tid].append((start0, end0, int(frame)))
-            elif feature == "exon":
-                if strand not in "+-" or not strand:
-                    raise AnnotationError(f"{path} line {line_no}, column 7: strand {strand!r} is not + or -")
-                attrs = dict(_ATTR.findall(fields[8]))
-                tid = attrs.get("transcript_id")
-                if not tid:
-                    raise AnnotationError(f"{path} line {line_no}, column 9: exon without a transcript_id")
-                transcript = exons.setdefault(tid, Transcript(tid, contig, strand))
-                if transcript.contig != contig or transcript.strand != strand:
-                    raise AnnotationError(f"{path} line {line_no}: transcript {tid} changes contig or strand")
-                transcript.exons.append((start0, end0))
+    for line_no, line in _whole_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != 9:
+            raise AnnotationError(f"{path} line {line_no}: expected 9 tab-separated GTF columns, got {len(fields)}")
+        contig, _, feature, start, end, _, strand = fields[:7]
+        try:
+            start0, end0 = int(start) - 1, int(end)
+        except ValueError:
+            raise AnnotationError(f"{path} line {line_no}, columns 4-5: start/end {start!r}/{end!r} "
+                                  f"are not integers") from None
+        if start0 < 0 or end0 <= start0:
+            raise AnnotationError(f"{path} line {line_no}, columns 4-5: bad interval {start}-{end} (1-based, inclusive)")
+        if feature == "gene":
+            genes[contig].append((start0, end0))
+        elif feature == "CDS":
+            tid = dict(_ATTR.findall(fields[8])).get("transcript_id")
+            frame = fields[7]
+            if tid and frame in ("0", "1", "2"):
+                cds[tid].append((start0, end0, int(frame)))
+        elif feature == "exon":
+            if strand not in "+-" or not strand:
+                raise AnnotationError(f"{path} line {line_no}, column 7: strand {strand!r} is not + or -")
+            attrs = dict(_ATTR.findall(fields[8]))
+            tid = attrs.get("transcript_id")
+            if not tid:
+                raise AnnotationError(f"{path} line {line_no}, column 9: exon without a transcript_id")
+            transcript = exons.setdefault(tid, Transcript(tid, contig, strand))
+            if transcript.contig != contig or transcript.strand != strand:
+                raise AnnotationError(f"{path} line {line_no}: transcript {tid} changes contig or strand")
+            transcript.exons.append((start0, end0))
     if not exons:
         raise AnnotationError(f"{path}: no exon lines; the annotation tasks need exons grouped by transcript_id")
     transcripts = []

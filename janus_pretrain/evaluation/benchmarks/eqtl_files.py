@@ -14,9 +14,11 @@ half-open: allele1 is the genome at [region_start, region_end).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from janus_pretrain.atomic_io import read_text
 from janus_pretrain.downstream.tsv import TableError
 from janus_pretrain.tokenizer import first_invalid
 
@@ -71,7 +73,7 @@ def read_eqtl_config(path: str | Path, root: str | Path | None = None) -> EqtlCo
         raise TableError(f"{path}: config file not found (expected <eQTL dir>/config/gtex_hg38.<Tissue>.config)")
     root = Path(root) if root is not None else path.parent.parent
     values = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, TableError).splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -153,7 +155,7 @@ def read_eqtl_records(path: str | Path) -> list[EqtlRecord]:
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path}: eQTL table not found")
-    with path.open(newline="") as handle:
+    with io.StringIO(read_text(path, TableError), newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from janus_pretrain.atomic_io import text_lines
 from janus_pretrain.downstream.tsv import LabelledTable, TableError
 from janus_pretrain.evaluation.readers import _check_sequence, read_parquet
 
@@ -85,18 +86,17 @@ def read_nt_fasta(path: str | Path, classes: int | None = None) -> LabelledTable
         table.labels.append(label.strip())
         table.lines.append(header_line)
 
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.strip()
-            if line.startswith(">"):
-                if header is not None:
-                    finish()
-                header, header_line, parts = line[1:], line_no, []
-            elif line:
-                if header is None:
-                    raise TableError(f"{path} line {line_no}: sequence before the first '>' header")
-                _check_sequence(line, f"{path} line {line_no}", "sequence")
-                parts.append(line)
+    for line_no, line in text_lines(path, TableError):
+        line = line.strip()
+        if line.startswith(">"):
+            if header is not None:
+                finish()
+            header, header_line, parts = line[1:], line_no, []
+        elif line:
+            if header is None:
+                raise TableError(f"{path} line {line_no}: sequence before the first '>' header")
+            _check_sequence(line, f"{path} line {line_no}", "sequence")
+            parts.append(line)
     if header is None:
         raise TableError(f"{path}: no FASTA records")
     finish()
