@@ -112,6 +112,8 @@ def test_two_node_job_preempted_then_resubmitted_on_one_node_reshards_and_contin
     assert (ckpts / f"step_{STEPS:08d}" / "COMPLETE").is_file()
 
 
+# slow: resharding onto fewer ranks is in the default suite as tests/test_engine_elastic.py (one rank, ep 1)
+@pytest.mark.slow
 def test_a_job_requeued_onto_fewer_nodes_reshards_and_continues(slurm2, shards, one_node, tmp_path):
     """Slurm's own requeue with another node count: a 2-node job is stopped (USR1) and requeues
     itself while its second node is drained; the pending job is changed to one node (what an

@@ -63,6 +63,8 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted_run(slurm, sha
     assert_same_training(run, reference)
 
 
+# slow: tests/test_engine_checkpoint.py kills a save half way without Slurm in the default suite
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_save_keeps_previous_checkpoint_and_resume_matches(
         slurm, shards, reference, tmp_path):
     dying_tag = f"step_{2 * EVERY:08d}"
