@@ -9,10 +9,11 @@ parallelism (expert gradients reduced over the expert-data-parallel groups of th
 data rank (rank // cp_size: both ranks of a group must read the same sample), validation on slices,
 and resume.
 
-Measured (fp32, this model): against the run without CP the losses differ by at most 6e-8 (cp 2 on
-2 ranks, 4 steps) and 2.4e-7 (cp 2 x dp 2 on 4 ranks, 20 steps), the weights by at most 3e-7 and
-5e-7; the tolerances below leave about 10x headroom. The resumed runs are bitwise equal on the
-same layout, and within the same tolerance after cp 2 -> cp 1.
+Measured (fp32, this model, this machine): against the run without CP the losses differ by at most
+4.8e-7 (cp 2 on 2 ranks, 4 steps: 2 ulp at loss 3) and 3.6e-7 (cp 2 x dp 2 on 4 ranks, 20 steps),
+the grad norms by 1.5e-7 relative, the weights by 1.2e-7 and 2.4e-7, the validation loss by 3e-8;
+cp 2 -> cp 1 continues within 2.4e-7 (losses) and 1.2e-7 (weights); the kill-and-resume is bitwise.
+Without the cp_size loss scale the first test fails: grad norm 0.858 against 1.716.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 from engine_launch import bundled_shards, logs, merged_weights, metrics, run, small_config
 
 CLIP = 0.05  # active (grad norms ~1): the updates see only the gradient's direction, so the norm is compared
-LOSS_TOL, WEIGHT_TOL = 5e-6, 2e-6
+LOSS_TOL, WEIGHT_TOL = 5e-6, 2e-6  # about 10x the worst measured
 
 
 def _train(out: Path, world: int, timeout: float = 300, **spec) -> dict:
