@@ -14,15 +14,18 @@ Measured per rank:
   after clear_refs, the measure of bench/memory_scaling.py: every page the step touched, glibc
   told to return freed blocks >= 64 KiB to the OS). Not tracemalloc: torch's CPU tensors bypass
   Python's allocator, so tracemalloc would not see them.
-- step: wall time of the forward+backward; exchanges: wall time inside the model's collectives
+- step: wall time and CPU time (this process's, all threads) of the forward+backward; exchanges:
+  the same inside the model's collectives
   (the all-gathers and reduce-scatters of context_parallel.py and its all-reduces of the loss and
   the router statistics), timed by wrapping them during the step. A collective's time includes
-  waiting for the slowest rank of the group, so it is the exchanges' cost as a rank sees it.
+  waiting for the slowest rank of the group, so it is the exchanges' cost as a rank sees it; their
+  CPU time is the work a rank does in them (copies, gloo's sends and reductions) without the wait.
 Printed: per cp the largest rank's memory and its ratio to cp 1, the memory model's per-rank
 prediction (janus_pretrain.memory.step_estimate), the slowest rank's step time and the mean
-exchange time, both as ratios to cp 1's step time in the same run. With fewer cores than ranks
-the ranks take turns on the cores, so wall times at that cp include waiting for a core (the
-machine's cores are printed with the table).
+exchange time, both as ratios to cp 1's step time in the same run, and the same in CPU seconds
+summed over the group's ranks (the work of one sample; on a shared or small machine the robust
+one: with fewer cores than ranks the ranks take turns on the cores and wall times include waiting
+for a core; the machine's cores are printed with the table).
 """
 from __future__ import annotations
 
@@ -51,16 +54,18 @@ class ExchangeClock:
 
     def __init__(self):
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this process's CPU time inside them (all its threads: gloo's included)
         self.calls = 0
         self._saved = []
 
     def _timed(self, fn):
         def call(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - start
+                self.cpu_seconds += time.process_time() - cpu
                 self.calls += 1
         return call
 
@@ -105,13 +110,13 @@ def _rank_main(rank: int, size: int, port: int, config_path: str, overrides: lis
     model.zero_grad(set_to_none=True)
     before = _rss_bytes()
     reset = _reset_peak()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ExchangeClock() as clock:
         step(seq_len)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak = _peak_rss_bytes(reset)
     row = {"rank": rank, "measured_bytes": peak - before, "seconds": seconds, "exchange_seconds": clock.seconds,
-           "exchange_calls": clock.calls, "how": "VmHWM after clear_refs" if reset else "ru_maxrss"}
+           "cpu_seconds": cpu_seconds, "exchange_cpu_seconds": clock.cpu_seconds, "exchange_calls": clock.calls, "how": "VmHWM after clear_refs" if reset else "ru_maxrss"}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(row))
     if group is not None:
         dist.destroy_process_group()
@@ -145,15 +150,20 @@ def report(rows: list[dict], cores: int) -> str:
     base_step = max(r["seconds"] for r in base["ranks"])
     lines = [f"seq_len {rows[0]['seq_len']:,}, one sample, fp32 reference kernels, {cores} CPU cores; memory: "
              f"{base['ranks'][0]['how']} rise per rank (largest rank); times: slowest rank's step, mean exchange",
-             "| cp | peak MiB / rank | ratio to cp 1 | predicted MiB / rank | step s | step / cp 1 step | "
-             "exchanges s | exchanges / cp 1 step | collectives |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| cp | peak MiB / rank | ratio to cp 1 | predicted MiB / rank | step s | step / cp 1 | exchanges s | "
+             "exchanges / cp 1 step | CPU s (all ranks) | CPU / cp 1 | exchange CPU s | exchange CPU / cp 1 CPU | "
+             "collectives |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    base_cpu = sum(r["cpu_seconds"] for r in base["ranks"])
     for row in rows:
         mem = max(r["measured_bytes"] for r in row["ranks"])
         step = max(r["seconds"] for r in row["ranks"])
         exchange = sum(r["exchange_seconds"] for r in row["ranks"]) / len(row["ranks"])
+        cpu = sum(r["cpu_seconds"] for r in row["ranks"])
+        exchange_cpu = sum(r["exchange_cpu_seconds"] for r in row["ranks"])
         lines.append(f"| {row['cp']} | {mem / mib:.0f} | {mem / base_mem:.3f} | {row['predicted_bytes'] / mib:.0f} | "
                      f"{step:.2f} | {step / base_step:.3f} | {exchange:.2f} | {exchange / base_step:.3f} | "
+                     f"{cpu:.2f} | {cpu / base_cpu:.3f} | {exchange_cpu:.2f} | {exchange_cpu / base_cpu:.3f} | "
                      f"{row['ranks'][0]['exchange_calls']} |")
     return "\n".join(lines)
 

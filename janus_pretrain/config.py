@@ -251,6 +251,11 @@ class RunConfig:
         self.checkpoint.validate(where)
         self.logging.validate(where)
         self.eval.validate(where)
+        if self.parallel.cp_size > 1 and self.eval.every:
+            # the probes run every rank's forward on whole sequences; under CP a rank holds a slice
+            raise ConfigError(f"{where}: eval.every={self.eval.every} (downstream probes) is not supported with "
+                              f"parallel.cp_size={self.parallel.cp_size}; set eval.every=0 (held-out validation, "
+                              f"train.eval_every, works with it)")
 
     def check_world_size(self, world_size: int) -> "BatchPlan":
         """What depends on the number of ranks: expert and context parallelism, the batch arithmetic."""

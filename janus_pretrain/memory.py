@@ -262,7 +262,8 @@ def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: b
 def _workspace(m: ModelConfig, i: int, tokens: int, batch: int, s: int, backend: str, cp: int = 1) -> float:
     """Work memory of layer i's kernels in backward that autograd does not keep; under context
     parallelism the scan correction's (B, Di, t, N) fp32 chunks of CARRY_ELEMENTS (recomputed)."""
-    carry = SCAN_LIVE_SLABS * CARRY_ELEMENTS * FP32 if cp > 1 and not m.is_attention_layer(i) else 0.0
+    chunk = min(CARRY_ELEMENTS, tokens * m.d_inner * m.d_state)  # a slice shorter than one chunk: smaller
+    carry = SCAN_LIVE_SLABS * chunk * FP32 if cp > 1 and not m.is_attention_layer(i) else 0.0
     if _package_kernels(backend) or m.is_attention_layer(i):
         return carry  # mamba_ssm / flash recompute in registers and shared memory
     block = min(tokens, batch * SCAN_BLOCK_STEPS) * m.d_state * m.d_inner  # one time block, all channels

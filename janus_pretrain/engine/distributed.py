@@ -122,11 +122,6 @@ class DistContext:
         return self.rank == 0
 
     @property
-    def cp_rank(self) -> int:
-        """This rank's slice of each sample: positions [cp_rank L / cp, (cp_rank + 1) L / cp)."""
-        return self.rank % self.cp_size
-
-    @property
     def data_rank(self) -> int:
         """The data stream this rank reads: every rank of a context-parallel group reads the same."""
         return self.rank // self.cp_size
