@@ -162,6 +162,7 @@ def _mamba(m: ModelConfig, s: int, backend: str, cp: int = 1) -> Widths:
     widths = _mamba_kernels(m, s, backend)
     if cp == 1:
         return widths
+    # plus, in backward, the correction's fp32 output gradient and that of its input u
     return Widths(widths.kept + FP32 * CARRY_KEPT_DI * m.d_inner, widths.transient + FP32 * 2 * m.d_inner)
 
 

@@ -68,14 +68,14 @@ def test_cp2_with_expert_parallel_2_and_zero2_trains_like_one_rank(tmp_path):
 STEPS, SAVE_EVERY = 20, 10
 
 
-def _real_config(out: Path, manifest: Path, cp: int, **checkpoint) -> dict:
+def _real_config(out: Path, manifest: Path, cp: int) -> dict:
     # 4 samples per step on every layout: micro batch 2 x 2 data-parallel ranks; 4 slot streams
     return small_config(out, data={"manifest": str(manifest), "seq_len": 64, "num_workers": 0, "streams": 4,
                                    "shuffle_buffer": 8},
                         train={"micro_batch": 2, "grad_accum": 0, "global_batch_tokens": 4 * 64, "steps": STEPS,
                                "grad_clip": CLIP},
                         parallel={"ep_size": 2, "cp_size": cp, "zero_stage": 2},
-                        checkpoint={"every": SAVE_EVERY, "keep": 3, **checkpoint})
+                        checkpoint={"every": SAVE_EVERY, "keep": 3})
 
 
 def _validation(out: Path) -> dict:
@@ -90,8 +90,7 @@ def real_runs(tmp_path_factory):
     runs = {"manifest": manifest}
     for name, world, cp in (("dp2", 2, 1), ("cp2_dp2", 4, 2)):
         out = base / name
-        runs[name] = _train(out, world, timeout=900, data="real",
-                            config=_real_config(out, manifest, cp))
+        runs[name] = _train(out, world, timeout=900, data="real", config=_real_config(out, manifest, cp))
         runs[name]["out"] = out
         runs[name]["validation"] = _validation(out)
     return runs
