@@ -177,9 +177,10 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--from-json", help="print the rows of an earlier run")
     args = parser.parse_args(argv)
-    if args.from_json:
+    if args.from_json:  # one run's --json, or docs/context_parallel_cpu_measured.json's runs by length
         saved = json.loads(Path(args.from_json).read_text())
-        print(report(saved["rows"], saved["cores"]))
+        for rows in saved["runs"].values() if "runs" in saved else [saved["rows"]]:
+            print(report(rows, saved["cores"]))
         return
     if 1 not in args.cp:
         parser.error("--cp must include 1: the ratios are to cp 1 in the same run")
