@@ -66,7 +66,7 @@ MAX_GRAD_ACCUM = 2 ** 16  # micro batches per optimizer step, given or derived f
 class TrainConfig:
     micro_batch: int = 1  # samples per rank per forward/backward
     grad_accum: int = 0  # micro batches per optimizer step; 0 = derived from global_batch_tokens
-    global_batch_tokens: int = 0  # tokens per optimizer step over all ranks; 0 = micro_batch * seq_len * world * grad_accum
+    global_batch_tokens: int = 0  # tokens per optimizer step over all ranks; 0 = micro_batch * seq_len * (world / cp_size) * grad_accum
     steps: int = 100  # optimizer steps of the whole run
     seed: int = 0  # seeds model init, data order and augmentation
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 mixed precision (fp32 master weights) or pure fp32
@@ -124,11 +124,13 @@ class ScheduleConfig:
 class ParallelConfig:
     zero_stage: int = 2  # DeepSpeed ZeRO stage
     ep_size: int = 1  # expert-parallel ranks each MoE layer's experts are sharded over
+    cp_size: int = 1  # context-parallel ranks each sample is split over (consecutive ranks; data parallel = ranks / cp_size)
 
-    def validate(self, where: str, model: ModelConfig) -> None:
+    def validate(self, where: str, model: ModelConfig, seq_len: int) -> None:
         ep, stage = self.ep_size, self.zero_stage
         if ep < 1:
             raise ConfigError(f"{where}: parallel.ep_size must be >= 1 (got {ep})")
+        self._validate_context(where, model, seq_len)
         if stage not in (0, 1, 2, 3):
             raise ConfigError(f"{where}: parallel.zero_stage must be 0, 1, 2 or 3 (got {stage})")
         if model.has_moe() and model.num_experts % ep:
@@ -140,6 +142,24 @@ class ParallelConfig:
             # ZeRO-0 does not reduce the expert grad norm across expert-parallel ranks (clipping then
             # differs from ep_size 1) and ZeRO-3 rejects non-AutoEP MoE layers
             raise ConfigError(f"{where}: parallel.zero_stage={stage} is not supported with MoE layers; use 1 or 2")
+
+    def _validate_context(self, where: str, model: ModelConfig, seq_len: int) -> None:
+        """What the model's context parallelism (model/context_parallel.py) refuses, refused at load."""
+        cp = self.cp_size
+        if cp < 1:
+            raise ConfigError(f"{where}: parallel.cp_size must be >= 1 (got {cp})")
+        if cp == 1:
+            return
+        if model.objective != "janus":
+            raise ConfigError(f"{where}: parallel.cp_size={cp} needs model.objective=janus (got {model.objective}); "
+                              f"set parallel.cp_size=1")
+        if seq_len % cp:
+            raise ConfigError(f"{where}: data.seq_len={seq_len} is not divisible by parallel.cp_size={cp}; choose a "
+                              f"seq_len that is a multiple of cp_size (no padding: a pad would be a position)")
+        if seq_len // cp < model.d_conv - 1:
+            raise ConfigError(f"{where}: data.seq_len={seq_len} / parallel.cp_size={cp} = {seq_len // cp} positions per rank is "
+                              f"shorter than the Mamba conv halo model.d_conv - 1 = {model.d_conv - 1}; use a "
+                              f"longer seq_len or a smaller cp_size")
 
 
 @dataclass
@@ -227,33 +247,56 @@ class RunConfig:
         self.train.validate(where)
         self.optimizer.validate(where)
         self.schedule.validate(where)
-        self.parallel.validate(where, self.model)
+        self.parallel.validate(where, self.model, self.data.seq_len)
         self.checkpoint.validate(where)
         self.logging.validate(where)
         self.eval.validate(where)
+        if self.parallel.cp_size > 1 and self.eval.every:
+            # the probes run every rank's forward on whole sequences; under CP a rank holds a slice
+            raise ConfigError(f"{where}: eval.every={self.eval.every} (downstream probes) is not supported with "
+                              f"parallel.cp_size={self.parallel.cp_size}; set eval.every=0 (held-out validation, "
+                              f"train.eval_every, works with it)")
 
     def check_world_size(self, world_size: int) -> "BatchPlan":
-        """What depends on the number of ranks: expert parallelism and the batch arithmetic."""
-        where, ep = self.source or "<config>", self.parallel.ep_size
+        """What depends on the number of ranks: expert and context parallelism, the batch arithmetic."""
+        where, ep, cp = self.source or "<config>", self.parallel.ep_size, self.parallel.cp_size
         if world_size % ep:
             raise ConfigError(f"{where}: parallel.ep_size={ep} does not divide the world size {world_size} "
                               f"(ranks); use an ep_size that divides the number of ranks")
-        if self.data.streams % world_size:
-            raise ConfigError(f"{where}: data.streams={self.data.streams} is not divisible by the world size "
-                              f"{world_size} (ranks); each rank reads an equal share of the slot streams")
+        if world_size % cp:
+            raise ConfigError(f"{where}: parallel.cp_size={cp} does not divide the world size {world_size} "
+                              f"(ranks); use a cp_size that divides the number of ranks")
+        data_ranks = world_size // cp
+        if self.data.streams % data_ranks:
+            raise ConfigError(f"{where}: data.streams={self.data.streams} is not divisible by the {data_ranks} "
+                              f"data-parallel ranks (world size {world_size} / cp_size {cp}); each data-parallel "
+                              f"rank reads an equal share of the slot streams")
         return batch_plan(self, world_size)
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    micro_batch: int  # samples per rank per forward
+    micro_batch: int  # samples per data-parallel rank per forward
     grad_accum: int  # micro batches per optimizer step
-    world_size: int  # data-parallel ranks
-    seq_len: int  # tokens per sample
+    world_size: int  # all ranks
+    seq_len: int  # tokens per sample (each rank of a context-parallel group holds seq_len / cp_size of them)
+    cp_size: int = 1  # ranks sharing one sample (context parallelism)
+
+    @property
+    def data_ranks(self) -> int:
+        """Data-parallel degree: ranks that read different samples."""
+        return self.world_size // self.cp_size
+
+    @property
+    def ranks_text(self) -> str:
+        """The data-parallel degree in words, as the batch lines print it."""
+        if self.cp_size == 1:
+            return f"{self.world_size} ranks"
+        return f"{self.data_ranks} data-parallel ranks ({self.world_size} ranks / cp_size {self.cp_size})"
 
     @property
     def samples_per_step(self) -> int:
-        return self.micro_batch * self.grad_accum * self.world_size
+        return self.micro_batch * self.grad_accum * self.data_ranks
 
     @property
     def tokens_per_step(self) -> int:
@@ -263,27 +306,30 @@ class BatchPlan:
 def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
     """Resolve gradient accumulation from train.global_batch_tokens, or check the two agree."""
     train, seq_len, where = config.train, config.data.seq_len, config.source or "<config>"
-    per_micro_step = train.micro_batch * seq_len * world_size  # tokens of one micro step on all ranks
+    cp = config.parallel.cp_size
+    data_ranks = world_size // cp  # a context-parallel group reads one sample
+    ranks = BatchPlan(train.micro_batch, 1, world_size, seq_len, cp).ranks_text
+    per_micro_step = train.micro_batch * seq_len * data_ranks  # tokens of one micro step on all ranks
     if train.global_batch_tokens:
         accum, rest = divmod(train.global_batch_tokens, per_micro_step)
         if rest or accum < 1:
             raise ConfigError(
                 f"{where}: train.global_batch_tokens={train.global_batch_tokens} is not a multiple of "
-                f"micro_batch x seq_len x world_size = {train.micro_batch} x {seq_len} x {world_size} = "
+                f"micro_batch x seq_len x data-parallel ranks = {train.micro_batch} x {seq_len} x {data_ranks} = "
                 f"{per_micro_step}; change train.global_batch_tokens, train.micro_batch or the number of ranks")
         if train.grad_accum and train.grad_accum != accum:
             raise ConfigError(
                 f"{where}: train.grad_accum={train.grad_accum} disagrees with train.global_batch_tokens="
                 f"{train.global_batch_tokens} (which needs {accum} at micro_batch {train.micro_batch}, seq_len "
-                f"{seq_len}, {world_size} ranks); set one of them to 0")
+                f"{seq_len}, {ranks}); set one of them to 0")
         if accum > MAX_GRAD_ACCUM:
             raise ConfigError(
                 f"{where}: train.global_batch_tokens={train.global_batch_tokens} needs grad_accum={accum:,} at "
-                f"micro_batch {train.micro_batch}, seq_len {seq_len}, {world_size} ranks, above its limit "
+                f"micro_batch {train.micro_batch}, seq_len {seq_len}, {ranks}, above its limit "
                 f"{MAX_GRAD_ACCUM:,} (docs/training.md, 'Limits'); lower train.global_batch_tokens")
     else:
         accum = train.grad_accum or 1
-    return BatchPlan(train.micro_batch, accum, world_size, seq_len)
+    return BatchPlan(train.micro_batch, accum, world_size, seq_len, cp)
 
 
 def _apply_override(raw: dict, override: str, where: str) -> None:

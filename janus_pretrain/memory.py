@@ -19,14 +19,22 @@ Terms (docs/memory.md lists the assumptions behind each):
 Each activation width below is the list of tensors autograd keeps, read off the code of the
 model and of the kernels (mamba_ssm keeps u, delta, z, B, C, out and chunk-boundary states;
 flash/Flex attention and the fusion pieces keep q, k, v, out and the log-sum-exp).
+
+Context parallelism (parallel.cp_size, model/context_parallel.py): each rank keeps the activations
+of its seq_len / cp positions, but every attention (per-stream and fusion) all-gathers the whole
+sequence's keys and values, in forward and again in backward, where it also holds their fp32
+gradients for the whole sequence before reduce-scattering them (gathered_kv_bytes): that transient
+does not fall with cp. ZeRO still partitions over every rank (the data-parallel world of DeepSpeed).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from janus_pretrain.config import ConfigError, ModelConfig, RunConfig
 from janus_pretrain.model.attention import FUSION_SCORE_BUDGET
 from janus_pretrain.model.block_mask import block_mask_bytes
+from janus_pretrain.model.context_parallel import CARRY_ELEMENTS
 from janus_pretrain.model.kernels import KERNEL_SETS
 from janus_pretrain.model.scan import SCAN_BLOCK_STEPS
 
@@ -144,8 +152,21 @@ def _package_kernels(backend: str) -> bool:
     return backend in ("cuda", "cuda-flex")
 
 
-def _mamba(m: ModelConfig, s: int, backend: str) -> Widths:
+# fp32 (B, Di, l) tensors the context-parallel scan correction keeps per row (scan_carry_correction:
+# softplus input, delta, its cumsum, delta x u, u, the carried outputs, z and silu(z))
+CARRY_KEPT_DI = 8
+
+
+def _mamba(m: ModelConfig, s: int, backend: str, cp: int = 1) -> Widths:
     """Pre-norm Mamba mixer of one stream, per row (its input row excluded: the caller keeps it)."""
+    widths = _mamba_kernels(m, s, backend)
+    if cp == 1:
+        return widths
+    # plus, in backward, the correction's fp32 output gradient and that of its input u
+    return Widths(widths.kept + FP32 * CARRY_KEPT_DI * m.d_inner, widths.transient + FP32 * 2 * m.d_inner)
+
+
+def _mamba_kernels(m: ModelConfig, s: int, backend: str) -> Widths:
     d, di, n, r = m.d_model, m.d_inner, m.d_state, m.dt_rank_value
     small = (r + 2 * n) + r + 4 * n  # x_proj output, normed dt, normed and transposed B/C
     if backend == "torch-cuda":
@@ -191,6 +212,22 @@ def _fusion_attention(m: ModelConfig, s: int, backend: str) -> Widths:
     return Widths(kept, s * d * (1 + 9 * p))
 
 
+def gathered_kv_bytes(m: ModelConfig, seq_len: int, batch: int, s: int, backend: str, fusion: bool) -> float:
+    """Peak transient of one attention's backward under context parallelism, for the WHOLE sequence
+    (model/context_parallel.py, _GatheredAttention.backward): the re-gathered k and v (model dtype,
+    `rows` = L per-stream or 2L fusion rows), their fp32 gradient buffer dkv, and per piece one key
+    stream (L rows) copied out of k and v plus its fp32 gradients and the kernel's; then the
+    reduce-scatter's contiguous copy of dkv beside dkv and the last piece's gradients. Forward
+    (the gathered k, v and one piece's copies) stays below it."""
+    dh = m.d_model // m.n_heads
+    multiple = 1 if backend == "reference" else PIECE_HEAD_MULTIPLE  # MathPieces on CPU, flash pieces on CUDA
+    width = batch * m.n_heads * (-(-dh // multiple) * multiple)  # B H W per row
+    rows, keys = (2 if fusion else 1) * seq_len, seq_len
+    pieces = 2 * rows * width * (s + FP32) + 2 * keys * width * (s + 2 * FP32)
+    scatter = 4 * rows * width * FP32 + 2 * keys * width * FP32
+    return max(pieces, scatter)
+
+
 def _swiglu(m: ModelConfig, s: int, recompute: bool, rows_per_token: int = 1) -> Widths:
     """Pre-norm SwiGLU (input row excluded): keeps the normed input; its hidden unless recomputed."""
     d, f = m.d_model, m.ffn_dim
@@ -214,20 +251,24 @@ def _ffn_chunk_transient(m: ModelConfig, s: int, rows: int) -> float:
     return chunk * s * (5 * m.ffn_dim + 2 * m.d_model)
 
 
-def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool) -> tuple[Widths, Widths]:
+def _layer_stream(m: ModelConfig, i: int, s: int, backend: str, recompute_ffn: bool,
+                  cp: int = 1) -> tuple[Widths, Widths]:
     """(mixer, FFN) of one stream of layer i; the FFN part includes the mid-layer residual row."""
-    mixer = _attention(m, s, backend) if m.is_attention_layer(i) else _mamba(m, s, backend)
+    mixer = _attention(m, s, backend) if m.is_attention_layer(i) else _mamba(m, s, backend, cp)
     ffn = _moe(m, s, recompute_ffn) if m.is_expert_layer(i) else _swiglu(m, s, recompute_ffn)
     residual = s * m.d_model + FP32  # the mid-layer residual row and rstd, kept by the FFN's norm
     return mixer, Widths(ffn.kept + residual, ffn.transient)
 
 
-def _workspace(m: ModelConfig, i: int, tokens: int, batch: int, s: int, backend: str) -> float:
-    """Work memory of layer i's kernels in backward that autograd does not keep."""
+def _workspace(m: ModelConfig, i: int, tokens: int, batch: int, s: int, backend: str, cp: int = 1) -> float:
+    """Work memory of layer i's kernels in backward that autograd does not keep; under context
+    parallelism the scan correction's (B, Di, t, N) fp32 chunks of CARRY_ELEMENTS (recomputed)."""
+    chunk = min(CARRY_ELEMENTS, tokens * m.d_inner * m.d_state)  # a slice shorter than one chunk: smaller
+    carry = SCAN_LIVE_SLABS * chunk * FP32 if cp > 1 and not m.is_attention_layer(i) else 0.0
     if _package_kernels(backend) or m.is_attention_layer(i):
-        return 0.0  # mamba_ssm / flash recompute in registers and shared memory
+        return carry  # mamba_ssm / flash recompute in registers and shared memory
     block = min(tokens, batch * SCAN_BLOCK_STEPS) * m.d_state * m.d_inner  # one time block, all channels
-    return SCAN_LIVE_SLABS * block * FP32
+    return SCAN_LIVE_SLABS * block * FP32 + carry
 
 
 def _fusion_scores(m: ModelConfig, seq_len: int, batch: int, backend: str) -> float:
@@ -239,20 +280,27 @@ def _fusion_scores(m: ModelConfig, seq_len: int, batch: int, backend: str) -> fl
 
 
 def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, backend: str,
-                     precision: str) -> None:
+                     precision: str, cp: int = 1) -> None:
     """Activations at the peak of backward: what is still kept plus the costliest phase.
 
     Backward runs phase by phase (loss chunk, fusion FFN, fusion attention, layers last to
     first, one stream at a time); after each, autograd frees what that phase owned, so the peak
     is the maximum over phases of (still kept + what the phase recomputes + its transient).
+    cp > 1: this rank's seq_len / cp positions, every attention phase with the whole sequence's
+    gathered keys and values on top (gathered_kv_bytes); the fusion runs the causal pieces.
     """
     s = _act_bytes(backend, precision)
+    if cp > 1 and backend == "cuda-flex":
+        backend = "cuda"  # the context-parallel fusion always runs the causal pieces: no Flex block mask
+    full_len, seq_len = seq_len, seq_len // cp
+    gathered = {fusion: gathered_kv_bytes(m, full_len, batch, s, backend, fusion) if cp > 1 else 0.0
+                for fusion in (False, True)}
     tokens = batch * seq_len
     ckpt = m.activation_checkpointing
     recompute = ckpt != "none"
     row = s * m.d_model
     fusion_attn, fusion_ffn = _fusion_attention(m, s, backend), _swiglu(m, s, recompute)
-    streams = [_layer_stream(m, i, s, backend, recompute) for i in range(m.n_layers)]
+    streams = [_layer_stream(m, i, s, backend, recompute, cp) for i in range(m.n_layers)]
     layer_chunk = _ffn_chunk_transient(m, s, tokens) if recompute else 0.0  # a dense FFN or one expert
     fusion_chunk = _ffn_chunk_transient(m, s, 2 * tokens) if recompute else 0.0
     chunk = min(m.loss_chunk or seq_len, seq_len)
@@ -267,8 +315,10 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     saved = (lambda w, rows: 0.0) if recompute else (lambda w, rows: rows * w.kept)
     redo = (lambda w, rows: rows * w.kept) if recompute else (lambda w, rows: 0.0)
     phases = [("head and loss chunk", readout, 0.0, logits)]
+    fusion_extra = gathered[True] if cp > 1 else _fusion_scores(m, seq_len, batch, backend)
+    gathered_in = {"fusion attention (2L rows)": gathered[True]}  # phase -> its gathered k/v bytes
     for name, w, extra in (("fusion FFN (2L rows)", fusion_ffn, fusion_chunk),
-                           ("fusion attention (2L rows)", fusion_attn, _fusion_scores(m, seq_len, batch, backend))):
+                           ("fusion attention (2L rows)", fusion_attn, fusion_extra)):
         phases.append((name, 2 * tokens * row + saved(w, 2 * tokens), redo(w, 2 * tokens),
                        2 * tokens * w.transient + extra + out_grads))
     for i in reversed(range(m.n_layers)):
@@ -281,9 +331,11 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
             phases.append((f"layer {i} ({kinds}) stream {stream} FFN", mid + saved(ffn, tokens),
                            redo(Widths(ffn.kept if ckpt == "block" else stream_kept, 0), tokens),
                            max(ffn.transient * tokens, layer_chunk) + out_grads))
-            phases.append((f"layer {i} ({kinds}) stream {stream} mixer", tokens * row + saved(mixer, tokens),
-                           redo(mixer, tokens),
-                           mixer.transient * tokens + _workspace(m, i, tokens, batch, s, backend) + out_grads))
+            name = f"layer {i} ({kinds}) stream {stream} mixer"
+            gathered_in[name] = gathered[False] if m.is_attention_layer(i) else 0.0
+            phases.append((name, tokens * row + saved(mixer, tokens), redo(mixer, tokens),
+                           mixer.transient * tokens + _workspace(m, i, tokens, batch, s, backend, cp) + out_grads
+                           + gathered_in[name]))
     alive = sum(owned for _, owned, _, _ in phases)  # everything kept when backward starts
     peak = (-1.0, "", 0.0, 0.0, 0.0)
     for name, owned, recomputed, transient in phases:
@@ -295,7 +347,9 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     what = "every tensor autograd saves" if ckpt == "none" else "checkpoint inputs, read-out, targets"
     est.add(f"activations kept ({ckpt} checkpointing)", kept, f"{what}, alive at the peak")
     est.add(f"peak phase: {name}, recomputed", recomputed, "tensors its recomputation saves")
-    est.add("  its backward transient", transient, "gradients and work buffers of that phase")
+    gathered_here = gathered_in.get(name, 0.0)
+    est.add("  its backward transient", transient, "gradients and work buffers of that phase" + (
+        f", {gathered_here / GIB:.2f} GiB of them the whole sequence's gathered k/v (cp {cp})" if gathered_here else ""))
     if backend == "cuda-flex":
         est.add("Flex block mask", block_mask_bytes(seq_len), "4 int32 (2L/128)^2 index tensors (B = H = 1)")
 
@@ -316,17 +370,23 @@ def step_estimate(config: RunConfig, seq_len: int, backend: str) -> Estimate:
     counts = parameter_count(config.model)
     s = _act_bytes(backend, config.train.precision)
     est.add("parameter gradients", counts.total * s, "")
-    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision)
+    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision,
+                     config.parallel.cp_size)
     return est
 
 
 def training_estimate(config: RunConfig, seq_len: int, backend: str = "cuda", gpus: int = 1) -> Estimate:
-    """Peak bytes per rank of a DeepSpeed ZeRO-2 training step at seq_len."""
+    """Peak bytes per rank of a DeepSpeed ZeRO-2 training step at seq_len (each rank holding
+    seq_len / parallel.cp_size of every sample)."""
     _check_backend(backend)
+    cp = config.parallel.cp_size
+    if gpus % cp or seq_len % cp:
+        raise ConfigError(f"{config.source}: parallel.cp_size={cp} must divide the number of GPUs ({gpus}) and "
+                          f"seq_len ({seq_len})")
     est = Estimate()
     model_state_terms(est, config, gpus)
     n_states = len(est.terms)
-    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision)
+    activation_terms(est, config.model, seq_len, config.train.micro_batch, backend, config.train.precision, cp)
     if backend != "reference":
         act = sum(t.bytes for t in est.terms[n_states:])
         est.add("allocator fragmentation", FRAGMENTATION * act, f"{FRAGMENTATION:.0%} of the activation terms")
@@ -336,7 +396,9 @@ def training_estimate(config: RunConfig, seq_len: int, backend: str = "cuda", gp
 
 def max_seq_len(config: RunConfig, device_bytes: float, backend: str = "cuda", gpus: int = 1,
                 multiple: int = 1024) -> int:
-    """Largest multiple of `multiple` whose predicted peak fits in device_bytes (0 if none)."""
+    """Largest multiple of `multiple` (and of parallel.cp_size) whose predicted peak fits in device_bytes (0 if none)."""
+    multiple = math.lcm(multiple, config.parallel.cp_size)
+
     def fits(length: int) -> bool:
         return training_estimate(config, length, backend, gpus).total <= device_bytes
     if not fits(multiple):
@@ -359,11 +421,17 @@ def report(config, seq_len: int, backend: str, ranks: int, device_gb: float, sou
     m = config.model
     lines = [f"{source}: seq_len {seq_len:,}, micro batch {config.train.micro_batch}, backend {backend}, "
              f"{config.train.precision}, {ranks} GPU(s), ep_size {config.parallel.ep_size}, "
+             f"cp_size {config.parallel.cp_size}, "
              f"activation_checkpointing {m.activation_checkpointing}, loss_chunk {m.loss_chunk}, "
              f"ffn_chunk {m.ffn_chunk}",
              est.table(),
              f"predicted peak {est.total / 1e9:.1f} GB of {device_gb:.0f} GB "
              f"({'fits' if est.total <= device else 'does NOT fit'}); longest seq_len that fits: {longest:,} bp"]
+    cp = config.parallel.cp_size
+    if cp > 1:
+        lines.append(f"context parallel: each GPU holds {seq_len // cp:,} of the {seq_len:,} positions; activations "
+                     f"fall about as 1/{cp}, but every attention gathers the whole sequence's keys and values (and "
+                     f"their fp32 gradients in backward), which does not fall with cp_size")
     if m.objective != "janus":  # the model above counts two streams and the fusion block
         lines.append(f"note: model.objective={m.objective}: predicted for the janus layout; "
                      + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm"

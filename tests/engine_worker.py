@@ -135,7 +135,7 @@ def main(spec_path: str) -> int:
     nan = spec.get("nan", {})
 
     def synthetic(config, ctx, micro_batch):
-        stream = SyntheticStream(config.data.seq_len, micro_batch, ctx.rank, ctx.world_size, config.train.seed)
+        stream = SyntheticStream(config.data.seq_len, micro_batch, ctx.data_rank, ctx.data_ranks, config.train.seed)
         stream.fixed = spec.get("fixed_ids") if spec.get("data") == "fixed" else None
         return stream, None, []
 

@@ -21,7 +21,7 @@ def test_a_meta_json_of_main_before_the_record_reads_and_writes_back_the_same_ke
     assert meta.layout == Layout(world_size=2, ep_size=2, zero_stage=2) and meta.progress.step == 3
     assert meta.model_config().d_model == 8 and len(meta.files) == 7
     again = json.loads(meta.to_json())
-    assert again.pop("format") == META_FORMAT and again == raw
+    assert again.pop("format") == META_FORMAT and again.pop("cp_size") == 1 and again == raw
 
 
 def test_older_defaults_fill_only_their_keys_and_every_other_key_is_required():
@@ -60,3 +60,14 @@ def test_the_architecture_check_names_every_differing_key_and_ignores_runtime_fi
     differences = architecture_differences(a, b)
     assert list(differences) == ["d_model", "n_heads"]
     assert describe_differences(differences) == "model.d_model: 16 there, 24 here; model.n_heads: 2 there, 4 here"
+
+
+def test_cp_size_is_recorded_and_the_global_batch_counts_data_parallel_ranks():
+    config = config_from_dict({"train": {"micro_batch": 2, "precision": "fp32"}, "data": {"seq_len": 64},
+                               "parallel": {"cp_size": 2}}, "r.yaml")
+    plan = batch_plan(config, 4)  # 4 ranks, 2 per sample: 2 data-parallel ranks x 2 samples x 64 bp
+    meta = CheckpointMeta.of_run(config, plan, Layout(4, 1, 2, cp_size=2), Progress(), data_streams=None)
+    back = CheckpointMeta.from_json(meta.to_json(), "m.json")
+    assert back.layout == Layout(4, 1, 2, 2) and back.layout.data_ranks == 2
+    assert back.tokens_per_step == plan.tokens_per_step == 2 * 2 * 64
+    assert back.layout.describe() == "world 4 / ep 1 / ZeRO-2 / cp 2"

@@ -16,6 +16,7 @@ from janus_pretrain.engine.preemption import PREEMPTED_EXIT_CODE
 from janus_pretrain.engine.startup import startup_checks
 
 TINY = REPO / "configs" / "tiny.yaml"
+NO_PROBES = "eval.every=0"  # tiny.yaml probes downstream tasks, which context parallelism refuses
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,9 @@ def _cli(tmp_path: Path, *args: str, world_size: int = 1) -> subprocess.Complete
 def test_good_config_passes_and_resolves_the_batch(tmp_path, manifest):
     plan = startup_checks(_config(tmp_path, manifest), world_size=2)
     assert (plan.micro_batch, plan.grad_accum, plan.tokens_per_step) == (2, 1, 2048)
+    # cp 2 on 4 ranks: 2 data-parallel ranks, so the same global batch and no more accumulation
+    plan = startup_checks(_config(tmp_path, manifest, NO_PROBES, "parallel.cp_size=2"), world_size=4)
+    assert (plan.data_ranks, plan.grad_accum, plan.tokens_per_step) == (2, 1, 2048)
 
 
 @pytest.mark.parametrize("overrides, world_size, expected", [
@@ -48,6 +52,22 @@ def test_good_config_passes_and_resolves_the_batch(tmp_path, manifest):
     (["train.global_batch_tokens=3000"], 2, "train.global_batch_tokens=3000 is not a multiple of"),
     (["train.grad_accum=2"], 2, "train.grad_accum=2 disagrees with train.global_batch_tokens=2048"),
     (["data.seq_len=4096", "train.global_batch_tokens=0"], 2, "data.seq_len=4096 is longer than the shard windows (2048 bp"),
+    # context parallelism: what the model half refuses, refused before the process group
+    ([NO_PROBES, "parallel.cp_size=4"], 6, "parallel.cp_size=4 does not divide the world size 6"),
+    ([NO_PROBES, "parallel.cp_size=3", "train.global_batch_tokens=0"], 3,
+     "data.seq_len=512 is not divisible by parallel.cp_size=3"),
+    ([NO_PROBES, "parallel.cp_size=256", "train.global_batch_tokens=0"], 256,
+     "data.seq_len=512 / parallel.cp_size=256 = 2 positions per rank is shorter than the Mamba conv halo "
+     "model.d_conv - 1 = 3"),
+    ([NO_PROBES, "parallel.cp_size=2", "model.objective=mlm"], 2,
+     "parallel.cp_size=2 needs model.objective=janus (got mlm)"),
+    (["parallel.cp_size=2", "eval.every=5", "eval.suite=suite.yaml"], 2,
+     "eval.every=5 (downstream probes) is not supported with parallel.cp_size=2"),
+    # the global batch counts data-parallel ranks: 2 ranks with cp 2 read one sample per micro batch
+    ([NO_PROBES, "parallel.cp_size=2", "train.grad_accum=1"], 2,
+     "(which needs 2 at micro_batch 2, seq_len 512, 1 data-parallel ranks (2 ranks / cp_size 2))"),
+    ([NO_PROBES, "parallel.cp_size=2", "data.streams=3"], 4,
+     "data.streams=3 is not divisible by the 2 data-parallel ranks"),
 ])
 def test_inconsistent_settings_are_one_clear_error(tmp_path, manifest, overrides, world_size, expected):
     with pytest.raises(ConfigError) as info:

@@ -13,8 +13,9 @@ record existed:
     config             the whole run config (config.to_dict); its model section says what the weights are
     step, tokens_seen, bad_steps, last_loss, train_seconds
                        the counters that survive a restart (Progress)
-    world_size, ep_size, zero_stage
-                       the parallel layout that wrote it (Layout): another layout reshards
+    world_size, ep_size, zero_stage, cp_size
+                       the parallel layout that wrote it (Layout): another layout reshards;
+                       cp_size absent in checkpoints written before context parallelism (= 1)
     precision, micro_batch, grad_accum
                        what one optimizer step was (a resume on another layout keeps the batch)
     data_streams       slots of the data stream (data.streams), or null for streams without slots
@@ -66,12 +67,19 @@ class Progress:
 @dataclass(frozen=True)
 class Layout:
     """The parallel layout a checkpoint was written on; resuming on another one reshards (checkpoint/reshard.py)."""
-    world_size: int  # data-parallel ranks
+    world_size: int  # all ranks
     ep_size: int  # expert-parallel group size
     zero_stage: int  # DeepSpeed ZeRO stage (0, 1 or 2)
+    cp_size: int = 1  # context-parallel group size: world_size / cp_size data-parallel ranks
+
+    @property
+    def data_ranks(self) -> int:
+        """Ranks that read different samples; each has its own data-stream position."""
+        return self.world_size // self.cp_size
 
     def describe(self) -> str:
-        return f"world {self.world_size} / ep {self.ep_size} / ZeRO-{self.zero_stage}"
+        cp = f" / cp {self.cp_size}" if self.cp_size > 1 else ""
+        return f"world {self.world_size} / ep {self.ep_size} / ZeRO-{self.zero_stage}{cp}"
 
 
 @dataclass
@@ -92,6 +100,7 @@ class CheckpointMeta:
         "format": META_FORMAT,  # written from META_FORMAT's introduction on; the keys were the same before
         "train_seconds": 0.0,  # recorded since the run summary accounts for every session (e391e79)
         "files": None,  # digests recorded since checkpoints are verified (bb3a201): not checked when absent
+        "cp_size": 1,  # recorded since context parallelism (parallel.cp_size); every run before had none
     }
 
     @classmethod
@@ -124,7 +133,7 @@ class CheckpointMeta:
     @property
     def tokens_per_step(self) -> int:
         seq_len = self.section("data").get("seq_len", 0)
-        return self.micro_batch * self.grad_accum * self.layout.world_size * seq_len
+        return self.micro_batch * self.grad_accum * self.layout.data_ranks * seq_len
 
     # ---- the file ----
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,10 @@ def _merge(base: dict, extra: dict, path: str, where: str) -> dict:
 
 def deepspeed_config(config: RunConfig, plan: BatchPlan) -> dict:
     derived = {
-        "train_batch_size": plan.samples_per_step,
+        # DeepSpeed (given no mpu) counts every rank as data parallel and checks micro x accumulation
+        # x world; under context parallelism a CP group's ranks share their samples, so its count
+        # is cp_size times ours (it only checks and logs it)
+        "train_batch_size": plan.samples_per_step * plan.cp_size,
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.grad_accum,
         "gradient_clipping": config.train.grad_clip,

@@ -9,6 +9,11 @@ Launchers and what they give us:
 - a plain `python launch/pretrain.py`: nothing; we default to a world of one on 127.0.0.1 (without
   these variables DeepSpeed goes looking for mpi4py).
 
+Groups: DeepSpeed's expert-parallel groups (consecutive ranks [0..ep), ...) and, with
+parallel.cp_size > 1, the context-parallel groups (consecutive ranks [g cp, (g+1) cp): they share
+each sample, one slice each; the data-parallel degree is world / cp). Both tile the same world
+independently: an expert-parallel group may hold slices of one sample or of several.
+
 Without CUDA we select DeepSpeed's CPU accelerator and the gloo backend. Every
 init_distributed on the CPU accelerator JIT-builds the deepspeed_shm_comm op once; it is cached
 under TORCH_EXTENSIONS_DIR (defaulted to the repository's .cache/torch_extensions like the Makefile).
@@ -109,15 +114,44 @@ class DistContext:
     edp_rank: int  # rank inside the expert-data-parallel group (replicas of the same experts)
     ep_group: object = None  # ProcessGroup the experts are sharded over (None when ep_size == 1)
     ep_group_name: str = "ep_size_1"  # DeepSpeed's name of the expert groups (p.group_name)
+    cp_size: int = 1  # context-parallel group size: consecutive ranks [g cp, (g+1) cp) share each sample
+    cp_group: object = None  # ProcessGroup of this rank's context-parallel group (None when cp_size == 1)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def data_rank(self) -> int:
+        """The data stream this rank reads: every rank of a context-parallel group reads the same."""
+        return self.rank // self.cp_size
+
+    @property
+    def data_ranks(self) -> int:
+        """Data-parallel degree (world / cp_size)."""
+        return self.world_size // self.cp_size
+
+
+def context_parallel_group(cp_size: int):
+    """This rank's context-parallel group (consecutive ranks), None when cp_size is 1. Every rank
+    creates every group, in the same order (torch.distributed.new_group is collective)."""
+    import torch.distributed as dist
+
+    if cp_size == 1:
+        return None
+    world, rank = dist.get_world_size(), dist.get_rank()
+    mine = None
+    for first in range(0, world, cp_size):
+        group = dist.new_group(list(range(first, first + cp_size)))
+        if first <= rank < first + cp_size:
+            mine = group
+    return mine
+
 
 def init_distributed(ep_size: int, timeout_minutes: int = 30,
-                     stop_requested: Callable[[], bool] = lambda: False) -> DistContext:
-    """Start the process group (gloo on CPU, nccl on GPU) and DeepSpeed's expert groups.
+                     stop_requested: Callable[[], bool] = lambda: False, cp_size: int = 1) -> DistContext:
+    """Start the process group (gloo on CPU, nccl on GPU), DeepSpeed's expert groups and the
+    context-parallel groups.
     stop_requested: polled while waiting for the shm op's build lock (StoppedWaiting when true)."""
     import deepspeed
     import deepspeed.comm as ds_comm
@@ -140,7 +174,8 @@ def init_distributed(ep_size: int, timeout_minutes: int = 30,
     return DistContext(rank=ds_comm.get_rank(), world_size=ds_comm.get_world_size(), local_rank=ranks["local_rank"],
                        device=torch.device("cuda", ranks["local_rank"]) if cuda else torch.device("cpu"),
                        ep_size=ep_size, ep_rank=groups._get_expert_parallel_rank(name),
-                       edp_rank=groups._get_expert_data_parallel_rank(name), ep_group=ep_group, ep_group_name=name)
+                       edp_rank=groups._get_expert_data_parallel_rank(name), ep_group=ep_group, ep_group_name=name,
+                       cp_size=cp_size, cp_group=context_parallel_group(cp_size))
 
 
 def shutdown(barrier: bool = True) -> None:

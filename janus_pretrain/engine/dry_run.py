@@ -26,8 +26,8 @@ def dry_run_lines(config: RunConfig, ranks: int) -> Iterator[str]:
     yield config.model.describe_layers()
     yield parameter_line(config)
     plan = config.check_world_size(ranks)
-    yield (f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
-           f"ranks = {plan.tokens_per_step:,} tokens per optimizer step; {config.train.steps:,} steps = "
+    yield (f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.ranks_text} "
+           f"= {plan.tokens_per_step:,} tokens per optimizer step; {config.train.steps:,} steps = "
            f"{plan.tokens_per_step * config.train.steps:,} tokens")
     backend = "cuda" if torch.cuda.is_available() else "reference"
     yield (f"memory ({'this GPU' if backend == 'cuda' else 'no GPU here: CPU reference kernels'}; "

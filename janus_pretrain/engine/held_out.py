@@ -7,7 +7,9 @@ each base masked once over a fixed comb of passes). bpc = loss / ln 2 (bits per 
 Ranks hold different numbers of validation batches, but with expert parallelism every forward is
 a collective (all-to-all over the expert-parallel group). So ranks step in lock-step: each round
 they agree whether anyone still has a batch, and a rank that ran out runs a zero-weight dummy
-batch. Sums per species are all-reduced at the end.
+batch. Sums per species are all-reduced at the end. Under context parallelism every rank of a
+group reads the same batch and scores its slice of it (JanusForPretraining.local_slice), so the
+sums still count each position once.
 """
 from __future__ import annotations
 
@@ -45,13 +47,13 @@ def held_out_metrics(module: torch.nn.Module, batches, species_names: list[str],
             if flag.item() == 0:
                 break
             if item is None:  # keep the collectives of the expert all-to-all matched
-                ids = torch.full((1, seq_len), N_ID, dtype=torch.long, device=device)
+                ids = module.local_slice(torch.full((1, seq_len), N_ID, dtype=torch.long, device=device))
                 predict_bases(module, ids)  # as many forward passes as a real batch makes
                 continue
             species, batch = item
             species_name = species if isinstance(species, str) else species_names[int(species)]
-            ids = batch["input_ids"].to(device)
-            weight = batch["loss_weight"].to(device)
+            ids = module.local_slice(batch["input_ids"]).to(device)
+            weight = module.local_slice(batch["loss_weight"]).to(device)
             prediction = predict_bases(module, ids)  # logits only: the loss is computed here per position
             mask = (ids >= A_ID) & (ids <= T_ID) & (weight > 0) & prediction.predicted  # (B, L)
             logits = prediction.logits  # (B, L, V) fp32, row p predicts ids[p]

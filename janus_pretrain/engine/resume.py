@@ -1,8 +1,12 @@
 """What a resumed run takes from its checkpoint and what from its own run config.
 
 The checkpoint is the truth for the state: weights, optimizer moments, counters, data position,
-RNG, on the run's own parallel layout (world size, ep_size, ZeRO stage: a different one is
-resharded by checkpoint/reshard.py, as long as the global batch and the micro batch stay). The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
+RNG, on the run's own parallel layout (world size, ep_size, ZeRO stage, cp_size: a different one
+is resharded by checkpoint/reshard.py, as long as the global batch and the micro batch stay).
+Context parallelism changes neither the weights nor the optimizer state (ZeRO partitions them
+over all ranks either way); the data position belongs to the data-parallel ranks (world /
+cp_size of them, each CP group's ranks hold the same one), so a cp_size change is a change of
+data-parallel degree like any other. The run config is the truth for the settings: optimizer hyper-parameters (lr, betas, eps,
 weight decay), the schedule (warm-up, min lr, total steps) and clipping apply from the resumed
 step on, and what changed is logged. The architecture, the precision and the data section cannot change
 (the weights and the data position would not mean the same): one clear error listing the keys.
@@ -50,33 +54,37 @@ def check_batch(folder: Path, meta: CheckpointMeta, layout: Layout, plan: BatchP
     the saved global and micro batch (the same samples per optimizer step); say which setting keeps it."""
     if meta.layout == layout:
         return
-    streams = meta.data_streams
-    if streams and streams % plan.world_size:
+    streams, data_ranks = meta.data_streams, plan.data_ranks
+    if streams and streams % data_ranks:
         raise CheckpointError(f"checkpoint {folder}: its data stream has {streams} slots (data.streams), which "
-                              f"{plan.world_size} ranks cannot share evenly; resume on a number of ranks dividing "
-                              f"{streams}")
+                              f"{data_ranks} data-parallel ranks ({plan.world_size} ranks / cp_size {plan.cp_size}) "
+                              f"cannot share evenly; resume on a number of data-parallel ranks dividing {streams}")
     saved_tokens = meta.tokens_per_step
     if meta.micro_batch != plan.micro_batch:
         raise CheckpointError(f"checkpoint {folder} was trained with train.micro_batch={meta.micro_batch}, this run "
                               f"has {plan.micro_batch}; a resume on another layout keeps the micro batch (set "
                               f"train.micro_batch={meta.micro_batch})")
     if saved_tokens != plan.tokens_per_step:
-        accum, rest = divmod(saved_tokens, plan.micro_batch * plan.seq_len * plan.world_size)
+        accum, rest = divmod(saved_tokens, plan.micro_batch * plan.seq_len * data_ranks)
         fix = (f"set train.global_batch_tokens={saved_tokens} and train.grad_accum=0 (= {accum} on "
-               f"{plan.world_size} ranks)") if not rest and accum else \
-            f"use a rank count that divides {saved_tokens // (plan.micro_batch * plan.seq_len)} micro batches per step"
+               f"{data_ranks} data-parallel ranks)") if not rest and accum else \
+            f"use a data-parallel rank count that divides {saved_tokens // (plan.micro_batch * plan.seq_len)} " \
+            f"micro batches per step"
         raise CheckpointError(f"checkpoint {folder} used {saved_tokens} tokens per optimizer step "
-                              f"({meta.layout.world_size} ranks x {meta.grad_accum} accumulation), this run "
-                              f"{plan.tokens_per_step} ({plan.world_size} ranks x {plan.grad_accum}); a resume on "
-                              f"another layout keeps the global batch: {fix}")
+                              f"({meta.layout.data_ranks} data-parallel ranks x {meta.grad_accum} accumulation), this "
+                              f"run {plan.tokens_per_step} ({data_ranks} data-parallel ranks x {plan.grad_accum}); a "
+                              f"resume on another layout keeps the global batch: {fix}")
 
 
 def load_data_state(stream, restored, config: RunConfig) -> None:
     """Continue the data stream exactly, or say which data keys changed and what to do. After a
-    layout change every source rank's state is merged into one the new ranks split among them."""
+    layout change every source data-parallel rank's state is merged into one the new ranks split
+    among them (the ranks of a CP group hold the same state: the group's first speaks for it)."""
     try:
         if restored.all_components is not None:
-            state = stream.global_state([c["data"] for c in restored.all_components])
+            cp = restored.meta.layout.cp_size  # all_components is in rank order
+            state = stream.global_state([c["data"] for rank, c in enumerate(restored.all_components)
+                                         if rank % cp == 0])
         else:
             state = restored.components["data"]
         stream.load_state_dict(state)

@@ -33,7 +33,7 @@ def build_model(config: RunConfig, ctx, message: Callable[[str], None] = lambda 
 
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and any ep_size
     model = JanusForPretraining(config.model, ep_group=ctx.ep_group, ep_group_name=ctx.ep_group_name,
-                                mask_seed=config.train.seed)
+                                mask_seed=config.train.seed, cp_group=getattr(ctx, "cp_group", None))
     if config.checkpoint.init_from:
         from janus_pretrain.checkpoint.warm_start import initial_weights, load_into, will_resume
 
@@ -57,15 +57,17 @@ def parameter_line(config: RunConfig) -> str:
 
 
 def build_data(config: RunConfig, ctx, micro_batch: int):
-    """The train stream of this rank, a factory of its validation batches, the species names."""
+    """The train stream of this rank, a factory of its validation batches, the species names.
+    Every rank of a context-parallel group reads the same samples (its data rank); the trainer
+    and the validation keep the rank's slice of each (JanusForPretraining.local_slice)."""
     from janus_pretrain.data import TokenEncoding, TrainStream, validation_batches
 
     encoding = TokenEncoding(config.model.tokenizer, config.model.loss_targets)
-    stream = TrainStream(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size,
+    stream = TrainStream(config.data, micro_batch=micro_batch, rank=ctx.data_rank, world_size=ctx.data_ranks,
                          seed=config.train.seed, encoding=encoding)
 
     def valid():
-        return validation_batches(config.data, micro_batch=micro_batch, rank=ctx.rank, world_size=ctx.world_size,
+        return validation_batches(config.data, micro_batch=micro_batch, rank=ctx.data_rank, world_size=ctx.data_ranks,
                                   encoding=encoding)
     return stream, valid, list(stream.species_names)
 
@@ -89,13 +91,14 @@ def run_pretraining(config: RunConfig, *, data: Callable = build_data, trainer_c
     if is_rank0:
         print(config.model.describe_layers(), flush=True)
         print(parameter_line(config), flush=True)
-        print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.world_size} "
-              f"ranks = {plan.tokens_per_step} tokens per optimizer step; ZeRO-{config.parallel.zero_stage}, "
+        print(f"batch: {plan.micro_batch} x {plan.seq_len} bp x {plan.grad_accum} accumulation x {plan.ranks_text} "
+              f"= {plan.tokens_per_step} tokens per optimizer step; ZeRO-{config.parallel.zero_stage}, "
               f"ep_size {config.parallel.ep_size}, {config.train.precision}", flush=True)
     from janus_pretrain.engine.trainer import Trainer, TrainingDiverged  # imports DeepSpeed: after the checks
 
     try:
-        ctx = init_distributed(config.parallel.ep_size, stop_requested=lambda: preemption.requested)
+        ctx = init_distributed(config.parallel.ep_size, stop_requested=lambda: preemption.requested,
+                               cp_size=config.parallel.cp_size)
     except StoppedWaiting as exc:
         print(f"{exc}; nothing trained, exit code {PREEMPTED_EXIT_CODE}", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT_CODE

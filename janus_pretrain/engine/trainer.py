@@ -157,7 +157,7 @@ class Trainer:
     @property
     def layout(self) -> Layout:
         """What a checkpoint must match to load without resharding (checkpoint/reshard.py)."""
-        return Layout(self.ctx.world_size, self.ctx.ep_size, self.config.parallel.zero_stage)
+        return Layout(self.ctx.world_size, self.ctx.ep_size, self.config.parallel.zero_stage, self.ctx.cp_size)
 
     # ---- the loop ----
     def train(self) -> TrainResult:
@@ -234,7 +234,11 @@ class Trainer:
         lr = engine.get_lr()[0]  # the lr this step's update uses
         for _ in range(accum):
             out = self.forward(next(batches))
-            engine.backward(out.loss)
+            # every rank's loss is its whole sample's, but its gradient only its slice's part: the
+            # sample's gradient is the sum over the CP group (model/context_parallel.py). DeepSpeed
+            # averages over all world ranks; x cp_size turns that into the data-parallel average
+            # (tests/test_engine_context_parallel.py checks the training equals one without CP)
+            engine.backward(out.loss * self.ctx.cp_size)
             engine.step()
             sums += torch.stack([t.detach().double() if t is not None else sums.new_zeros(())
                                  for t in (out.loss, out.ce_loss, out.aux_loss)])  # no host sync
@@ -247,7 +251,7 @@ class Trainer:
              float(ds.skipped_steps(engine) > skipped_before), float(self.preemption.requested)])
         if nonfinite > 0 and skipped == 0:
             raise RuntimeError("a NaN/inf loss did not make DeepSpeed skip the step; the update was applied")
-        n = accum * self.ctx.world_size
+        n = accum * self.ctx.world_size  # a CP group's ranks all report their sample's loss: the mean is right
         bad = nonfinite > 0 or skipped > 0
         gnorm = engine.get_global_grad_norm()
         return StepResult(loss=float("nan") if bad else loss / n, ce_loss=ce / n, aux_loss=aux / n, lr=lr,
@@ -256,8 +260,9 @@ class Trainer:
 
     # ---- one micro batch; tests override this to inject failures ----
     def forward(self, batch: dict):
-        ids = batch["input_ids"].to(self.ctx.device)  # (B, L)
-        weight = batch["loss_weight"].to(self.ctx.device)  # (B, L)
+        module = self.engine.module
+        ids = module.local_slice(batch["input_ids"]).to(self.ctx.device)  # (B, L / cp_size)
+        weight = module.local_slice(batch["loss_weight"]).to(self.ctx.device)  # (B, L / cp_size)
         return self.engine(ids, labels=ids, loss_weight=weight)
 
     def _record(self, result: StepResult) -> None:

@@ -46,7 +46,7 @@ from janus_pretrain.model.piece_kernels import MathPieces, pick_pieces
 _ALL_GATHER = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
 _REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
 # elements of one (B, Di, t, N) work tensor of the scan's carry terms (fp32: 16 MiB)
-_CARRY_ELEMENTS = 1 << 22
+CARRY_ELEMENTS = 1 << 22
 
 
 def _all_gather(x: torch.Tensor, group) -> torch.Tensor:
@@ -180,7 +180,7 @@ def _carried_outputs(cum, A, C, h_in):
 
 def _time_chunks(cum: torch.Tensor, n_state: int) -> list[slice]:
     batch, dim, length = cum.shape
-    step = max(1, _CARRY_ELEMENTS // max(batch * dim * n_state, 1))
+    step = max(1, CARRY_ELEMENTS // max(batch * dim * n_state, 1))
     return [slice(i, min(i + step, length)) for i in range(0, length, step)]
 
 

@@ -259,6 +259,11 @@ class JanusForPretraining(nn.Module):
         num_experts = max(self.config.num_experts, 1)
         return total, total - experts + experts * self.config.top_k // num_experts
 
+    def local_slice(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) whole samples -> the positions this rank holds: all of them, or under context
+        parallelism its (B, L / cp_size, ...) slice (the one place a batch is split)."""
+        return t if self.context is None else self.context.split(t)
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, l, D) -> (B, l, vocab)
         if self.mlp is not None:
             hidden = hidden + self.mlp(hidden)
