@@ -147,6 +147,26 @@ def test_merge_of_two_key_sets_is_attention_over_their_union():
     torch.testing.assert_close(out, want)
 
 
+def test_math_pieces_keep_each_score_block_within_budget_over_more_keys_than_queries():
+    """A full piece over K = 3M keys (what a context-parallel rank's fusion does with the gathered
+    sequence): blocks are sized by the keys they read, and blocking changes no value."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, m, 8, generator=g, dtype=torch.float64, requires_grad=True)
+               for m in (40, 120, 120))
+    budget = 2 * 120 * 10  # ten rows of 120 keys per block
+    small, whole = MathPieces(score_budget=budget), MathPieces(score_budget=1 << 30)
+    blocks = small._blocks(q, k, causal=False)
+    assert max(b - a for a, b in blocks) == 10 and all(2 * 120 * (b - a) <= budget for a, b in blocks)
+    assert max(b - a for a, b in small._blocks(q, q, causal=True)) == 30  # causal rows see at most M keys
+    (out_s, lse_s, _), (out_w, lse_w, _) = small.forward(q, k, v, 0.3, causal=False), whole.forward(q, k, v, 0.3, causal=False)
+    torch.testing.assert_close(out_s, out_w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(lse_s, lse_w, rtol=0, atol=1e-12)
+    dout = torch.randn_like(out_w)
+    for a, b in zip(small.backward(dout, q, k, v, out_s, lse_s, None, 0.3, causal=False),
+                    whole.backward(dout, q, k, v, out_w, lse_w, None, 0.3, causal=False)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_pick_pieces_falls_back_by_dtype_and_says_what_is_missing():
     flash, math = BACKENDS["flash-attn shims"](), MathPieces()
     assert pick_pieces([flash, math], torch.bfloat16) is flash

@@ -63,9 +63,12 @@ class MathPieces:
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype.is_floating_point
 
-    def _blocks(self, q):
+    def _blocks(self, q, k, causal):
+        """Row blocks whose scores stay within score_budget: causal rows see at most m keys, full
+        rows every key of k (more than m under context parallelism, where k is the gathered sequence)."""
         n, h, m, _ = q.shape
-        rows = max(1, min(m, self.score_budget // max(n * h * m, 1)))
+        width = m if causal else k.shape[2]
+        rows = max(1, min(m, self.score_budget // max(n * h * width, 1)))
         return [(a, min(a + rows, m)) for a in range(0, m, rows)]
 
     @staticmethod
@@ -84,7 +87,7 @@ class MathPieces:
         work = torch.promote_types(q.dtype, torch.float32)
         out = torch.empty_like(q)
         lse = q.new_empty(q.shape[:3], dtype=work)  # (N, H, M)
-        for a, b in self._blocks(q):
+        for a, b in self._blocks(q, k, causal):
             keys = b if causal else k.shape[2]
             p, lse[:, :, a:b] = self._probs(q[:, :, a:b].to(work), k[:, :, :keys].to(work), a, scale, causal=causal)
             out[:, :, a:b] = (p @ v[:, :, :keys].to(work)).to(q.dtype)
@@ -96,7 +99,7 @@ class MathPieces:
         dk, dv = torch.zeros_like(k, dtype=work), torch.zeros_like(v, dtype=work)
         # the row term of the softmax gradient, from the merged output
         delta = (dout.to(work) * out.to(work)).sum(-1)  # (N, H, M)
-        for a, b in self._blocks(q):
+        for a, b in self._blocks(q, k, causal):
             keys = b if causal else k.shape[2]
             q_blk, k_pre, v_pre = q[:, :, a:b].to(work), k[:, :, :keys].to(work), v[:, :, :keys].to(work)
             g = dout[:, :, a:b].to(work)
