@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--n", type=int, default=3000, help="sequences of the projected epoch and of the probe")
+    parser.add_argument("--n", type=int, default=3000, help="sequences of the projected epoch and of the probe (0: neither)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--suite", default="", help=f"comma-separated subset of {','.join(SUITES)}: project each "
@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         total = parts.sum()
         if not rc:
             rates = {"train": total / tokens_per_step, "forward": parts[0] / tokens_per_step}
+        epoch = f"; one epoch of {args.n}: {total * steps_per_epoch / 60:.1f} min" if args.n else ""
         print(f"full finetune{' + RC conjoin' if rc else ''}: {total:.2f} s/step = forward {parts[0]:.2f} + "
-              f"backward {parts[1]:.2f} + optimizer {parts[2]:.3f}; one epoch of {args.n}: "
-              f"{total * steps_per_epoch / 60:.1f} min")
+              f"backward {parts[1]:.2f} + optimizer {parts[2]:.3f}{epoch}")
     if args.n:
         model = backbone()
         t0 = clock()
