@@ -59,6 +59,9 @@ SHIPPED_TASKS = Run(subs=(("--out data/tasks", "--out shipped_tasks"),), check="
 SLURM = Skip("needs a Slurm cluster and root; tests/test_slurm.py, test_slurm_training.py and "
              "test_slurm_multinode.py run it on a local one")
 BENCH = Help("a benchmark (minutes to hours on CPU); bench/ scripts print their own measurements")
+BENCH_SUITE = Help("a benchmark suite: needs the downloaded data and hours to weeks of GPU time (docs/benchmarks.md)")
+BENCH_FIXTURES = Help("a measured fixture run of docs/benchmarks.md (1 to 45 minutes here); tests/test_benchmark_kinds.py "
+                      "runs each kind on the fixtures at smaller sizes")
 
 DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     # README.md
@@ -160,6 +163,30 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "python data_prep/make_tasks.py --fasta data/genomes/scer_chrI.fna.gz --gtf data/genomes/scer_chrI.gtf.gz "
     "--out data/tasks --prefix scer --tasks codon_snv --genomes configs/genomes/bundled.yaml --species scer":
         SHIPPED_TASKS,
+    # docs/benchmarks.md (and docs/evaluation.md's row): the suites need the downloaded data; the fixture
+    # runs take minutes to most of an hour (tests/test_benchmark_kinds.py runs each kind on the fixtures)
+    "janus evaluate --model EXPORT --suite configs/eval/nt.yaml --out runs/bench/nt [--data-root DIR]": BENCH_SUITE,
+    "janus evaluate --model EXPORT --suite configs/eval/gb.yaml --out runs/bench/gb [--data-root DIR]": BENCH_SUITE,
+    "janus evaluate --model EXPORT --suite configs/eval/dnalongbench_eqtl.yaml --out runs/bench/eqtl [--data-root DIR]":
+        BENCH_SUITE,
+    "janus evaluate --model EXPORT --suite configs/eval/nt.yaml --out DIR [--data-root DIR]": BENCH_SUITE,
+    "janus convert --from janusdna --checkpoint JANUSDNA_RUN/checkpoints/last.ckpt --out exports/janusdna_72_midattn "
+    "--tokenizer janusdna_char": Help(
+        "needs the downloaded official weights; tests/test_janusdna_official.py converts golden official checkpoints"),
+    "janus evaluate --model exports/janusdna_72_midattn --suite configs/eval/nt.yaml "
+    "--out runs/bench/nt_janusdna_72_midattn": BENCH_SUITE,
+    "janus convert --from janusdna --checkpoint tests/fixtures/janusdna_official/w_midattn_tiny.ckpt "
+    "--out runs/bench_fixtures/tiny": Help("the fixture import; tests/test_janusdna_official.py converts it"),
+    "janus evaluate --model runs/bench_fixtures/tiny --suite configs/eval/nt.yaml --data-root tests/fixtures/benchmarks/nt "
+    "--only H3,enhancers_types --out runs/bench_fixtures/nt --seeds 2 --grid 1e-3x8,2e-3x8 --epochs 2 --window-bp 200 "
+    "--threads 1": BENCH_FIXTURES,
+    "janus evaluate --model runs/bench_fixtures/tiny --suite configs/eval/gb.yaml "
+    "--data-root tests/fixtures/benchmarks/gb_package --only human_nontata_promoters --out runs/bench_fixtures/gb "
+    "--seeds 2 --grid 1e-3x8,2e-3x8 --epochs 2 --window-bp 200 --threads 1": BENCH_FIXTURES,
+    "janus evaluate --model runs/bench_fixtures/tiny --suite tests/fixtures/benchmark_suites/toy_eqtl.yaml "
+    "--out runs/bench_fixtures/eqtl --threads 1": BENCH_FIXTURES,
+    "python bench/finetune_cost.py --config configs/1k.yaml --length 500 --batch-size 8 --steps 3 --n 0 "
+    "--suite nt,gb,dnalongbench_eqtl": BENCH,
     # docs/fusion.md, docs/gpu.md, docs/memory.md, docs/objectives.md
     "python bench/fusion_throughput.py --threads 1 --clock process": BENCH,
     "bash bench/gpu/check.sh --dry-run": Skip("the GPU kit; its CPU dry run is tests/test_gpu_kit.py"),
