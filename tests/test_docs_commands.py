@@ -82,7 +82,8 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         subs=(("EXPORT", "exports/demo"),), append="--seeds 1 --only dmel_splice --baselines ''",
         check="evaluation_results"),
     "janus make-tasks --fasta F --gtf G --out DIR": Help("synopsis; docs/evaluation.md's shipped-task commands run"),
-    "janus memory --config configs/1m.yaml [--ranks N]": Run(),
+    "janus memory --config configs/1m.yaml [--ranks N] [--cp N]": Run(),
+    "janus memory --config C --ranks R --cp N": Help("synopsis; the README and docs/memory.md forms run"),
     "janus memory --config CFG": Help("synopsis"),
     "deepspeed --num_gpus 8 launch/pretrain.py --config configs/1m.yaml [--set key=value ...]": Skip("needs 8 GPUs"),
     "OMP_NUM_THREADS=1 deepspeed --num_accelerators 2 launch/pretrain.py --config configs/tiny.yaml": Help(
@@ -195,11 +196,12 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
     "bash bench/gpu/carry_size.sh": Run(),
     "make test-torch211": Skip("downloads torch 2.11.0 into its own venv (docs/gpu.md)"),
     "make setup": Skip("installs packages from PyPI (make test and make demo run it)"),
-    "janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8] [--device-gb 80] "
+    "janus memory --config configs/1m.yaml [--set k=v ...] [--ranks 8] [--cp 8] [--device-gb 80] "
     "[--backend cuda|cuda-flex|torch-cuda|reference] [--seq-len N]": Run(),
     "python bench/memory_scaling.py --config configs/1m.yaml [--lengths 4096 8192 ...] [--checkpointing none layer]":
         BENCH,
     "python bench/memory_scaling.py --from-json docs/memory_cpu_measured.json": BENCH,
+    "python bench/context_parallel.py --seq-len 8192": BENCH,
     "janus memory": Help("named in prose"),
     "janus shard": Help("named in prose"),
     "janus convert": Help("named in prose"),
