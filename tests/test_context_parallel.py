@@ -94,6 +94,8 @@ def _split_error(model, context, seq_len):
     return None
 
 
+# slow: the same refusal is made at config load, tested in the default suite (tests/test_engine_startup.py)
+@pytest.mark.slow
 def test_length_not_divisible_by_cp_size_is_one_clear_error():
     message = run_ranks(2, CONFIG, _split_error, seq_len=25)
     assert message is not None and "data.seq_len=25" in message and "cp_size=2" in message

@@ -151,6 +151,8 @@ def test_init_from_a_checkpoint_starts_step_0_from_its_master_weights(reference,
         assert torch.equal(weights[name], want["fp32"]), name
 
 
+# slow: warm start is in the default suite as test_init_from_a_checkpoint_starts_step_0_from_its_master_weights
+@pytest.mark.slow
 def test_init_from_an_export_then_a_requeue_resumes_its_own_checkpoint(reference, tmp_path):
     from janus_pretrain.checkpoint.convert import convert_to_export
 

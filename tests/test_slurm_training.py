@@ -97,6 +97,9 @@ def test_sigkill_of_a_rank_mid_training_then_resume_matches(slurm, shards, refer
     assert_same_training(run, reference)
 
 
+# slow: the watchdog's exit and message are tested in the default suite without Slurm
+# (tests/test_checkpoint_integrity.py), and the requeue-and-resume path by the preemption test above
+@pytest.mark.slow
 def test_a_stalled_rank_ends_the_job_with_76_which_requeues_and_resumes(slurm, shards, reference, tmp_path):
     """A rank stopped mid-step (SIGSTOP: hung, not dead) blocks the other in a collective; its
     watchdog names the stalled rank and exits 76, srun ends the step, the script requeues, and
