@@ -202,6 +202,7 @@ DOC_COMMANDS: dict[str, Run | Help | Skip] = {
         BENCH,
     "python bench/memory_scaling.py --from-json docs/memory_cpu_measured.json": BENCH,
     "python bench/context_parallel.py --seq-len 8192": BENCH,
+    "python bench/scan_throughput.py --memory --repeats 2": BENCH,
     "janus memory": Help("named in prose"),
     "janus shard": Help("named in prose"),
     "janus convert": Help("named in prose"),
