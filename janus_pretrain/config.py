@@ -307,8 +307,8 @@ def batch_plan(config: RunConfig, world_size: int) -> BatchPlan:
     """Resolve gradient accumulation from train.global_batch_tokens, or check the two agree."""
     train, seq_len, where = config.train, config.data.seq_len, config.source or "<config>"
     cp = config.parallel.cp_size
-    data_ranks = world_size // cp  # a context-parallel group reads one sample
-    ranks = BatchPlan(train.micro_batch, 1, world_size, seq_len, cp).ranks_text
+    one_step = BatchPlan(train.micro_batch, 1, world_size, seq_len, cp)  # the layout, before accumulation
+    data_ranks, ranks = one_step.data_ranks, one_step.ranks_text  # a context-parallel group reads one sample
     per_micro_step = train.micro_batch * seq_len * data_ranks  # tokens of one micro step on all ranks
     if train.global_batch_tokens:
         accum, rest = divmod(train.global_batch_tokens, per_micro_step)

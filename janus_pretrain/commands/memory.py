@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=0, help="default: data.seq_len of the config")
     args = parser.parse_args(argv)
     if args.ranks < 1 or args.device_gb <= 0 or args.seq_len < 0 or args.cp < 0:
-        parser.error("--ranks must be >= 1, --device-gb > 0, --seq-len >= 0 and --cp >= 1")
+        parser.error("--ranks must be >= 1, --device-gb > 0, --seq-len >= 0 and --cp >= 1 (0: the config's)")
     from janus_pretrain.config import ConfigError, load_config
 
     from janus_pretrain.memory import report
