@@ -105,3 +105,22 @@ def test_context_parallel_needs_the_janus_objective():
     with pytest.raises(ValueError, match="objective"):
         from janus_pretrain.model.janus import JanusModel
         JanusModel(tiny_config(objective="mlm"), context=object.__new__(ContextParallel))
+
+
+def test_block_calls_cover_exactly_the_causal_pairs_of_a_piece_and_a_key_block():
+    """Every (query, key) pair of a piece against one key block is read by exactly one call, and
+    only the pairs with key <= query: the diagonal causal, the rest full, later blocks skipped."""
+    from janus_pretrain.model.context_parallel import block_calls
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        q0, count, k0, n = (int(x) for x in torch.randint(0, 12, (4,), generator=gen))
+        count, n = count + 1, n + 1
+        covered = torch.zeros(count, n, dtype=torch.int64)
+        for e0, e1, c0, c1, causal in block_calls(q0, count, k0, n):
+            pairs = torch.ones(e1 - e0, c1 - c0, dtype=torch.int64)
+            if causal:
+                assert e1 - e0 == c1 - c0 and q0 + e0 == k0 + c0  # a square on the diagonal
+                pairs = pairs.tril()
+            covered[e0:e1, c0:c1] += pairs
+        wanted = (torch.arange(k0, k0 + n)[None, :] <= torch.arange(q0, q0 + count)[:, None]).long()
+        assert torch.equal(covered, wanted), (q0, count, k0, n)

@@ -148,8 +148,8 @@ def test_merge_of_two_key_sets_is_attention_over_their_union():
 
 
 def test_math_pieces_keep_each_score_block_within_budget_over_more_keys_than_queries():
-    """A full piece over K = 3M keys (what a context-parallel rank's fusion does with the gathered
-    sequence): blocks are sized by the keys they read, and blocking changes no value."""
+    """A full piece over K = 3M keys (a full piece call on more keys than
+    queries): blocks are sized by the keys they read, and blocking changes no value."""
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, 2, m, 8, generator=g, dtype=torch.float64, requires_grad=True)
                for m in (40, 120, 120))

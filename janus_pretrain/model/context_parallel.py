@@ -14,20 +14,22 @@ What crosses a slice boundary:
   are all-gathered, each rank folds those before it into the state entering its slice, h_in, and
   adds the correction C_t . (exp(A cumsum(delta)_t) h_in) to its outputs. No rank waits for
   another's scan; the exchange is 2 B Di N values per rank, layer and stream.
-- Attention (per-stream causal, and the fusion's self and cross pieces): keys and values are
-  all-gathered (all-gather context parallelism, not a ring: one collective per layer instead of
-  P - 1 dependent steps); every query piece is one full kernel call on the key rows before its
-  diagonal block and one causal call on the diagonal block, merged by log-sum-exp. Backward
-  re-gathers k and v (only the local slice is kept from forward to backward), runs every piece's
-  kernel backward with the row's merged (out, lse) (model/piece_kernels.py) and reduce-scatters
-  the key/value gradients back to the ranks that own them.
+- Attention (per-stream causal, and the fusion's self and cross pieces): ring attention. The
+  ranks' key/value blocks go round the ring (P - 1 point-to-point steps, the next block in flight
+  while this one is computed); every (query piece, key block) pair is at most three piece-kernel
+  calls (block_calls: the diagonal square causal, earlier blocks full, later ones skipped; the
+  cross pieces' two-row shift adds one full call where a piece starts inside a block), merged by
+  log-sum-exp. Backward sends the blocks round again, each followed by an fp32 accumulator of its
+  key/value gradients to which every rank adds its queries' share, and which reaches the block's
+  owner after P steps; every piece's kernel backward runs with the row's merged (out, lse)
+  (model/piece_kernels.py). A rank holds two blocks at a time, not the whole sequence.
 - Read-out out[p] = F[p-1] + B[p+1]: one row from each neighbour.
 - Loss and MoE load balancing: sums (weighted CE, target counts, router statistics) summed over
   the group, so every rank sees the whole sequence's value.
 
-Every exchange is a collective that all ranks of the group join, in the same order in forward and
-in backward (a rank without a predecessor still joins and multiplies what it got by zero), so the
-exchanges cannot deadlock on gloo. The gradient of the whole sequence's loss is the SUM over the CP
+Every exchange is a collective (or, in the ring, one send-and-receive step) that all ranks of the
+group join, in the same order in forward and in backward (a rank without a predecessor still joins
+and multiplies what it got by zero), so the exchanges cannot deadlock on gloo. The gradient of the whole sequence's loss is the SUM over the CP
 ranks of each rank's parameter gradients: every rank's loss value is the whole sequence's, but its
 backward reaches only its own slice's contributions (sums forward, identity backward).
 """
@@ -97,10 +99,11 @@ class StreamSlices:
 
     def __init__(self, group, size: int, rank: int, reverse: bool):
         self.group, self.size, self.rank, self.reverse = group, size, rank, reverse
-        self.index = size - 1 - rank if reverse else rank  # this rank's slice in stream order
+        self.index = self.index_of(rank)  # this rank's slice in stream order
 
-    def rank_of(self, index: int) -> int:
-        return self.size - 1 - index if self.reverse else index
+    def index_of(self, rank: int) -> int:
+        """The stream-order slice rank `rank` holds."""
+        return self.size - 1 - rank if self.reverse else rank
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """(P, ...) every slice's x, in stream order; differentiable."""
@@ -218,11 +221,12 @@ def scan_carry_correction(u, dt, A, B, C, z, delta_bias, stream: StreamSlices) -
     return carried.to(u.dtype)
 
 
-# ---------------------------------------------------------------- attention
+# ---------------------------------------------------------------- attention: a ring
 #
 # A query piece is a set of this rank's query rows, in the piece's causal order, reading one key
 # stream causally: entry e is piece row t = q0 + e and reads key-stream rows 0..t (rows with t < 0
-# read nothing). The key streams are index maps into the gathered (P * rows) key rows.
+# read nothing). Every rank's block of keys and values covers, per key stream, one contiguous range
+# of that stream's rows (the block layout says which, and whether the block holds them reversed).
 
 
 class _Piece:
@@ -236,85 +240,162 @@ def _pieces(*pieces: _Piece) -> list[_Piece]:
     return [p for p in pieces if p.count > 0]  # a cross piece of a 1- or 2-row slice may have no row
 
 
-def _piece_forward(kernel, piece, q, k_stream, v_stream, scale):
-    """(out, lse, states) of a piece's valid rows: full call on keys [0, q0), causal on the diagonal."""
-    qp = q[:, :, piece.rows]
-    end = piece.q0 + piece.count
-    out, lse, diagonal = kernel.forward(qp, k_stream[:, :, piece.q0:end], v_stream[:, :, piece.q0:end], scale,
-                                        causal=True)
-    prefix = None
-    if piece.q0 > 0:
-        out_p, lse_p, prefix = kernel.forward(qp, k_stream[:, :, :piece.q0], v_stream[:, :, :piece.q0], scale,
-                                              causal=False)
-        out, lse = merge_attention(out, lse, out_p, lse_p)
-    return out, lse, (diagonal, prefix)
+def block_calls(q0: int, count: int, k0: int, n: int) -> list[tuple[int, int, int, int, bool]]:
+    """The kernel calls of one (query piece, key block) pair: query entries e0:e1 (piece rows
+    q0 + e) read block keys c0:c1 (key-stream rows k0 + c), causal on a square diagonal or full.
+
+    Rows that overlap the block read its keys up to themselves: one causal call on the square where
+    query and key rows coincide, plus one full call on the block's keys before that square (only
+    when the piece starts inside the block: the cross pieces' two-row shift); rows past the block
+    read all of it (one full call); rows before it nothing (no call: the later pairs are skipped).
+    """
+    q1, k1 = q0 + count, k0 + n
+    calls = []
+    d0, d1 = max(q0, k0), min(q1, k1)
+    if d0 < d1:
+        calls.append((d0 - q0, d1 - q0, d0 - k0, d1 - k0, True))
+        if d0 > k0:
+            calls.append((d0 - q0, d1 - q0, 0, d0 - k0, False))
+    if max(q0, k1) < q1:
+        calls.append((max(q0, k1) - q0, count, 0, n, False))
+    return calls
 
 
-def _piece_backward(kernel, piece, dout, q, k_stream, v_stream, out, lse, states, scale, dk, dv):
-    """dq of the piece's rows; adds the key/value gradients into dk, dv (key-stream layout)."""
-    idx = piece.rows
-    d_rows, q_rows, o_rows, l_rows = dout[:, :, idx], q[:, :, idx], out[:, :, idx], lse[:, :, idx]
-    end = piece.q0 + piece.count
-    diagonal, prefix = states
-    dq, dk_d, dv_d = kernel.backward(d_rows, q_rows, k_stream[:, :, piece.q0:end], v_stream[:, :, piece.q0:end],
-                                     o_rows, l_rows, diagonal, scale, causal=True)
-    dk[:, :, piece.q0:end] += dk_d
-    dv[:, :, piece.q0:end] += dv_d
-    if piece.q0 > 0:
-        dq_p, dk_p, dv_p = kernel.backward(d_rows, q_rows, k_stream[:, :, :piece.q0], v_stream[:, :, :piece.q0],
-                                           o_rows, l_rows, prefix, scale, causal=False)
-        dq = dq + dq_p
-        dk[:, :, :piece.q0] += dk_p
-        dv[:, :, :piece.q0] += dv_p
-    return dq
+class _Ring:
+    """The CP group as a ring: each step a block goes to the next rank and one comes from the
+    previous, so at step s this rank holds the block of rank (r - s) mod P."""
+
+    def __init__(self, group):
+        self.group = group
+        self.size, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        world = group if group is not None else dist.group.WORLD
+        self.next = dist.get_global_rank(world, (self.rank + 1) % self.size)
+        self.previous = dist.get_global_rank(world, (self.rank - 1) % self.size)
+
+    def owner(self, step: int) -> int:
+        return (self.rank - step) % self.size
+
+    def pass_on(self, tensor: torch.Tensor, tag: int):
+        """Start sending tensor on and receiving the previous rank's; returns a wait() that gives the
+        received tensor. tensor must stay unchanged until then (it is being sent)."""
+        incoming = torch.empty_like(tensor)
+        works = dist.batch_isend_irecv([dist.P2POp(dist.isend, tensor, self.next, self.group, tag),
+                                        dist.P2POp(dist.irecv, incoming, self.previous, self.group, tag)])
+
+        def wait() -> torch.Tensor:
+            for work in works:
+                work.wait()
+            return incoming
+        return wait
 
 
-class _GatheredAttention(torch.autograd.Function):
-    """Local query rows attending gathered key streams; q, k, v (N, H, m, W), padded head dim."""
+_KV_TAG, _GRAD_TAG = 1, 2  # the two streams of messages of the backward ring
+
+
+class _Span:
+    """Key stream `stream`'s rows [k0, k0 + stop - start) are the block's rows start:stop (reversed: in reverse)."""
+
+    def __init__(self, stream: int, k0: int, start: int, stop: int, reversed: bool = False):
+        self.stream, self.k0, self.rows, self.reversed = stream, k0, slice(start, stop), reversed
+        self.count = stop - start
+
+
+def _pairs(pieces, block: torch.Tensor, layout: list[_Span]):
+    """The (piece, block) pairs with work: (piece index, span, keys, values in stream order, calls)."""
+    for i, piece in enumerate(pieces):
+        span = next(s for s in layout if s.stream == piece.stream)
+        calls = block_calls(piece.q0, piece.count, span.k0, span.count)
+        if calls:
+            keys, values = block[0][:, :, span.rows], block[1][:, :, span.rows]
+            if span.reversed:
+                keys, values = keys.flip(2), values.flip(2)
+            yield i, span, keys, values, calls
+
+
+class _RingAttention(torch.autograd.Function):
+    """Local query pieces attending every rank's key block as it comes round the ring; q, k, v
+    (N, H, m, W), padded head dim. spans(owner) gives the layout of rank owner's block.
+
+    Forward: P steps; the next block is in flight while this one is computed; each piece keeps a
+    running (out, lse) merged by log-sum-exp. Backward: the key/value blocks go round again, each
+    followed by an fp32 gradient accumulator that every rank adds its queries' share to; after P
+    steps it is back at the rank that owns the block. Only two blocks (and, in backward, two
+    accumulators) are alive at a time, whatever P is."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pieces, key_streams, group, kernel, scale):
+    def forward(ctx, q, k, v, pieces, spans, group, kernel, scale):
+        ring = _Ring(group)
         work = torch.promote_types(q.dtype, torch.float32)
-        kv = _all_gather(torch.stack([k, v]), group)  # (P, 2, N, H, m, W)
-        kv = kv.permute(1, 2, 3, 0, 4, 5).flatten(3, 4)  # (2, N, H, P*m, W)
+        queries = [q[:, :, p.rows] for p in pieces]
+        outs = [q.new_zeros((*q.shape[:2], p.count, q.shape[3]), dtype=work) for p in pieces]
+        lses = [q.new_full((*q.shape[:2], p.count), float("-inf"), dtype=work) for p in pieces]
+        states = {}
+        block = torch.stack([k, v])
+        for step in range(ring.size):
+            arriving = ring.pass_on(block, _KV_TAG) if step < ring.size - 1 else None
+            owner = ring.owner(step)
+            for i, _, keys, values, calls in _pairs(pieces, block, spans(owner)):
+                for call in calls:
+                    e0, e1, c0, c1, causal = call
+                    out_c, lse_c, states[owner, i, call] = kernel.forward(
+                        queries[i][:, :, e0:e1], keys[:, :, c0:c1], values[:, :, c0:c1], scale, causal=causal)
+                    outs[i][:, :, e0:e1], lses[i][:, :, e0:e1] = merge_attention(
+                        outs[i][:, :, e0:e1], lses[i][:, :, e0:e1], out_c, lse_c)
+            if arriving is not None:
+                block = arriving()
+        del block
         out = q.new_zeros(q.shape, dtype=work)
         lse = q.new_full(q.shape[:3], float("-inf"), dtype=work)
-        states = []
-        for piece in pieces:
-            keys = key_streams[piece.stream]
-            out_p, lse_p, state = _piece_forward(kernel, piece, q, kv[0][:, :, keys], kv[1][:, :, keys], scale)
-            states.append(state)
+        for piece, out_p, lse_p in zip(pieces, outs, lses):
             out[:, :, piece.rows], lse[:, :, piece.rows] = merge_attention(
                 out[:, :, piece.rows], lse[:, :, piece.rows], out_p, lse_p)
-        del kv
         out = out.to(q.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.pieces, ctx.key_streams, ctx.group, ctx.kernel, ctx.scale, ctx.states = (
-            pieces, key_streams, group, kernel, scale, states)
+        ctx.pieces, ctx.spans, ctx.group, ctx.kernel, ctx.scale, ctx.states = pieces, spans, group, kernel, scale, states
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
+        pieces, kernel, scale = ctx.pieces, ctx.kernel, ctx.scale
+        ring = _Ring(ctx.group)
         work = torch.promote_types(q.dtype, torch.float32)
         dout = dout.contiguous()
-        kv = _all_gather(torch.stack([k, v]), ctx.group).permute(1, 2, 3, 0, 4, 5).flatten(3, 4)
+        # per piece its rows' query, output gradient and the MERGED out and lse of those rows
+        rows = [(q[:, :, p.rows], dout[:, :, p.rows], out[:, :, p.rows], lse[:, :, p.rows]) for p in pieces]
+        dqs = [torch.zeros_like(r[0], dtype=work) for r in rows]
+        block = torch.stack([k, v])
+        accumulated = None  # wait() of the gradient accumulator arriving from the previous rank
+        for step in range(ring.size):
+            arriving = ring.pass_on(block, _KV_TAG) if step < ring.size - 1 else None
+            owner = ring.owner(step)
+            mine = torch.zeros_like(block, dtype=work)  # this rank's share of the block's gradients
+            for i, span, keys, values, calls in _pairs(pieces, block, ctx.spans(owner)):
+                dk = keys.new_zeros(keys.shape, dtype=work)
+                dv = torch.zeros_like(dk)
+                q_p, dout_p, out_p, lse_p = rows[i]
+                for call in calls:
+                    e0, e1, c0, c1, causal = call
+                    dq_c, dk_c, dv_c = kernel.backward(
+                        dout_p[:, :, e0:e1], q_p[:, :, e0:e1], keys[:, :, c0:c1], values[:, :, c0:c1],
+                        out_p[:, :, e0:e1], lse_p[:, :, e0:e1], ctx.states[owner, i, call], scale, causal=causal)
+                    dqs[i][:, :, e0:e1] += dq_c
+                    dk[:, :, c0:c1] += dk_c
+                    dv[:, :, c0:c1] += dv_c
+                if span.reversed:
+                    dk, dv = dk.flip(2), dv.flip(2)
+                mine[0][:, :, span.rows] += dk
+                mine[1][:, :, span.rows] += dv
+            total = mine if accumulated is None else accumulated() + mine
+            accumulated = ring.pass_on(total, _GRAD_TAG)  # to the next rank; after step P-1, to the owner
+            if arriving is not None:
+                block = arriving()
+        dkv = accumulated()  # this rank's own block's gradients, every rank's share summed
         dq = torch.zeros_like(q, dtype=work)
-        dkv = torch.zeros_like(kv, dtype=work)  # (2, N, H, P*m, W), gathered row layout
-        for piece, state in zip(ctx.pieces, ctx.states):
-            keys = ctx.key_streams[piece.stream]
-            dk_s = kv.new_zeros((*k.shape[:2], len(keys), k.shape[3]), dtype=work)
-            dv_s = torch.zeros_like(dk_s)
-            dq[:, :, piece.rows] += _piece_backward(ctx.kernel, piece, dout, q, kv[0][:, :, keys], kv[1][:, :, keys],
-                                                    out, lse, state, ctx.scale, dk_s, dv_s).to(work)
-            dkv[0].index_add_(2, keys, dk_s)
-            dkv[1].index_add_(2, keys, dv_s)
-        del kv
-        size, rows = dist.get_world_size(ctx.group), k.shape[2]
-        dkv = dkv.unflatten(3, (size, rows)).permute(3, 0, 1, 2, 4, 5)  # (P, 2, N, H, m, W)
-        dk, dv = _reduce_scatter(dkv, ctx.group).unbind(0)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
+        for piece, dq_p in zip(pieces, dqs):
+            dq[:, :, piece.rows] += dq_p
+        return dq.to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None, None, None, None
 
 
 def _piece_backend(kernels, dtype):
@@ -322,27 +403,26 @@ def _piece_backend(kernels, dtype):
     return pick_pieces(kernels.pieces or (MathPieces(),), dtype)
 
 
-def _attend(q, k, v, pieces, key_streams, group, kernel, scale):
+def _attend(q, k, v, pieces, spans, group, kernel, scale):
     head_dim = q.shape[-1]
     multiple = kernel.head_dim_multiple
     pad = -head_dim % multiple
     if pad:
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-    out = _GatheredAttention.apply(q, k, v, pieces, key_streams, group, kernel, scale)
+    out = _RingAttention.apply(q, k, v, pieces, spans, group, kernel, scale)
     return out[..., :head_dim] if pad else out
 
 
 def causal_attention_across_slices(kernels, q, k, v, stream: StreamSlices):
     """Per-stream causal attention of a slice: q, k, v (B, l, H, Dh) in stream order -> (B, l, H, Dh)."""
     rows = q.shape[1]
-    device = q.device
-    # stream row j lies in slice j // l, held by rank_of(j // l), at its local row j % l
-    stream_rows = torch.arange(stream.size * rows, device=device)
-    keys = torch.tensor([stream.rank_of(s) for s in range(stream.size)], device=device)[stream_rows // rows] * rows \
-        + stream_rows % rows
-    piece = _Piece(torch.arange(rows, device=device), 0, stream.index * rows)
+    piece = _Piece(torch.arange(rows, device=q.device), 0, stream.index * rows)
+
+    def spans(owner: int) -> list[_Span]:  # rank owner's block: its slice of the stream, in order
+        return [_Span(0, stream.index_of(owner) * rows, 0, rows)]
+
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, l, Dh)
-    out = _attend(q, k, v, [piece], [keys], stream.group, _piece_backend(kernels, q.dtype), q.shape[-1] ** -0.5)
+    out = _attend(q, k, v, [piece], spans, stream.group, _piece_backend(kernels, q.dtype), q.shape[-1] ** -0.5)
     return out.transpose(1, 2)
 
 
@@ -361,16 +441,17 @@ def fusion_attention_across_slices(kernels, q, k, v, context: ContextParallel, s
     rows, device = q.shape[2] // 2, q.device
     length, a = context.size * rows, context.rank * rows
     b = a + rows
-    positions = torch.arange(length, device=device)
-    forward_keys = (positions // rows) * 2 * rows + positions % rows  # forward stream row j = position j
-    backward_pos = positions.flip(0)  # backward stream row j = position L-1-j
-    backward_keys = (backward_pos // rows) * 2 * rows + rows + backward_pos % rows
+
+    def spans(owner: int) -> list[_Span]:
+        # rank owner's 2l rows: forward positions in order (forward stream rows from owner * l), then
+        # the same positions ascending, which the backward stream (row j = position L-1-j) reads reversed
+        return [_Span(0, owner * rows, 0, rows), _Span(1, length - (owner + 1) * rows, rows, 2 * rows, reversed=True)]
+
     local = torch.arange(rows, device=device)
     pieces = _pieces(_Piece(local, 0, a), _Piece(local.flip(0), 1, length - CROSS_SHIFT - b),
                      _Piece(rows + local.flip(0), 1, length - b), _Piece(rows + local, 0, a - CROSS_SHIFT))
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _attend(q, k, v, pieces, [forward_keys, backward_keys], context.group,
-                   _piece_backend(kernels, q.dtype), scale)
+    return _attend(q, k, v, pieces, spans, context.group, _piece_backend(kernels, q.dtype), scale)
 
 
 # ---------------------------------------------------------------- read-out

@@ -16,11 +16,11 @@ self piece alone). Backward: each piece's kernel backward with the MERGED output
 (model/piece_kernels.py explains why that is exact); the cross gradients are mapped back to the
 rows they came from and added. Nothing of size L x L exists at any point, and no mask tensor.
 
-Context parallelism (built in model/context_parallel.py with all-gathered k/v instead of a ring): with each rank holding a slice of both streams (in causal
+Context parallelism (model/context_parallel.py): with each rank holding a slice of both streams (in causal
 order), the self piece is ordinary causal ring attention over the ranks, and the cross piece is
 causal ring attention between the query slice reversed and the other stream's key slices, offset
 by two rows. Each (query slice, key slice) pair is one piece kernel call (causal on the diagonal
-pair, full off it, skipped above it); merge_attention folds the partial (out, lse) as they
+pair, full off it, skipped above it; the two-row offset splits the pair a cross piece starts in); merge_attention folds the partial (out, lse) as they
 arrive, and backward replays the pairs with the final merged (out, lse), exactly as here.
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ class MathPieces:
 
     def _blocks(self, q, k, causal):
         """Row blocks whose scores stay within score_budget: causal rows see at most m keys, full
-        rows every key of k (more than m under context parallelism, where k is the gathered sequence)."""
+        rows every key of k (more or fewer than m under context parallelism, where k is another rank's block)."""
         n, h, m, _ = q.shape
         width = m if causal else k.shape[2]
         rows = max(1, min(m, self.score_budget // max(n * h * width, 1)))
