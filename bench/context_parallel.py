@@ -15,9 +15,10 @@ Measured per rank:
   told to return freed blocks >= 64 KiB to the OS). Not tracemalloc: torch's CPU tensors bypass
   Python's allocator, so tracemalloc would not see them.
 - step: wall time and CPU time (this process's, all threads) of the forward+backward; exchanges:
-  the same inside the model's collectives
-  (the all-gathers and reduce-scatters of context_parallel.py and its all-reduces of the loss and
-  the router statistics), timed by wrapping them during the step. A collective's time includes
+  the same inside the model's exchanges
+  (the ring attention's send-and-receive steps, posting and waiting, the scan carry's all-gathers
+  and their reduce-scatters, the all-reduces of the loss and the router statistics), timed by
+  wrapping them during the step. A collective's time includes
   waiting for the slowest rank of the group, so it is the exchanges' cost as a rank sees it; their
   CPU time is the work a rank does in them (copies, gloo's sends and reductions) without the wait.
 Printed: per cp the largest rank's memory and its ratio to cp 1, the memory model's per-rank
@@ -77,7 +78,18 @@ class ExchangeClock:
         for owner, name in [(context_parallel, n) for n in EXCHANGES] + [(dist, "all_reduce")]:
             self._saved.append((owner, name, getattr(owner, name)))
             setattr(owner, name, self._timed(getattr(owner, name)))
+        ring = context_parallel._Ring
+        self._saved.append((ring, "pass_on", ring.pass_on))
+        setattr(ring, "pass_on", self._timed_ring(ring.pass_on))
         return self
+
+    def _timed_ring(self, pass_on):
+        """A ring step is posted, then waited for later: both count (as one call)."""
+        def call(*args, **kwargs):
+            wait = self._timed(pass_on)(*args, **kwargs)
+            self.calls -= 1
+            return self._timed(wait)
+        return call
 
     def __exit__(self, *exc):
         for owner, name, fn in reversed(self._saved):

@@ -21,10 +21,11 @@ model and of the kernels (mamba_ssm keeps u, delta, z, B, C, out and chunk-bound
 flash/Flex attention and the fusion pieces keep q, k, v, out and the log-sum-exp).
 
 Context parallelism (parallel.cp_size, model/context_parallel.py): each rank keeps the activations
-of its seq_len / cp positions, but every attention (per-stream and fusion) all-gathers the whole
-sequence's keys and values, in forward and again in backward, where it also holds their fp32
-gradients for the whole sequence before reduce-scattering them (gathered_kv_bytes): that transient
-does not fall with cp. ZeRO still partitions over every rank (the data-parallel world of DeepSpeed).
+of its seq_len / cp positions; every attention (per-stream and fusion) is ring attention, whose
+backward holds two of the ranks' key/value blocks and one fp32 gradient accumulator of a
+block's size at a time, plus one kernel call's copies (ring_kv_bytes): all of it sized by the
+rank's own slice, so it falls with cp as well. ZeRO still partitions over every rank (the data-parallel world of
+DeepSpeed).
 """
 from __future__ import annotations
 
@@ -212,20 +213,21 @@ def _fusion_attention(m: ModelConfig, s: int, backend: str) -> Widths:
     return Widths(kept, s * d * (1 + 9 * p))
 
 
-def gathered_kv_bytes(m: ModelConfig, seq_len: int, batch: int, s: int, backend: str, fusion: bool) -> float:
-    """Peak transient of one attention's backward under context parallelism, for the WHOLE sequence
-    (model/context_parallel.py, _GatheredAttention.backward): the re-gathered k and v (model dtype,
-    `rows` = L per-stream or 2L fusion rows), their fp32 gradient buffer dkv, and per piece one key
-    stream (L rows) copied out of k and v plus its fp32 gradients and the kernel's; then the
-    reduce-scatter's contiguous copy of dkv beside dkv and the last piece's gradients. Forward
-    (the gathered k, v and one piece's copies) stays below it."""
+def ring_kv_bytes(m: ModelConfig, slice_len: int, batch: int, s: int, backend: str, fusion: bool) -> float:
+    """Peak transient of one ring attention's backward under context parallelism, for a rank's
+    slice of slice_len positions (model/context_parallel.py, _RingAttention.backward). A block is
+    `rows` = l per-stream or 2l fusion rows of k and v (model dtype): two blocks alive (the one being
+    computed, the one arriving); one fp32 gradient accumulator of a block's size (each rank waits
+    for it before it computes); the fp32 dq of the local rows; one kernel call's copies (at most l
+    query rows of q, the output gradient and the merged output, l key rows of k and v flipped, the
+    kernel's dq, dk, dv, the dq in fp32 and one flipped gradient)."""
     dh = m.d_model // m.n_heads
     multiple = 1 if backend == "reference" else PIECE_HEAD_MULTIPLE  # MathPieces on CPU, flash pieces on CUDA
     width = batch * m.n_heads * (-(-dh // multiple) * multiple)  # B H W per row
-    rows, keys = (2 if fusion else 1) * seq_len, seq_len
-    pieces = 2 * rows * width * (s + FP32) + 2 * keys * width * (s + 2 * FP32)
-    scatter = 4 * rows * width * FP32 + 2 * keys * width * FP32
-    return max(pieces, scatter)
+    rows = (2 if fusion else 1) * slice_len
+    blocks = 2 * 2 * rows * width * s + 2 * rows * width * FP32
+    call = slice_len * width * (9 * s + FP32)
+    return blocks + rows * width * FP32 + call
 
 
 def _swiglu(m: ModelConfig, s: int, recompute: bool, rows_per_token: int = 1) -> Widths:
@@ -286,14 +288,14 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     Backward runs phase by phase (loss chunk, fusion FFN, fusion attention, layers last to
     first, one stream at a time); after each, autograd frees what that phase owned, so the peak
     is the maximum over phases of (still kept + what the phase recomputes + its transient).
-    cp > 1: this rank's seq_len / cp positions, every attention phase with the whole sequence's
-    gathered keys and values on top (gathered_kv_bytes); the fusion runs the causal pieces.
+    cp > 1: this rank's seq_len / cp positions, every attention phase with the ring's blocks and
+    gradient accumulators on top (ring_kv_bytes); the fusion runs the causal pieces.
     """
     s = _act_bytes(backend, precision)
     if cp > 1 and backend == "cuda-flex":
         backend = "cuda"  # the context-parallel fusion always runs the causal pieces: no Flex block mask
-    full_len, seq_len = seq_len, seq_len // cp
-    gathered = {fusion: gathered_kv_bytes(m, full_len, batch, s, backend, fusion) if cp > 1 else 0.0
+    seq_len = seq_len // cp
+    ring = {fusion: ring_kv_bytes(m, seq_len, batch, s, backend, fusion) if cp > 1 else 0.0
                 for fusion in (False, True)}
     tokens = batch * seq_len
     ckpt = m.activation_checkpointing
@@ -315,8 +317,8 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     saved = (lambda w, rows: 0.0) if recompute else (lambda w, rows: rows * w.kept)
     redo = (lambda w, rows: rows * w.kept) if recompute else (lambda w, rows: 0.0)
     phases = [("head and loss chunk", readout, 0.0, logits)]
-    fusion_extra = gathered[True] if cp > 1 else _fusion_scores(m, seq_len, batch, backend)
-    gathered_in = {"fusion attention (2L rows)": gathered[True]}  # phase -> its gathered k/v bytes
+    fusion_extra = ring[True] if cp > 1 else _fusion_scores(m, seq_len, batch, backend)
+    ring_in = {"fusion attention (2L rows)": ring[True]}  # phase -> its ring's k/v bytes
     for name, w, extra in (("fusion FFN (2L rows)", fusion_ffn, fusion_chunk),
                            ("fusion attention (2L rows)", fusion_attn, fusion_extra)):
         phases.append((name, 2 * tokens * row + saved(w, 2 * tokens), redo(w, 2 * tokens),
@@ -332,10 +334,10 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
                            redo(Widths(ffn.kept if ckpt == "block" else stream_kept, 0), tokens),
                            max(ffn.transient * tokens, layer_chunk) + out_grads))
             name = f"layer {i} ({kinds}) stream {stream} mixer"
-            gathered_in[name] = gathered[False] if m.is_attention_layer(i) else 0.0
+            ring_in[name] = ring[False] if m.is_attention_layer(i) else 0.0
             phases.append((name, tokens * row + saved(mixer, tokens), redo(mixer, tokens),
                            mixer.transient * tokens + _workspace(m, i, tokens, batch, s, backend, cp) + out_grads
-                           + gathered_in[name]))
+                           + ring_in[name]))
     alive = sum(owned for _, owned, _, _ in phases)  # everything kept when backward starts
     peak = (-1.0, "", 0.0, 0.0, 0.0)
     for name, owned, recomputed, transient in phases:
@@ -347,9 +349,9 @@ def activation_terms(est: Estimate, m: ModelConfig, seq_len: int, batch: int, ba
     what = "every tensor autograd saves" if ckpt == "none" else "checkpoint inputs, read-out, targets"
     est.add(f"activations kept ({ckpt} checkpointing)", kept, f"{what}, alive at the peak")
     est.add(f"peak phase: {name}, recomputed", recomputed, "tensors its recomputation saves")
-    gathered_here = gathered_in.get(name, 0.0)
+    ring_here = ring_in.get(name, 0.0)
     est.add("  its backward transient", transient, "gradients and work buffers of that phase" + (
-        f", {gathered_here / GIB:.2f} GiB of them the whole sequence's gathered k/v (cp {cp})" if gathered_here else ""))
+        f", {ring_here / GIB:.2f} GiB of them the ring attention's k/v blocks (cp {cp})" if ring_here else ""))
     if backend == "cuda-flex":
         est.add("Flex block mask", block_mask_bytes(seq_len), "4 int32 (2L/128)^2 index tensors (B = H = 1)")
 
@@ -430,8 +432,8 @@ def report(config, seq_len: int, backend: str, ranks: int, device_gb: float, sou
     cp = config.parallel.cp_size
     if cp > 1:
         lines.append(f"context parallel: each GPU holds {seq_len // cp:,} of the {seq_len:,} positions; activations "
-                     f"fall about as 1/{cp}, but every attention gathers the whole sequence's keys and values (and "
-                     f"their fp32 gradients in backward), which does not fall with cp_size")
+                     f"fall about as 1/{cp}, and so do the ring attention's key/value blocks (two of {seq_len // cp:,} "
+                     f"positions and their fp32 gradients at a time); the weights do not")
     if m.objective != "janus":  # the model above counts two streams and the fusion block
         lines.append(f"note: model.objective={m.objective}: predicted for the janus layout; "
                      + ("an upper bound (clm has no backward stream and no fusion block)" if m.objective == "clm"

@@ -7,7 +7,7 @@ measured before clipping, would be 1/cp of the reference's otherwise; the update
 it, since clipping and AdamW hide a uniform scale), the composition with ZeRO-2 and expert
 parallelism (expert gradients reduced over the expert-data-parallel groups of the larger world), the
 data rank (rank // cp_size: both ranks of a group must read the same sample), validation on slices,
-and resume.
+and resume; slow: an expert-parallel group spanning CP groups, ZeRO-1, and cp 4 on 4 ranks.
 
 Measured (fp32, this model, this machine): against the run without CP the losses differ by at most
 4.8e-7 (cp 2 on 2 ranks, 4 steps: 2 ulp at loss 3) and 3.6e-7 (cp 2 x dp 2 on 4 ranks, 20 steps),
@@ -145,3 +145,16 @@ def test_cp2_checkpoint_resumes_on_cp1(real_runs, tmp_path):
     got = {"metrics": metrics(out), "weights": merged_weights(out, 2)}
     assert [m["step"] for m in got["metrics"]] == list(range(SAVE_EVERY + 1, STEPS + 1))
     _assert_same_training(got, {**want, "metrics": want["metrics"][SAVE_EVERY:]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cp_size, ep_size, zero_stage", [(2, 4, 2), (2, 2, 1), (4, 2, 2)])
+def test_other_layouts_of_4_ranks_equal_dp2(real_runs, tmp_path, cp_size, ep_size, zero_stage):
+    """cp 2 with ep 4: each expert-parallel group spans both CP groups (ranks 0-1 and 2-3), so the
+    token all-to-all mixes slices of different samples; cp 2 with ZeRO-1 (only the optimizer
+    states partitioned); cp 4 (one data-parallel rank, two accumulation steps of micro batch 2).
+    Each trains 20 steps like the 2-rank dp 2 / ep 2 / ZeRO-2 run."""
+    out = tmp_path / f"cp{cp_size}_ep{ep_size}_zero{zero_stage}"
+    config = _real_config(out, real_runs["manifest"], cp_size)
+    config["parallel"].update(ep_size=ep_size, zero_stage=zero_stage)
+    _assert_same_training(_train(out, 4, timeout=900, data="real", config=config), real_runs["dp2"])

@@ -4,7 +4,7 @@
         [--backend cuda|cuda-flex|torch-cuda|reference] [--seq-len N]
 
 --cp N predicts context parallelism over N of the ranks (parallel.cp_size): per GPU its seq_len / N
-positions plus the gathered keys and values, which do not shrink with N.
+positions, and the ring attention's key/value blocks of that slice.
 
 Backends are kernel sets: cuda = mamba_ssm,
 causal_conv1d, flash attention and the causal-pieces fusion (the GPU default); cuda-flex = the

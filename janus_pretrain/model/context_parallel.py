@@ -285,6 +285,7 @@ class _Ring:
         def wait() -> torch.Tensor:
             for work in works:
                 work.wait()
+            works.clear()  # the sent tensor is free once its send is done
             return incoming
         return wait
 
@@ -293,23 +294,36 @@ _KV_TAG, _GRAD_TAG = 1, 2  # the two streams of messages of the backward ring
 
 
 class _Span:
-    """Key stream `stream`'s rows [k0, k0 + stop - start) are the block's rows start:stop (reversed: in reverse)."""
+    """Key stream `stream`'s rows [k0, k0 + count) are the block's rows start:start + count
+    (reversed: in reverse order)."""
 
-    def __init__(self, stream: int, k0: int, start: int, stop: int, reversed: bool = False):
-        self.stream, self.k0, self.rows, self.reversed = stream, k0, slice(start, stop), reversed
-        self.count = stop - start
+    def __init__(self, stream: int, k0: int, start: int, count: int, reversed: bool = False):
+        self.stream, self.k0, self.start, self.count, self.reversed = stream, k0, start, count, reversed
+
+    def block_rows(self, c0: int, c1: int) -> slice:
+        """The block rows of key-stream rows k0 + c0 .. k0 + c1 - 1 (ascending; reversed spans: backwards)."""
+        if self.reversed:
+            return slice(self.start + self.count - c1, self.start + self.count - c0)
+        return slice(self.start + c0, self.start + c1)
+
+    def keys(self, block: torch.Tensor, c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v of key-stream rows k0 + c0 .. k0 + c1 - 1, in stream order (a view unless reversed)."""
+        kv = block[:, :, :, self.block_rows(c0, c1)]
+        return tuple(kv.flip(3) if self.reversed else kv)
+
+    def add_grads(self, grads: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, c0: int, c1: int) -> None:
+        """Adds stream-ordered gradients of rows c0..c1-1 into the block-layout buffer grads (2, N, H, m, W)."""
+        rows = self.block_rows(c0, c1)
+        for buffer, grad in ((grads[0], dk), (grads[1], dv)):
+            buffer[:, :, rows] += grad.flip(2) if self.reversed else grad
 
 
-def _pairs(pieces, block: torch.Tensor, layout: list[_Span]):
-    """The (piece, block) pairs with work: (piece index, span, keys, values in stream order, calls)."""
+def _calls(pieces, layout: list[_Span]):
+    """Every kernel call of this rank's pieces on one block: (piece index, span, e0, e1, c0, c1, causal)."""
     for i, piece in enumerate(pieces):
         span = next(s for s in layout if s.stream == piece.stream)
-        calls = block_calls(piece.q0, piece.count, span.k0, span.count)
-        if calls:
-            keys, values = block[0][:, :, span.rows], block[1][:, :, span.rows]
-            if span.reversed:
-                keys, values = keys.flip(2), values.flip(2)
-            yield i, span, keys, values, calls
+        for call in block_calls(piece.q0, piece.count, span.k0, span.count):
+            yield (i, span, *call)
 
 
 class _RingAttention(torch.autograd.Function):
@@ -319,14 +333,14 @@ class _RingAttention(torch.autograd.Function):
     Forward: P steps; the next block is in flight while this one is computed; each piece keeps a
     running (out, lse) merged by log-sum-exp. Backward: the key/value blocks go round again, each
     followed by an fp32 gradient accumulator that every rank adds its queries' share to; after P
-    steps it is back at the rank that owns the block. Only two blocks (and, in backward, two
-    accumulators) are alive at a time, whatever P is."""
+    steps it is back at the rank that owns the block. A rank waits for the accumulator before it
+    computes (one accumulator's transfer per step is not hidden), so alive at a time, whatever P
+    is: two blocks (the one computed, the one arriving), one accumulator and one call's copies."""
 
     @staticmethod
     def forward(ctx, q, k, v, pieces, spans, group, kernel, scale):
         ring = _Ring(group)
         work = torch.promote_types(q.dtype, torch.float32)
-        queries = [q[:, :, p.rows] for p in pieces]
         outs = [q.new_zeros((*q.shape[:2], p.count, q.shape[3]), dtype=work) for p in pieces]
         lses = [q.new_full((*q.shape[:2], p.count), float("-inf"), dtype=work) for p in pieces]
         states = {}
@@ -334,13 +348,12 @@ class _RingAttention(torch.autograd.Function):
         for step in range(ring.size):
             arriving = ring.pass_on(block, _KV_TAG) if step < ring.size - 1 else None
             owner = ring.owner(step)
-            for i, _, keys, values, calls in _pairs(pieces, block, spans(owner)):
-                for call in calls:
-                    e0, e1, c0, c1, causal = call
-                    out_c, lse_c, states[owner, i, call] = kernel.forward(
-                        queries[i][:, :, e0:e1], keys[:, :, c0:c1], values[:, :, c0:c1], scale, causal=causal)
-                    outs[i][:, :, e0:e1], lses[i][:, :, e0:e1] = merge_attention(
-                        outs[i][:, :, e0:e1], lses[i][:, :, e0:e1], out_c, lse_c)
+            for i, span, e0, e1, c0, c1, causal in _calls(pieces, spans(owner)):
+                keys, values = span.keys(block, c0, c1)
+                out_c, lse_c, states[owner, i, e0, e1, c0, c1, causal] = kernel.forward(
+                    q.index_select(2, pieces[i].rows[e0:e1]), keys, values, scale, causal=causal)
+                outs[i][:, :, e0:e1], lses[i][:, :, e0:e1] = merge_attention(
+                    outs[i][:, :, e0:e1], lses[i][:, :, e0:e1], out_c, lse_c)
             if arriving is not None:
                 block = arriving()
         del block
@@ -362,39 +375,28 @@ class _RingAttention(torch.autograd.Function):
         ring = _Ring(ctx.group)
         work = torch.promote_types(q.dtype, torch.float32)
         dout = dout.contiguous()
-        # per piece its rows' query, output gradient and the MERGED out and lse of those rows
-        rows = [(q[:, :, p.rows], dout[:, :, p.rows], out[:, :, p.rows], lse[:, :, p.rows]) for p in pieces]
-        dqs = [torch.zeros_like(r[0], dtype=work) for r in rows]
+        dq = torch.zeros_like(q, dtype=work)
         block = torch.stack([k, v])
-        accumulated = None  # wait() of the gradient accumulator arriving from the previous rank
+        accumulated = None  # wait(): this rank's last send done, the previous rank's accumulator here
         for step in range(ring.size):
             arriving = ring.pass_on(block, _KV_TAG) if step < ring.size - 1 else None
             owner = ring.owner(step)
-            mine = torch.zeros_like(block, dtype=work)  # this rank's share of the block's gradients
-            for i, span, keys, values, calls in _pairs(pieces, block, ctx.spans(owner)):
-                dk = keys.new_zeros(keys.shape, dtype=work)
-                dv = torch.zeros_like(dk)
-                q_p, dout_p, out_p, lse_p = rows[i]
-                for call in calls:
-                    e0, e1, c0, c1, causal = call
-                    dq_c, dk_c, dv_c = kernel.backward(
-                        dout_p[:, :, e0:e1], q_p[:, :, e0:e1], keys[:, :, c0:c1], values[:, :, c0:c1],
-                        out_p[:, :, e0:e1], lse_p[:, :, e0:e1], ctx.states[owner, i, call], scale, causal=causal)
-                    dqs[i][:, :, e0:e1] += dq_c
-                    dk[:, :, c0:c1] += dk_c
-                    dv[:, :, c0:c1] += dv_c
-                if span.reversed:
-                    dk, dv = dk.flip(2), dv.flip(2)
-                mine[0][:, :, span.rows] += dk
-                mine[1][:, :, span.rows] += dv
-            total = mine if accumulated is None else accumulated() + mine
-            accumulated = ring.pass_on(total, _GRAD_TAG)  # to the next rank; after step P-1, to the owner
+            # the block's gradients so far (the ranks before this one added their shares), or zeros
+            grads = torch.zeros_like(block, dtype=work) if accumulated is None else accumulated()
+            for i, span, e0, e1, c0, c1, causal in _calls(pieces, ctx.spans(owner)):
+                rows = pieces[i].rows[e0:e1]
+                keys, values = span.keys(block, c0, c1)
+                # each row's MERGED out and lse (model/piece_kernels.py)
+                dq_c, dk_c, dv_c = kernel.backward(
+                    dout.index_select(2, rows), q.index_select(2, rows), keys, values, out.index_select(2, rows),
+                    lse.index_select(2, rows), ctx.states[owner, i, e0, e1, c0, c1, causal], scale, causal=causal)
+                dq.index_add_(2, rows, dq_c.to(work))
+                span.add_grads(grads, dk_c, dv_c, c0, c1)
+            accumulated = ring.pass_on(grads, _GRAD_TAG)  # to the next rank; after step P-1, to the owner
+            del grads
             if arriving is not None:
                 block = arriving()
         dkv = accumulated()  # this rank's own block's gradients, every rank's share summed
-        dq = torch.zeros_like(q, dtype=work)
-        for piece, dq_p in zip(pieces, dqs):
-            dq[:, :, piece.rows] += dq_p
         return dq.to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None, None, None, None
 
 
@@ -445,7 +447,7 @@ def fusion_attention_across_slices(kernels, q, k, v, context: ContextParallel, s
     def spans(owner: int) -> list[_Span]:
         # rank owner's 2l rows: forward positions in order (forward stream rows from owner * l), then
         # the same positions ascending, which the backward stream (row j = position L-1-j) reads reversed
-        return [_Span(0, owner * rows, 0, rows), _Span(1, length - (owner + 1) * rows, rows, 2 * rows, reversed=True)]
+        return [_Span(0, owner * rows, 0, rows), _Span(1, length - (owner + 1) * rows, rows, rows, reversed=True)]
 
     local = torch.arange(rows, device=device)
     pieces = _pieces(_Piece(local, 0, a), _Piece(local.flip(0), 1, length - CROSS_SHIFT - b),
