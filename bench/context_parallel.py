@@ -2,7 +2,7 @@
 
     python bench/context_parallel.py                                  # configs/1m.yaml, 2 layers, 16 kbp, cp 1 2 4
     python bench/context_parallel.py --seq-len 32768 --cp 1 2 --json out.json
-    python bench/context_parallel.py --from-json out.json             # re-print
+    python bench/context_parallel.py --from-json out.json             # re-print (or the docs' JSON)
 
 For each cp, fresh processes (one per rank, gloo, one thread each) build the same model (same
 seed), run a warm-up step at 256 bp per rank, drop the gradients, and measure one forward and
@@ -191,8 +191,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.from_json:  # one run's --json, or docs/context_parallel_cpu_measured.json's runs by length
         saved = json.loads(Path(args.from_json).read_text())
-        for rows in saved["runs"].values() if "runs" in saved else [saved["rows"]]:
-            print(report(rows, saved["cores"]))
+        if "rows" in saved:
+            print(report(saved["rows"], saved["cores"]))
+        for key in (k for k in saved if k.startswith("runs")):  # the docs file: one set of runs per key
+            for rows in (v for v in saved[key].values() if isinstance(v, list)):  # beside a "note"
+                print(f"{key}:\n{report(rows, saved['cores'])}")
         return
     if 1 not in args.cp:
         parser.error("--cp must include 1: the ratios are to cp 1 in the same run")

@@ -234,6 +234,22 @@ class _Piece:
         first = max(0, -q0)  # entries before it have t < 0: no key at all
         self.rows, self.stream, self.q0 = rows[first:], stream, q0 + first  # first valid t
         self.count = len(self.rows)
+        # rows that are one ascending run of local rows are read as views, not copied
+        self.start = int(self.rows[0]) if self.count and torch.equal(
+            self.rows, torch.arange(int(self.rows[0]), int(self.rows[0]) + self.count, device=self.rows.device)) else None
+
+    def take(self, t: torch.Tensor, e0: int, e1: int) -> torch.Tensor:
+        """Entries e0:e1 of the piece from t's local rows (dim 2: q, out, lse alike), in the piece's order."""
+        if self.start is not None:
+            return t[:, :, self.start + e0:self.start + e1]
+        return t.index_select(2, self.rows[e0:e1])
+
+    def add(self, t: torch.Tensor, e0: int, e1: int, value: torch.Tensor) -> None:
+        """t[local rows of entries e0:e1] += value."""
+        if self.start is not None:
+            t[:, :, self.start + e0:self.start + e1] += value
+        else:
+            t.index_add_(2, self.rows[e0:e1], value)
 
 
 def _pieces(*pieces: _Piece) -> list[_Piece]:
@@ -351,7 +367,7 @@ class _RingAttention(torch.autograd.Function):
             for i, span, e0, e1, c0, c1, causal in _calls(pieces, spans(owner)):
                 keys, values = span.keys(block, c0, c1)
                 out_c, lse_c, states[owner, i, e0, e1, c0, c1, causal] = kernel.forward(
-                    q.index_select(2, pieces[i].rows[e0:e1]), keys, values, scale, causal=causal)
+                    pieces[i].take(q, e0, e1), keys, values, scale, causal=causal)
                 outs[i][:, :, e0:e1], lses[i][:, :, e0:e1] = merge_attention(
                     outs[i][:, :, e0:e1], lses[i][:, :, e0:e1], out_c, lse_c)
             if arriving is not None:
@@ -384,13 +400,14 @@ class _RingAttention(torch.autograd.Function):
             # the block's gradients so far (the ranks before this one added their shares), or zeros
             grads = torch.zeros_like(block, dtype=work) if accumulated is None else accumulated()
             for i, span, e0, e1, c0, c1, causal in _calls(pieces, ctx.spans(owner)):
-                rows = pieces[i].rows[e0:e1]
+                piece = pieces[i]
                 keys, values = span.keys(block, c0, c1)
                 # each row's MERGED out and lse (model/piece_kernels.py)
                 dq_c, dk_c, dv_c = kernel.backward(
-                    dout.index_select(2, rows), q.index_select(2, rows), keys, values, out.index_select(2, rows),
-                    lse.index_select(2, rows), ctx.states[owner, i, e0, e1, c0, c1, causal], scale, causal=causal)
-                dq.index_add_(2, rows, dq_c.to(work))
+                    piece.take(dout, e0, e1), piece.take(q, e0, e1), keys, values, piece.take(out, e0, e1),
+                    piece.take(lse, e0, e1), ctx.states[owner, i, e0, e1, c0, c1, causal], scale,
+                    causal=causal)
+                piece.add(dq, e0, e1, dq_c.to(work))
                 span.add_grads(grads, dk_c, dv_c, c0, c1)
             accumulated = ring.pass_on(grads, _GRAD_TAG)  # to the next rank; after step P-1, to the owner
             del grads
