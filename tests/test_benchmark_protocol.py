@@ -151,25 +151,34 @@ def test_published_files_cover_the_official_tasks():
     assert list(eqtl.file.tasks) == list(official.EQTL_TISSUES)
     assert {v.readme_name for v in eqtl.file.tasks.values()} == set(official.EQTL_ABBREVIATIONS)
     assert len(nt.figures("H3")) == 4 and all(len(nt.figures(t.name)) == 4 for t in official.NT_TASKS)
-    # spot checks against the README table (README.md:23, 28, 38, 57)
-    assert nt.figure("H3", "janusdna_midattn").text() == "0.821 ± 0.021"
-    assert nt.figure("H3K4me3", "janusdna_mlp_midattn").text() == "0.688 ± 0.026"
+    # spot checks against the README table (README.md:23, 28, 38, 57); its ± is the paper's max - min
+    assert nt.figure("H3", "janusdna_midattn").text() == "0.821 (range 0.021)"
+    assert nt.figure("H3K4me3", "janusdna_mlp_midattn").text() == "0.688 (range 0.026)"
     assert nt.figure("splice_sites_all", "janusdna_mlp_midattn").mean == 0.967
     assert [f.text() for f in eqtl.figures("Whole_Blood")] == ["0.768", "0.794", "0.821"]
-    assert gb.figures("human_ocr_ensembl") == []
+    # and against the paper's Table 1 (Genomic Benchmarks), every task with three variants
+    assert all(len(gb.figures(t.name)) == 3 for t in official.GB_TASKS)
+    assert gb.figure("human_nontata_promoters", "janusdna_mlp_midattn").text() == "0.957 (range 0.004)"
+    assert gb.figure("dummy_mouse_enhancers_ensembl", "caduceus_ph").text() == "0.754 (range 0.074)"
 
 
 def test_published_file_errors_name_the_key(tmp_path):
     text = (PUBLISHED / "nt.yaml").read_text()
     bad = tmp_path / "nt.yaml"
-    bad.write_text(text.replace("janusdna: {mean: 0.824, std: 0.012}", "janusdna_x: {mean: 0.824, std: 0.012}"))
+    bad.write_text(text.replace("janusdna: {mean: 0.824, spread: 0.012}", "janusdna_x: {mean: 0.824, spread: 0.012}"))
     with pytest.raises(ConfigError, match=r"'tasks.H3.results.janusdna_x': model 'janusdna_x' is not under models"):
         load_published(bad)
-    bad.write_text(text.replace("{mean: 0.824, std: 0.012}", "{mean: 82.4, std: 0.012}"))
+    bad.write_text(text.replace("{mean: 0.824, spread: 0.012}", "{mean: 82.4, spread: 0.012}"))
     with pytest.raises(ConfigError, match=r"'tasks.H3.results.janusdna': mean 82.4"):
         load_published(bad)
     bad.write_text(text.replace("readme_name: H3\n", "readme_nam: H3\n"))
     with pytest.raises(ConfigError, match=r"unknown key 'tasks.H3.readme_nam'"):
+        load_published(bad)
+    bad.write_text(text.replace("spread: range\n", "spread: sd\n"))
+    with pytest.raises(ConfigError, match=r"'spread' is 'sd', expected one of std, range, none"):
+        load_published(bad)
+    bad.write_text(text.replace("{mean: 0.824, spread: 0.012}", "{mean: 0.824, spread: null}"))
+    with pytest.raises(ConfigError, match=r"'tasks.H3.results.janusdna': spread None but the file's 'spread' is 'range'"):
         load_published(bad)
 
 

@@ -11,7 +11,7 @@ results.json, schema RESULTS_SCHEMA:
                     "difference": {"pretrained-random": {metric: {"mean", "std", "n"}}},
                     "not_applicable": {model: reason},
                     "seeds", "protocol" (how a benchmark kind ran it), "published": [{"model", "label", "metric",
-                    "mean", "std", "source"}], and what the kind adds: "grid" and "grid_runs" (NT/GB cells),
+                    "mean", "spread", "spread_kind", "source"}], and what the kind adds: "grid" and "grid_runs" (NT/GB cells),
                     "heads" and "head_runs" (eQTL heads)}}}
 Test metrics are averaged over folds within a seed, then mean and sample standard deviation
 (ddof 1; 0 for a single value) are taken over seeds. The difference pairs seeds: pretrained
@@ -29,6 +29,7 @@ import numpy as np
 
 from janus_pretrain.atomic_io import atomic_write_text
 from janus_pretrain.digests import file_digest
+from janus_pretrain.evaluation.benchmarks.published import figure_text
 from janus_pretrain.evaluation.registry import Suite, Task
 
 RESULTS_SCHEMA = "janus-eval-results-v1"
@@ -86,8 +87,8 @@ def build_results(suite: Suite, tasks: list[Task], outcome: dict[str, dict], mod
             "metrics": task.metrics, "recipe": dataclasses.asdict(task.recipe),
             "files": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in task.files.items()},
             "protocol": task.kind.protocol_line(task),
-            "published": [{"model": f.model, "label": f.label, "metric": f.metric, "mean": f.mean, "std": f.std,
-                           "source": f.source} for f in (suite.published.figures(task.name) if suite.published else [])],
+            "published": [{"model": f.model, "label": f.label, "metric": f.metric, "mean": f.mean, "spread": f.spread,
+                           "spread_kind": f.spread_kind, "source": f.source} for f in (suite.published.figures(task.name) if suite.published else [])],
             **entry, **summarise(task, entry, models)}
     return out
 
@@ -168,15 +169,15 @@ def published_table(results: dict) -> list[str]:
     head = ["task", "metric", "pretrained", *baselines, *(f"published: {label}" for label in labels)]
     lines = ["## Beside the published figures", "",
              "Ours: test metric over the whole test split, mean ± std over seeds (the official logs average "
-             "per-batch values: `test_batch_mean` in results.json). Published: the source named in each row's file.",
+             "per-batch values: `test_batch_mean` in results.json). Published: the source named in each row's file; "
+             "'(range r)' is their max - min over seeds (the JanusDNA paper's error bars), '± s' a std.",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, task in tasks.items():
         metric = task["published"][0]["metric"] if task["published"] else task["metrics"][0]
         ours = [_cell(task["summary"].get(m, {}).get(metric)) for m in ["pretrained", *baselines]]
         figures = {f["label"]: f for f in task["published"]}
-        theirs = [(f"{figures[label]['mean']:.3f}" + (f" ± {figures[label]['std']:.3f}" if figures[label]["std"]
-                                                        is not None else "")) if label in figures else "-"
-                  for label in labels]
+        theirs = [figure_text(figures[label]["mean"], figures[label]["spread"], figures[label]["spread_kind"])
+                  if label in figures else "-" for label in labels]
         lines.append(f"| {name} | {metric} | " + " | ".join(ours + theirs) + " |")
     return lines + [""]
 

@@ -159,7 +159,8 @@ FACTS: tuple[Fact, ...] = (
     Fact("grid choice", "not in the official code (scripts launch every cell; no aggregation script)",
          f"{NT_SCRIPT}:115-153",
          "ours: the cell with the best mean validation metric over seeds; its test mean +- std is reported"),
-    Fact("std", "not in the official code", "-", "ours: sample std (ddof 1) over seeds"),
+    Fact("std", "not in the official code; the paper's ± (arXiv 2505.17257, Tables 1-2) is max - min over seeds", "-",
+         "ours: sample std (ddof 1) over seeds; the published ± is stored as a range (configs/eval/published)"),
     Fact("metric reduction", "per-batch metric, averaged over the batches of the split weighted by batch size (Lightning epoch mean)",
          "train.py:389-409", "MCC/F1 of the whole split differ from this; batch = the run's batch size"),
     Fact("padding", "truncate on the right to max_length, pad on the left with [PAD]", f"{NT_CONFIG}:7-8; {LOADERS}:290-295,385-390; "

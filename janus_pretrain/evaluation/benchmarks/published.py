@@ -1,17 +1,19 @@
 """Published figures of a suite (configs/eval/published/<suite>.yaml), to print beside our results.
 
-A file names its source, the model variants it reports (key -> label, size) and per task the
-metric and the figures (model key -> mean, std or null):
+A file names its source, what its "±" means (spread: std over seeds; range, max - min over seeds,
+the JanusDNA paper's error bars; none, single values), the model variants it reports (key ->
+label, size) and per task the metric and the figures (model key -> mean, spread or null):
 
     schema: janus-published-v1
     suite: nt
     source: JanusDNA README.md:19-40 (...)
+    spread: range
     models: {janusdna: {label: JanusDNA w/o midattn, params_m: 1.988}}
     tasks:
-      H3: {metric: mcc, readme_name: H3, results: {janusdna: {mean: 0.824, std: 0.012}}}
+      H3: {metric: mcc, readme_name: H3, results: {janusdna: {mean: 0.824, spread: 0.012}}}
 
-Unknown keys, wrong types, a result for an undeclared model or a mean outside [0, 1] are
-ConfigErrors naming the file and the key.
+Unknown keys, wrong types, a result for an undeclared model, a mean outside [0, 1], or a spread
+that disagrees with the file's kind are ConfigErrors naming the file and the key.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from typing import Optional
 from janus_pretrain.config_schema import ConfigError, build_section, safe_load_yaml
 
 PUBLISHED_SCHEMA = "janus-published-v1"
+SPREAD_KINDS = ("std", "range", "none")  # sample std over seeds; max - min over seeds; single values
+
+
+def figure_text(mean: float, spread: float | None, kind: str) -> str:
+    """One published figure as results.md prints it: 0.835 ± 0.009 (std), 0.835 (range 0.009), 0.835."""
+    if spread is None:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} (range {spread:.3f})" if kind == "range" else f"{mean:.3f} ± {spread:.3f}"
 
 
 @dataclass
@@ -33,7 +43,7 @@ class ModelEntry:
 @dataclass
 class Figure:
     mean: float = 0.0
-    std: Optional[float] = None  # null where the source gives a single value
+    spread: Optional[float] = None  # of the file's kind (PublishedFile.spread); null where the source gives one value
 
 
 @dataclass
@@ -48,6 +58,7 @@ class PublishedFile:
     schema: str = ""
     suite: str = ""
     source: str = ""  # where the figures come from (file:lines, table, commit)
+    spread: str = ""  # what every figure's spread is: one of SPREAD_KINDS
     models: dict[str, ModelEntry] = field(default_factory=dict)
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
 
@@ -60,11 +71,12 @@ class PublishedFigure:
     model: str  # model key
     label: str  # model label
     mean: float
-    std: float | None
+    spread: float | None
+    spread_kind: str  # SPREAD_KINDS
     source: str
 
     def text(self) -> str:
-        return f"{self.mean:.3f}" + (f" ± {self.std:.3f}" if self.std is not None else "")
+        return figure_text(self.mean, self.spread, self.spread_kind)
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,8 @@ class Published:
         entry = self.file.tasks.get(task)
         if entry is None:
             return []
-        return [PublishedFigure(self.file.suite, task, entry.metric, key, self.file.models[key].label, fig.mean, fig.std,
-                                self.file.source) for key, fig in entry.results.items()]
+        return [PublishedFigure(self.file.suite, task, entry.metric, key, self.file.models[key].label, fig.mean,
+                                fig.spread, self.file.spread, self.file.source) for key, fig in entry.results.items()]
 
     def figure(self, task: str, model: str) -> PublishedFigure | None:
         return next((f for f in self.figures(task) if f.model == model), None)
@@ -97,6 +109,9 @@ def load_published(path: str | Path) -> Published:
     for key in ("suite", "source"):
         if not getattr(published, key):
             raise ConfigError(f"{path}: '{key}' is empty")
+    if published.spread not in SPREAD_KINDS:
+        raise ConfigError(f"{path}: 'spread' is {published.spread!r}, expected one of {', '.join(SPREAD_KINDS)} "
+                          "(what the figures' ± is: std over seeds, max - min over seeds, or single values)")
     for name, entry in published.tasks.items():
         if not entry.metric:
             raise ConfigError(f"{path}: 'tasks.{name}.metric' is empty")
@@ -104,6 +119,9 @@ def load_published(path: str | Path) -> Published:
             where = f"{path}: 'tasks.{name}.results.{model}'"
             if model not in published.models:
                 raise ConfigError(f"{where}: model {model!r} is not under models ({sorted(published.models)})")
-            if not 0.0 <= fig.mean <= 1.0 or (fig.std is not None and not 0.0 <= fig.std <= 1.0):
-                raise ConfigError(f"{where}: mean {fig.mean} / std {fig.std} outside [0, 1]")
+            if not 0.0 <= fig.mean <= 1.0 or (fig.spread is not None and not 0.0 <= fig.spread <= 1.0):
+                raise ConfigError(f"{where}: mean {fig.mean} / spread {fig.spread} outside [0, 1]")
+            if (fig.spread is None) != (published.spread == "none"):
+                raise ConfigError(f"{where}: spread {fig.spread} but the file's 'spread' is {published.spread!r}"
+                                  " (null exactly when it is none)")
     return Published(path, published)
