@@ -52,7 +52,8 @@ def summed_gradients(model, context: ContextParallel) -> dict[str, torch.Tensor]
     """The whole sequence's parameter gradients: each rank's, summed over the CP group."""
     grads = {}
     for name, param in model.named_parameters():
-        grad = param.grad.clone() if param.grad is not None else torch.zeros_like(param)
+        # summed in fp32 (a bf16 model's gradients would round in the sum)
+        grad = param.grad.float().clone() if param.grad is not None else torch.zeros_like(param, dtype=torch.float32)
         dist.all_reduce(grad, group=context.group)
         grads[name] = grad
     return grads
@@ -66,6 +67,14 @@ def forward_backward(model, context: ContextParallel, ids: torch.Tensor):
         logits = model(context.split(ids)).logits
     return {"logits": whole_sequence(context, logits), "loss": out.loss.detach(),
             "aux": out.aux_loss.detach(), "grads": summed_gradients(model, context)}
+
+
+def forward_backward_with_kernels(model, context: ContextParallel, ids: torch.Tensor, kernels: str, dtype):
+    """forward_backward with one of kernel_shims.SHIM_SETS (the CUDA glue through its shims) in dtype."""
+    from kernel_shims import SHIM_SETS
+
+    model.backbone.kernels._kernels["cpu"] = SHIM_SETS[kernels]()
+    return forward_backward(model.to(dtype), context, ids)
 
 
 def logits_after_changes(model, context: ContextParallel, ids: torch.Tensor, positions: list[int]):

@@ -65,15 +65,24 @@ def _flash_preconditions(*tensors):
     assert len({t.dtype for t in tensors}) == 1, "one dtype"
 
 
+def _check_shapes(q, k, v, causal, seq_dim):
+    """q and k/v may differ in length (context parallelism's full calls on other ranks' keys); a
+    causal call must be square: flash-attn aligns a non-square causal mask bottom-right, torch's
+    kernels top-left, so the glue only calls causal on the diagonal block."""
+    assert k.shape == v.shape, "k and v alike"
+    assert [s for i, s in enumerate(q.shape) if i != seq_dim] == [s for i, s in enumerate(k.shape) if i != seq_dim]
+    assert not causal or q.shape[seq_dim] == k.shape[seq_dim], "causal only on a square (alignment differs)"
+
+
 def _flash_attn_forward(q, k, v, dropout_p, softmax_scale, causal, window_size_left, window_size_right,
                         softcap, alibi_slopes, return_softmax):
     """flash-attn 2.7+: (B, L, H, Dh) -> (out, softmax_lse (B, H, L) fp32, S_dmask, rng_state)."""
     _flash_preconditions(q, k, v)
-    assert q.shape == k.shape == v.shape, "same (B, L, H, Dh) for q, k, v here"
+    _check_shapes(q, k, v, causal, seq_dim=1)
     assert isinstance(softmax_scale, float), "the caller computes the scale (of the unpadded head dim)"
-    assert dropout_p == 0.0 and causal and (window_size_left, window_size_right) == (-1, -1)
+    assert dropout_p == 0.0 and (window_size_left, window_size_right) == (-1, -1)
     assert softcap == 0.0 and alibi_slopes is None and not return_softmax
-    out, lse = _CPU_FLASH(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, True, scale=softmax_scale)
+    out, lse = _CPU_FLASH(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), 0.0, causal, scale=softmax_scale)
     rng_state = torch.zeros(2, dtype=torch.int64)
     return out.transpose(1, 2).contiguous(), lse.contiguous(), torch.empty(0, dtype=q.dtype), rng_state
 
@@ -84,11 +93,12 @@ def _flash_attn_backward(dout, q, k, v, out, softmax_lse, dq, dk, dv, dropout_p,
     """flash-attn 2.7+: writes dq, dk, dv (preallocated like q, k, v); returns softmax_d."""
     _flash_preconditions(dout, q, k, v, out, dq, dk, dv)
     assert dout.shape == q.shape == out.shape == dq.shape and k.shape == dk.shape and v.shape == dv.shape
+    _check_shapes(q, k, v, causal, seq_dim=1)
     assert softmax_lse.dtype == torch.float32 and softmax_lse.is_contiguous()
     assert softmax_lse.shape == (q.shape[0], q.shape[2], q.shape[1]), "softmax_lse (B, H, L)"
-    assert isinstance(softmax_scale, float) and dropout_p == 0.0 and causal
+    assert isinstance(softmax_scale, float) and dropout_p == 0.0
     assert rng_state is not None and rng_state.dtype == torch.int64, "the forward's rng_state"
-    grads = _CPU_FLASH_BACKWARD(*(t.transpose(1, 2) for t in (dout, q, k, v, out)), softmax_lse, 0.0, True,
+    grads = _CPU_FLASH_BACKWARD(*(t.transpose(1, 2) for t in (dout, q, k, v, out)), softmax_lse, 0.0, causal,
                                 scale=softmax_scale)
     for dst, src in zip((dq, dk, dv), grads):
         dst.copy_(src.transpose(1, 2))
@@ -99,9 +109,10 @@ def sdpa_flash_forward(query, key, value, dropout_p=0.0, is_causal=False, return
                        scale=None):
     """aten::_scaled_dot_product_flash_attention (CUDA): (B, H, L, Dh) -> 9 outputs."""
     _flash_preconditions(query, key, value)
-    assert dropout_p == 0.0 and is_causal and not return_debug_mask
+    _check_shapes(query, key, value, is_causal, seq_dim=2)
+    assert dropout_p == 0.0 and not return_debug_mask
     assert isinstance(scale, float), "with a padded head dim the default scale would be wrong"
-    out, lse = _CPU_FLASH(query, key, value, 0.0, True, scale=scale)
+    out, lse = _CPU_FLASH(query, key, value, 0.0, is_causal, scale=scale)
     seed, offset = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
     # the dense (not nested) path returns undefined cumulative lengths: None in Python
     return out, lse, None, None, query.shape[2], key.shape[2], seed, offset, torch.empty(0, dtype=query.dtype)
@@ -113,8 +124,9 @@ def sdpa_flash_backward(grad_out, query, key, value, out, logsumexp, cum_seq_q, 
     assert logsumexp.dtype == torch.float32 and logsumexp.shape == query.shape[:3]
     assert cum_seq_q is None and cum_seq_k is None and (max_q, max_k) == (query.shape[2], key.shape[2])
     assert philox_seed.dtype == philox_offset.dtype == torch.int64, "the forward's RNG state"
-    assert dropout_p == 0.0 and is_causal and isinstance(scale, float)
-    return _CPU_FLASH_BACKWARD(grad_out, query, key, value, out, logsumexp, 0.0, True, scale=scale)
+    _check_shapes(query, key, value, is_causal, seq_dim=2)
+    assert dropout_p == 0.0 and isinstance(scale, float)
+    return _CPU_FLASH_BACKWARD(grad_out, query, key, value, out, logsumexp, 0.0, is_causal, scale=scale)
 
 
 def shim_cuda_kernels(fusion: str = "pieces") -> Kernels:
@@ -127,3 +139,8 @@ def shim_cuda_kernels(fusion: str = "pieces") -> Kernels:
 def shim_torch_cuda_pieces() -> list:
     """Piece backends of a GPU without flash-attn, torch's CUDA flash kernel replaced by its shim."""
     return [TorchCudaFlashPieces(sdpa_flash_forward, sdpa_flash_backward), MathPieces()]
+
+
+# kernel sets by name, for jobs that run in other processes (tests/cp_ranks.py)
+SHIM_SETS = {"cuda-glue+shims": shim_cuda_kernels,
+             "torch-cuda-glue+shims": lambda: Kernels(fusion="pieces", pieces=shim_torch_cuda_pieces())}
