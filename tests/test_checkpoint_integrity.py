@@ -268,6 +268,29 @@ def test_a_torch_save_that_cannot_write_is_one_line_and_removes_the_half_written
     assert not (tmp_path / "checkpoints" / tag_for_step(1)).exists()
 
 
+def test_the_watchdog_names_a_rank_that_blocked_after_the_dead_one_as_waiting(tmp_path, monkeypatch, capsys):
+    """The race the engine test below can hit: rank 1 stops at t = 0, rank 0 beats once more at
+    t = 2 and then blocks in the collective; at t = 5 (timeout 4) rank 1 is past the timeout and
+    rank 0 is not yet, but rank 0 waits for rank 1 and the message must say so."""
+    from janus_pretrain.engine.watchdog import Watchdog
+
+    monkeypatch.delenv("JANUS_JOB_STATUS", raising=False)
+    dog = Watchdog(tmp_path, rank=0, world_size=2, timeout_s=4)
+    dog.folder.mkdir()
+    for rank in (0, 1):
+        dog.path(rank).write_text(json.dumps({"step": 4, "phase": "train step", "beat": 1, "pid": rank}))
+        dog.alive_path(rank).write_text("1")
+    dog.progress(0.0)
+    dog.path(0).write_text(json.dumps({"step": 4, "phase": "backward", "beat": 2, "pid": 0}))
+    dog.alive_path(0).write_text("2")
+    dog.progress(2.0)
+    ranks = dog.progress(5.0)
+    assert [r for r, seconds, _, _ in ranks if seconds > dog.timeout] == [1]
+    dog._report(ranks)
+    message = capsys.readouterr().err
+    assert "rank 1 has not responded for 5 s" in message and "ranks [0] wait for it" in message
+
+
 def test_a_stalled_rank_ends_the_job_with_the_watchdog_code_naming_it(tmp_path, monkeypatch):
     """Rank 1 stopped (SIGSTOP) in step 4: rank 0, blocked in a collective, makes no progress
     either but stays alive; the message blames rank 1 only, and the note for the launcher is left."""

@@ -88,29 +88,36 @@ class Watchdog:
             seen[rank] = last = (text, now)
         return now - last[1], text
 
-    def stalled(self, now: float) -> list[tuple[int, float, str, bool]]:
-        """(rank, seconds without progress, last heartbeat, still alive) of every stalled rank."""
+    def progress(self, now: float) -> list[tuple[int, float, str, bool]]:
+        """(rank, seconds without progress, last heartbeat, still alive) of every rank."""
         found = []
         for rank in range(self.world_size):
             seconds, text = self._since_change(self._seen, rank, self.path(rank), now)
             quiet, _ = self._since_change(self._alive_seen, rank, self.alive_path(rank), now)
-            if seconds > self.timeout:
-                found.append((rank, seconds, text, rank == self.rank or quiet < self.timeout / 2))
+            found.append((rank, seconds, text, rank == self.rank or quiet < self.timeout / 2))
         return found
+
+    def stalled(self, now: float) -> list[tuple[int, float, str, bool]]:
+        """The ranks of progress(now) without progress for the timeout."""
+        return [state for state in self.progress(now) if state[1] > self.timeout]
 
     def _watch(self) -> None:
         lives = 0
         while not self._stop.wait(self.poll_s):
             lives += 1
             atomic_write_text(self.alive_path(self.rank), str(lives))
-            stalled = self.stalled(time.monotonic())
-            if stalled and not self._stop.is_set():
-                self._report(stalled)
+            ranks = self.progress(time.monotonic())
+            if any(seconds > self.timeout for _, seconds, _, _ in ranks) and not self._stop.is_set():
+                self._report(ranks)
                 os._exit(WATCHDOG_EXIT_CODE)  # a collective may be blocked: no clean shutdown is possible
 
-    def _report(self, stalled: list[tuple[int, float, str, bool]]) -> None:
+    def _report(self, ranks: list[tuple[int, float, str, bool]]) -> None:
+        """ranks: progress(now). A live rank that has not moved for half the timeout waits for the dead
+        ones (it blocked in a collective after the dead rank's last heartbeat, so its own quiet time
+        can still be under the timeout when the dead rank's passes it)."""
+        stalled = [s for s in ranks if s[1] > self.timeout]
         dead = [s for s in stalled if not s[3]]
-        waiting = [s[0] for s in stalled if s[3]]
+        waiting = [s[0] for s in ranks if s[3] and s[1] > self.timeout / 2] if dead else [s[0] for s in stalled]
         lines = []
         for rank, seconds, text, _ in dead or stalled:
             state = "has not responded" if dead else "made no progress"
